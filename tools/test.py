@@ -1,0 +1,66 @@
+#!/usr/bin/env python
+"""Evaluate a checkpoint with the test split of an mmpretrain or mmdet config.
+
+Examples::
+
+    python tools/test.py CONFIG CHECKPOINT
+    python tools/test.py CONFIG CHECKPOINT --out results.pkl   # also dump raw predictions
+    bash tools/dist_test.sh CONFIG CHECKPOINT 8
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
+
+from mmvitreg.utils.cli import (CLIError, DictAction, build_runner,  # noqa: E402
+                                enable_amp, load_config, one_line_errors, set_work_dir,
+                                setup_cpu_distributed)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Test (evaluate) a checkpoint')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save the evaluation log')
+    parser.add_argument('--out', help='dump the raw predictions to this pickle file')
+    parser.add_argument('--amp', action='store_true', help='mixed-precision inference')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config settings, e.g. test_evaluator.mode=qpic')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    with one_line_errors():
+        import mmvitreg  # noqa: F401
+        cfg = load_config(args.config, args.cfg_options)
+        if not osp.isfile(args.checkpoint):
+            raise CLIError(f'checkpoint file not found: {args.checkpoint}')
+        cfg.launcher = args.launcher
+        set_work_dir(cfg, args.config, args.work_dir)
+        cfg.load_from = args.checkpoint
+        if args.amp:
+            cfg.test_cfg = dict(cfg.get('test_cfg') or {}, fp16=True)
+        if args.out:
+            dump = dict(type='DumpResults', out_file_path=args.out)
+            evaluators = cfg.test_evaluator
+            if isinstance(evaluators, (list, tuple)):
+                cfg.test_evaluator = list(evaluators) + [dump]
+            else:
+                cfg.test_evaluator = [evaluators, dump]
+        setup_cpu_distributed(cfg, args.launcher)
+        runner = build_runner(cfg)
+        runner.test()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,72 @@
+#!/usr/bin/env python
+"""Train a model from an mmpretrain or mmdet config (mmvitreg types are registered on import).
+
+Examples::
+
+    python tools/train.py configs/vit/vit-tiny-p4_8xb64_digits.py
+    python tools/train.py CONFIG --resume                  # resume from the latest checkpoint
+    python tools/train.py CONFIG --amp                     # fp16 on GPU, bf16 autocast on CPU
+    bash tools/dist_train.sh CONFIG 8                      # 8 processes via torchrun
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
+
+from mmvitreg.utils.cli import (DictAction, build_runner, enable_amp,  # noqa: E402
+                                load_config, one_line_errors, set_work_dir,
+                                setup_cpu_distributed)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Train a model (mmpretrain or mmdet config)')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='resume from the given checkpoint, or from the latest one in the work dir if no '
+        'path is given')
+    parser.add_argument('--amp', action='store_true',
+                        help='mixed precision: fp16 + loss scaling on GPU, bf16 autocast on CPU')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the lr by the actual total batch size (auto_scale_lr)')
+    parser.add_argument('--no-validate', action='store_true',
+                        help='do not evaluate checkpoints during training')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config settings, e.g. model.backbone.drop_path_rate=0.1')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    with one_line_errors():
+        import mmvitreg  # noqa: F401  (registers mmvitreg types in both toolboxes)
+        cfg = load_config(args.config, args.cfg_options)
+        cfg.launcher = args.launcher
+        set_work_dir(cfg, args.config, args.work_dir)
+        if args.amp:
+            enable_amp(cfg)
+        if args.resume == 'auto':
+            cfg.resume, cfg.load_from = True, None
+        elif args.resume is not None:
+            cfg.resume, cfg.load_from = True, args.resume
+        if args.no_validate:
+            cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+        if args.auto_scale_lr:
+            cfg.setdefault('auto_scale_lr', {})['enable'] = True
+        setup_cpu_distributed(cfg, args.launcher)
+        runner = build_runner(cfg)
+        runner.train()
+
+
+if __name__ == '__main__':
+    main()
