@@ -59,22 +59,38 @@ def apply_regularizers(model: nn.Module, **regularizer_cfgs: dict) -> nn.Module:
     return model
 
 
-def Regularized(host: Union[str, Type[nn.Module]], **kwargs) -> nn.Module:
-    """Build ``host`` with the remaining keyword arguments, then apply the regularizer keys.
-
-    Keys that name a registered regularizer (see :data:`REGULARIZERS`) are taken out; all other
-    keys go to the host. ``host`` is a type name resolved in the current default scope (or a
-    class).
-    """
+def build_regularized(registry, host: Union[str, Type[nn.Module]], **kwargs) -> nn.Module:
+    """Build ``host`` from ``registry`` with the non-regularizer kwargs, then apply the rest."""
     if not host:
         raise ValueError("Regularized needs `host`, the type of the model to regularize, "
                          "e.g. host='VisionTransformer'")
     reg_cfgs = {k: kwargs.pop(k) for k in list(kwargs) if k in REGULARIZERS}
-    model = MODELS.build(dict(type=host, **kwargs))
+    model = registry.build(dict(type=host, **kwargs))
     return apply_regularizers(model, **reg_cfgs)
 
 
-MODELS.register_module(name='Regularized', module=Regularized)
+def _registered_builder(registry) -> Callable[..., nn.Module]:
+    # One builder per toolbox registry: an unprefixed ``host`` resolves in the registry where
+    # ``Regularized`` itself was found (mmpretrain inside an mmpretrain model, mmdet inside an
+    # mmdet one), which mmengine's default scope alone does not tell for nested builds.
+    def Regularized(host: Union[str, Type[nn.Module]] = None, **kwargs) -> nn.Module:
+        """Build ``host`` with the remaining kwargs, then apply the regularizer keys.
+
+        Keys naming a registered regularizer (:data:`REGULARIZERS`) are taken out; all other
+        keys go to the host.
+        """
+        return build_regularized(registry, host, **kwargs)
+
+    return Regularized
+
+
+for _target in MODELS.targets:
+    _target.register_module(name='Regularized', module=_registered_builder(_target))
+
+
+def Regularized(host: Union[str, Type[nn.Module]] = None, **kwargs) -> nn.Module:
+    """Python entry point: like the registered type, resolving ``host`` in the current scope."""
+    return build_regularized(MODELS.current(), host, **kwargs)
 
 
 _EXTENDED: Dict[tuple, type] = {}

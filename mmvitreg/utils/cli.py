@@ -92,14 +92,19 @@ def describe_error(exc: BaseException) -> str:
         msg = exc.args[0]
     else:
         msg = str(exc)
-    msg = _BUILD_PREFIX.sub('', msg).strip().strip('"\'')
+    msg = _BUILD_PREFIX.sub('', msg).strip()
+    if len(msg) > 1 and msg[0] == msg[-1] and msg[0] in '"\'':
+        msg = msg[1:-1]
     unknown = re.search(r'(\S+) is not in the (\S+) registry', msg)
     if unknown:
         name, registry = unknown.group(1).strip('`'), unknown.group(2)
         msg = (f'unknown type {name!r} in registry {registry} (check the spelling, and that '
                "its package is listed in custom_imports, e.g. imports=['mmvitreg'])")
-    if isinstance(exc, FileNotFoundError) and 'not found' not in msg and 'No such' not in msg:
-        msg = f'file not found: {msg}'
+    if isinstance(exc, FileNotFoundError):
+        path = getattr(exc, 'filename', None)
+        msg = f'file or directory not found: {path}' if path else msg
+        if 'not found' not in msg and 'can not be found' not in msg:
+            msg = f'file or directory not found: {msg}'
     first = msg.splitlines()[0] if msg else type(exc).__name__
     return f'{type(exc).__name__}: {first}' if not isinstance(exc, CLIError) else first
 

@@ -1,0 +1,20 @@
+# The two quickstart commands (each sets up .venv first; the set-up is idempotent):
+#   make demo   - the main job: the regularizer benchmark on embedded default data
+#   make test   - the test suite (what CI runs via .ci/run)
+PY := .venv/bin/python
+PYTEST_ARGS ?= -q
+
+.PHONY: setup demo test test-all
+
+setup:
+	bash tools/setup_env.sh
+
+demo: setup
+	$(PY) tools/benchmark_regularizers.py configs/benchmark/digits_regularizers.py --work-dir work_dirs/benchmark_digits
+
+test: setup
+	$(PY) -m pytest tests $(PYTEST_ARGS) --timeout=1200
+
+# including the slow end-to-end runs
+test-all: setup
+	MMVITREG_SLOW=1 $(PY) -m pytest tests $(PYTEST_ARGS) --timeout=3600
