@@ -1,1 +1,2 @@
 
+from . import drloc  # noqa: F401

@@ -1,0 +1,38 @@
+# Baseline for DRLoc: DeiT-Small trained from scratch on CIFAR-100 at 224 px for 100 epochs
+# (the DRLoc paper's small-dataset protocol; official recipe = Swin's: AdamW, lr 1e-3 at total
+# batch 1024, 20 warm-up epochs, cosine, Mixup 0.8 / CutMix 1.0, label smoothing 0.1, clip 5).
+_base_ = [
+    './_base_/cifar100_bs128_224px.py',
+    'mmpretrain::_base_/schedules/imagenet_bs1024_adamw_swin.py',
+    'mmpretrain::_base_/default_runtime.py',
+]
+custom_imports = dict(imports=['mmvitreg'], allow_failed_imports=False)
+
+model = dict(
+    type='ImageClassifier',
+    backbone=dict(type='VisionTransformer', arch='deit-small', img_size=224, patch_size=16,
+                  drop_path_rate=0.1),
+    neck=None,
+    head=dict(
+        type='VisionTransformerClsHead',
+        num_classes=100,
+        in_channels=384,
+        loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
+    ),
+    init_cfg=[
+        dict(type='TruncNormal', layer='Linear', std=.02),
+        dict(type='Constant', layer='LayerNorm', val=1., bias=0.),
+    ],
+    train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]),
+)
+
+optim_wrapper = dict(
+    paramwise_cfg=dict(
+        norm_decay_mult=0.0,
+        bias_decay_mult=0.0,
+        custom_keys={'.cls_token': dict(decay_mult=0.0), '.pos_embed': dict(decay_mult=0.0)}),
+    clip_grad=dict(max_norm=5.0),
+)
+train_cfg = dict(by_epoch=True, max_epochs=100, val_interval=1)
+default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=10, max_keep_ckpts=2,
+                                     save_best='auto'))

@@ -1,0 +1,8 @@
+# Swin-T + DRLoc from scratch on CIFAR-10 at 224 px, 100 epochs (settings as for CIFAR-100).
+_base_ = './swin-tiny_drloc_8xb128-100e_cifar100-224px.py'
+
+data_preprocessor = dict(num_classes=10)
+model = dict(head=dict(num_classes=10))
+train_dataloader = dict(dataset=dict(type='CIFAR10', data_root='data/cifar10'))
+val_dataloader = dict(dataset=dict(type='CIFAR10', data_root='data/cifar10'))
+test_dataloader = val_dataloader
