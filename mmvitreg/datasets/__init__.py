@@ -1,3 +1,5 @@
 from .digits import DigitsDataset, load_digits_images
+from .hico_det import HICODetDataset  # noqa: F401
+from . import transforms  # noqa: F401,E402
 
-__all__ = ['DigitsDataset', 'load_digits_images']
+__all__ = ['DigitsDataset', 'load_digits_images', 'HICODetDataset']

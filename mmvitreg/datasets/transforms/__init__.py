@@ -1,1 +1,2 @@
 
+from .hoi_transforms import HOIRandomCrop, LoadHOIAnnotations, PackHOIInputs  # noqa: F401

@@ -1,1 +1,2 @@
 
+from .hico_metric import HICODetMetric  # noqa: F401

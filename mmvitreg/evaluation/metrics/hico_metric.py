@@ -1,0 +1,220 @@
+"""HICO-DET mAP (official protocol, Default and Known-Object settings) as an mmengine metric."""
+import csv
+import os
+import os.path as osp
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from mmengine.evaluator import BaseMetric
+from mmengine.logging import print_log
+
+from mmvitreg.datasets.hico_det import load_hico_json, parse_hico_entry
+from mmvitreg.datasets.hico_meta import hico_meta
+from mmvitreg.evaluation.functional.hoi_eval import (AP_METHODS, EVAL_MODES, HOIDetections,
+                                                     HOIEvalResult, HOIGroundTruth,
+                                                     evaluate_hoi)
+from mmvitreg.registry import METRICS
+
+__all__ = ['HICODetMetric', 'gt_from_images', 'dets_from_triplets', 'format_summary',
+           'write_per_class_ap']
+
+
+def _np(x) -> np.ndarray:
+    if hasattr(x, 'detach'):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _get(obj, key: str, default=None):
+    if isinstance(obj, dict):
+        return obj.get(key, default)
+    return getattr(obj, key, default)
+
+
+def gt_from_images(images: Sequence[dict]) -> Tuple[HOIGroundTruth, int]:
+    """Flat GT pairs of per-image dicts (``bboxes`` (N, 4), ``labels`` (N,) 0..79, ``hois``
+    (M, 3) rows subject, object, verb 0..116). Returns the GT and the number of annotated HOIs
+    that are none of the 600 classes (left out)."""
+    meta = hico_meta()
+    if not images:
+        return HOIGroundTruth(np.zeros(0), np.zeros(0), np.zeros((0, 4)), np.zeros((0, 4)),
+                              num_images=0), 0
+    boxes = [np.asarray(g['bboxes'], dtype=np.float64).reshape(-1, 4) for g in images]
+    hois = [np.asarray(g['hois'], dtype=np.int64).reshape(-1, 3) for g in images]
+    n_box = np.array([len(b) for b in boxes])
+    n_hoi = np.array([len(h) for h in hois])
+    offset = np.repeat(np.cumsum(n_box) - n_box, n_hoi)  # image's first box in the flat list
+    boxes = np.concatenate(boxes)
+    labels = np.concatenate([np.asarray(g['labels'], dtype=np.int64).reshape(-1)
+                             for g in images])
+    hois = np.concatenate(hois)
+    sub, obj = hois[:, 0] + offset, hois[:, 1] + offset
+    cls = meta.hoi_class(hois[:, 2], labels[obj])
+    ok = cls >= 0
+    img = np.repeat(np.arange(len(images)), n_hoi)
+    return HOIGroundTruth(img=img[ok], cls=cls[ok], sub=boxes[sub[ok]], obj=boxes[obj[ok]],
+                          num_images=len(images)), int((~ok).sum())
+
+
+def dets_from_triplets(preds: Sequence[dict]) -> HOIDetections:
+    """Flat detections of per-image dicts (``sub`` (K, 4), ``obj`` (K, 4), ``cls`` (K,) HOI
+    class or -1, ``score`` (K,)); the list position is the image index."""
+    n = [len(p['score']) for p in preds]
+    cat = (lambda key, shape: np.concatenate([np.asarray(p[key]).reshape(shape) for p in preds])
+           if preds else np.zeros((0,) + shape[1:]))
+    return HOIDetections(img=np.repeat(np.arange(len(preds)), n), cls=cat('cls', (-1,)),
+                         sub=cat('sub', (-1, 4)), obj=cat('obj', (-1, 4)),
+                         score=cat('score', (-1,)))
+
+
+def format_summary(summary: Dict[str, float], title: str = 'HICO-DET') -> str:
+    """Two-row table (Default, Known Object) of Full/Rare/Non-rare mAP in percent."""
+    row = '{:<16}{:>9}{:>9}{:>10}'
+    pct = (lambda key: f'{100 * summary[key]:.2f}')
+    lines = [f'{title} mAP (%)', row.format('setting', 'Full', 'Rare', 'Non-rare'),
+             row.format('Default', pct('mAP'), pct('mAP_rare'), pct('mAP_non_rare'))]
+    if 'mAP_ko' in summary:
+        lines.append(row.format('Known Object', pct('mAP_ko'), pct('mAP_ko_rare'),
+                                pct('mAP_ko_non_rare')))
+    lines.append(f'mean max recall (%): {pct("mRec")}')
+    return '\n'.join(lines)
+
+
+def write_per_class_ap(path: str, result: HOIEvalResult) -> None:
+    """CSV with one row per HOI class: id, verb, object, rare, GT count, AP, KO AP, recall."""
+    meta = hico_meta()
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with open(path, 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['hoi_id', 'verb', 'object', 'rare', 'n_gt', 'ap', 'ap_ko', 'recall'])
+        for c in range(len(result.ap)):
+            writer.writerow([
+                c + 1, meta.verb_names[meta.hoi_verb[c]], meta.object_names[meta.hoi_object[c]],
+                int(meta.rare[c]), int(result.npos[c]), f'{result.ap[c]:.6f}',
+                '' if result.ap_ko is None else f'{result.ap_ko[c]:.6f}',
+                f'{result.recall[c]:.6f}'])
+
+
+@METRICS.register_module()
+class HICODetMetric(BaseMetric):
+    """HICO-DET HOI detection mAP: Full / Rare / Non-rare, Default and Known-Object settings.
+
+    Implements the official MATLAB protocol (see
+    :mod:`mmvitreg.evaluation.functional.hoi_eval` for the exact rules and for how QPIC's
+    evaluator differs); ``mode='qpic'`` reproduces QPIC's numbers instead.
+
+    Predictions are read from ``data_sample.pred_hoi`` (``sub_bboxes``, ``obj_bboxes``,
+    ``obj_labels`` 0..79, ``verb_labels`` 0..116, ``scores``; original image coordinates).
+    GT is read from ``ann_file`` (matched by ``file_name``) when given, else from each
+    sample's ``hoi_gt`` meta (kept by :class:`HICODetDataset` in test mode). Results are
+    collected on the CPU under DDP; only the evaluated images count.
+
+    Args:
+        ann_file: optional ``test_hico.json``.
+        mode: ``'official'`` or ``'qpic'``.
+        ap_method: ``'11point'`` (official default), ``'11point_drift'`` (qpic default) or
+            ``'allpoint'``.
+        known_object: also report the Known-Object setting.
+        max_per_image: keep the top-k triplets per image (qpic default 100, official all).
+        iou_thr: minimum min(IoU_h, IoU_o) of a true positive.
+        classes_without_gt: ``'zero'`` (official default: AP 0, counted) or ``'ignore'``.
+        per_class_file: write per-class APs to this CSV.
+
+    Reported keys (fractions): ``hico/mAP``, ``hico/mAP_rare``, ``hico/mAP_non_rare``,
+    ``hico/mAP_ko``, ``hico/mAP_ko_rare``, ``hico/mAP_ko_non_rare``, ``hico/mRec``.
+    """
+
+    default_prefix = 'hico'
+
+    def __init__(self, ann_file: Optional[str] = None, mode: str = 'official',
+                 ap_method: Optional[str] = None, known_object: bool = True,
+                 max_per_image: Optional[int] = None, iou_thr: float = 0.5,
+                 classes_without_gt: Optional[str] = None, per_class_file: Optional[str] = None,
+                 backend_args: Optional[dict] = None, collect_device: str = 'cpu',
+                 prefix: Optional[str] = None, **kwargs):
+        super().__init__(collect_device=collect_device, prefix=prefix, **kwargs)
+        if mode not in EVAL_MODES:
+            raise ValueError(f'HICODetMetric mode must be one of {EVAL_MODES}, got {mode!r}')
+        if ap_method is not None and ap_method not in AP_METHODS:
+            raise ValueError(f'HICODetMetric ap_method must be one of {AP_METHODS}, '
+                             f'got {ap_method!r}')
+        if max_per_image is not None and max_per_image < 1:
+            raise ValueError(f'HICODetMetric max_per_image must be >= 1, got {max_per_image}')
+        self.ann_file = ann_file
+        self.mode = mode
+        self.ap_method = ap_method
+        self.known_object = known_object
+        self.max_per_image = max_per_image
+        self.iou_thr = iou_thr
+        self.classes_without_gt = classes_without_gt
+        self.per_class_file = per_class_file
+        self.backend_args = backend_args
+        self.last_result: Optional[HOIEvalResult] = None
+
+    def process(self, data_batch, data_samples: Sequence) -> None:
+        meta = hico_meta()
+        for sample in data_samples:
+            pred = _get(sample, 'pred_hoi')
+            if pred is None:
+                raise ValueError('HICODetMetric needs data_sample.pred_hoi (sub_bboxes, '
+                                 'obj_bboxes, obj_labels, verb_labels, scores)')
+            scores = _np(_get(pred, 'scores')).astype(np.float64).reshape(-1)
+            cls = meta.hoi_class(_np(_get(pred, 'verb_labels')).reshape(-1),
+                                 _np(_get(pred, 'obj_labels')).reshape(-1))
+            result = dict(
+                file_name=_get(sample, 'file_name'),
+                img_id=_get(sample, 'img_id'),
+                pred=dict(sub=_np(_get(pred, 'sub_bboxes')).astype(np.float64).reshape(-1, 4),
+                          obj=_np(_get(pred, 'obj_bboxes')).astype(np.float64).reshape(-1, 4),
+                          cls=cls, score=scores))
+            if self.ann_file is None:
+                gt = _get(sample, 'hoi_gt')
+                if gt is None:
+                    raise ValueError('HICODetMetric without ann_file needs the "hoi_gt" meta '
+                                     'of HICODetDataset(test_mode=True) packed by '
+                                     'PackHOIInputs, or set ann_file')
+                result['gt'] = {k: _np(gt[k]) for k in ('bboxes', 'labels', 'hois')}
+            self.results.append(result)
+
+    def _gt_from_ann_file(self, results: List[dict]) -> List[dict]:
+        entries = load_hico_json(self.ann_file, self.backend_args)
+        parsed = {}
+        for idx, entry in enumerate(entries):
+            item = parse_hico_entry(entry, idx, self.ann_file)
+            parsed[item['file_name']] = item
+        gts = []
+        for res in results:
+            if res['file_name'] not in parsed:
+                raise ValueError(f'HICODetMetric: image {res["file_name"]!r} is not in '
+                                 f'{self.ann_file}')
+            gts.append(parsed[res['file_name']])
+        if len(results) < len(parsed):
+            print_log(f'HICODetMetric: evaluating {len(results)} of the {len(parsed)} images '
+                      f'of {self.ann_file}', logger='current')
+        return gts
+
+    def compute_metrics(self, results: list) -> Dict[str, float]:
+        seen, unique = set(), []
+        for res in results:  # guard against images evaluated twice
+            key = res['file_name'] if res['file_name'] is not None else res['img_id']
+            if key in seen:
+                continue
+            seen.add(key)
+            unique.append(res)
+        gts = self._gt_from_ann_file(unique) if self.ann_file else [r['gt'] for r in unique]
+        gt, invalid = gt_from_images(gts)
+        if invalid:
+            print_log(f'HICODetMetric: {invalid} GT HOIs are none of the 600 classes and were '
+                      'left out', logger='current')
+        dets = dets_from_triplets([r['pred'] for r in unique])
+        meta = hico_meta()
+        result = evaluate_hoi(gt, dets, meta.hoi_object, meta.rare, mode=self.mode,
+                              ap_method=self.ap_method, known_object=self.known_object,
+                              max_per_image=self.max_per_image, iou_thr=self.iou_thr,
+                              classes_without_gt=self.classes_without_gt)
+        self.last_result = result
+        print_log('\n' + format_summary(result.summary, f'HICO-DET ({self.mode})'),
+                  logger='current')
+        if self.per_class_file:
+            write_per_class_ap(self.per_class_file, result)
+        return {k: float(v) for k, v in result.summary.items()}

@@ -1,0 +1,77 @@
+"""tools/analysis_tools/eval_hoi.py: offline evaluation of saved HICO-DET predictions."""
+import csv
+import importlib.util
+import json
+import os.path as osp
+
+import pytest
+
+from mmvitreg.testing import make_hico_dataset
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location(
+        'eval_hoi', osp.join(REPO, 'tools/analysis_tools/eval_hoi.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp('hico')
+    info = make_hico_dataset(str(root), num_train=0, num_test=4, pairs_per_image=(1, 3),
+                             duplicate_prob=0.5, write_images=False, seed=5)
+    ann = json.load(open(info['test_ann']))
+    preds = [dict(file_name=e['file_name'], predictions=e['annotations'],
+                  hoi_prediction=[dict(h, score=1.0 - 0.01 * k)
+                                  for k, h in enumerate(e['hoi_annotation'])])
+             for e in ann[1:]]  # image 0 has no predictions at all
+    pred_path = root / 'pred.json'
+    pred_path.write_text(json.dumps(preds))
+    return root, info['test_ann'], str(pred_path), preds
+
+
+def run(capsys, *argv):
+    code = load_tool().main(list(argv))
+    return code, capsys.readouterr()
+
+
+def test_prints_both_settings_and_per_class_file(files, capsys):
+    root, ann, pred, _ = files
+    out_csv = str(root / 'per_class.csv')
+    code, out = run(capsys, '--ann', ann, '--pred', pred, '--per-class-out', out_csv,
+                    '--classes-without-gt', 'ignore')
+    assert code == 0
+    assert 'Default' in out.out and 'Known Object' in out.out and 'Non-rare' in out.out
+    assert 'Default            100.00' not in out.out  # image 0 was not predicted
+    rows = list(csv.DictReader(open(out_csv)))
+    assert len(rows) == 600
+    assert any(float(r['recall']) < 1 for r in rows if int(r['n_gt']) > 0)
+    code, out = run(capsys, '--ann', ann, '--pred', pred, '--mode', 'qpic')
+    assert code == 0 and 'HICO-DET (qpic)' in out.out
+
+
+def test_errors_are_one_line(files, capsys, tmp_path):
+    _, ann, pred, preds = files
+    with pytest.raises(SystemExit) as exc:
+        run(capsys, '--ann', ann, '--pred', str(tmp_path / 'none.json'))
+    assert exc.value.code == 1
+    assert 'error: FileNotFoundError: prediction file not found' in capsys.readouterr().err
+    stray = [dict(preds[0], file_name='HICO_test2015_00009999.jpg')]
+    path = tmp_path / 'stray.json'
+    path.write_text(json.dumps(stray))
+    with pytest.raises(SystemExit):
+        run(capsys, '--ann', ann, '--pred', str(path))
+    err = capsys.readouterr().err
+    assert "stray.json entry 0 is for image 'HICO_test2015_00009999.jpg', which is not in " \
+           'the annotation file' in err
+    assert len(err.strip().splitlines()) == 1
+    no_score = [dict(preds[0], hoi_prediction=[{k: v for k, v in h.items() if k != 'score'}
+                                               for h in preds[0]['hoi_prediction']])]
+    path.write_text(json.dumps(no_score))
+    with pytest.raises(SystemExit):
+        run(capsys, '--ann', ann, '--pred', str(path))
+    assert 'hoi_prediction[0] has no "score"' in capsys.readouterr().err
