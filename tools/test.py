@@ -8,15 +8,14 @@ Examples::
     bash tools/dist_test.sh CONFIG CHECKPOINT 8
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
-from mmvitreg.utils.cli import (CLIError, DictAction, build_runner,  # noqa: E402
-                                enable_amp, load_config, one_line_errors, set_work_dir,
-                                setup_cpu_distributed)
+from mmvitreg.utils.cli import (  # noqa: E402
+    CLIError, add_launch_args, build_runner, enable_amp,
+    load_config, one_line_errors, parse_launch_args, set_work_dir, setup_cpu_distributed)
 
 
 def parse_args() -> argparse.Namespace:
@@ -26,16 +25,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--work-dir', help='the dir to save the evaluation log')
     parser.add_argument('--out', help='dump the raw predictions to this pickle file')
     parser.add_argument('--amp', action='store_true', help='mixed-precision inference')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override config settings, e.g. test_evaluator.mode=qpic')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_launch_args(parser, 'test_evaluator.mode=qpic')
+    return parse_launch_args(parser)
 
 
 def main() -> None:

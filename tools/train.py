@@ -9,15 +9,14 @@ Examples::
     bash tools/dist_train.sh CONFIG 8                      # 8 processes via torchrun
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
-from mmvitreg.utils.cli import (DictAction, build_runner, enable_amp,  # noqa: E402
-                                load_config, one_line_errors, set_work_dir,
-                                setup_cpu_distributed)
+from mmvitreg.utils.cli import (  # noqa: E402
+    add_launch_args, build_runner, enable_amp, load_config,
+    one_line_errors, parse_launch_args, set_work_dir, setup_cpu_distributed)
 
 
 def parse_args() -> argparse.Namespace:
@@ -34,16 +33,8 @@ def parse_args() -> argparse.Namespace:
                         help='scale the lr by the actual total batch size (auto_scale_lr)')
     parser.add_argument('--no-validate', action='store_true',
                         help='do not evaluate checkpoints during training')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override config settings, e.g. model.backbone.drop_path_rate=0.1')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_launch_args(parser, 'model.backbone.drop_path_rate=0.1')
+    return parse_launch_args(parser)
 
 
 def main() -> None:

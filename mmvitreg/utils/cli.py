@@ -13,6 +13,23 @@ from mmengine.config import Config, DictAction  # noqa: F401  (re-exported for t
 DEBUG_ENV = 'MMVITREG_DEBUG'
 
 
+def add_launch_args(parser, cfg_options_example: str) -> None:
+    """The arguments train.py and test.py share: ``--cfg-options``, ``--launcher``, local rank."""
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help=f'override config settings, e.g. {cfg_options_example}')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_launch_args(parser):
+    """Parse, and export ``LOCAL_RANK`` for launchers that pass it as an argument only."""
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
 class CLIError(Exception):
     """An error whose message is the whole story (printed without a traceback)."""
 
