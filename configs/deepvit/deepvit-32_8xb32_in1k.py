@@ -1,0 +1,7 @@
+# "Pure" DeepViT with 32 blocks (dim 384, 12 heads, MLP ratio 3, patch 16, Re-attention in every
+# block; official deepvit_patch16_224_re_attn_32b) on ImageNet-1k, official recipe.
+_base_ = ['./deepvit-s_8xb32_in1k.py']
+model = dict(
+    backbone=dict(arch='deepvit-32'),
+    head=dict(in_channels=384),
+)
