@@ -1,0 +1,69 @@
+"""``DropKeyScheduleHook``: a final training phase without DropKey (train/test alignment).
+
+DropKey perturbs attention only in training; finishing training with a few epochs (or
+iterations) of plain attention aligns the network with the deterministic test-time attention.
+The hook decides *before every training iteration* from the runner's current epoch/iteration
+whether the run is inside the final phase, so it is correct after ``--resume`` as well, and it
+unwraps DDP/FSDP model wrappers. DropKey modules keep their ratios; only their ``enabled`` flag
+is switched (no parameters, so checkpoints are unaffected).
+"""
+from typing import Optional
+
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+
+from mmvitreg.models.layers.dropkey import dropkey_modules
+from mmvitreg.registry import HOOKS
+
+__all__ = ['DropKeyScheduleHook']
+
+
+@HOOKS.register_module()
+class DropKeyScheduleHook(Hook):
+    """Switch DropKey off for the last ``last_epochs`` epochs or ``last_iters`` iterations.
+
+    Args:
+        last_epochs: length of the final phase in epochs (epoch-based loops).
+        last_iters: length of the final phase in iterations (any loop). Give exactly one.
+    """
+
+    priority = 'NORMAL'
+
+    def __init__(self, last_epochs: Optional[int] = None, last_iters: Optional[int] = None):
+        if (last_epochs is None) == (last_iters is None):
+            raise ValueError('DropKeyScheduleHook needs exactly one of last_epochs or '
+                             f'last_iters, got last_epochs={last_epochs!r}, '
+                             f'last_iters={last_iters!r}')
+        for name, value in (('last_epochs', last_epochs), ('last_iters', last_iters)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 0):
+                raise ValueError(f'DropKeyScheduleHook {name} must be an integer >= 0, '
+                                 f'got {value!r}')
+        self.last_epochs = last_epochs
+        self.last_iters = last_iters
+        self._state: Optional[bool] = None
+
+    def in_final_phase(self, runner) -> bool:
+        if self.last_iters is not None:
+            return runner.iter >= runner.max_iters - self.last_iters
+        return runner.epoch >= runner.max_epochs - self.last_epochs
+
+    def before_train(self, runner) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        if not dropkey_modules(model):
+            runner.logger.warning('DropKeyScheduleHook: the model has no DropKey module')
+        self._state = None
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        enabled = not self.in_final_phase(runner)
+        if enabled == self._state:
+            return
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        mods = dropkey_modules(model)
+        for m in mods:
+            m.enabled = enabled
+        if self._state is not None or not enabled:
+            runner.logger.info(f'DropKeyScheduleHook: DropKey {"on" if enabled else "off"} '
+                               f'({len(mods)} modules) from epoch {runner.epoch} / iteration '
+                               f'{runner.iter}')
+        self._state = enabled
