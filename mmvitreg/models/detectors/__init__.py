@@ -1,1 +1,2 @@
 
+from .qpic import QPIC  # noqa: F401
