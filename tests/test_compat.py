@@ -32,7 +32,7 @@ def test_mmengine_checkpoint_with_message_hub_loads(tmp_path):
 
 
 def test_toolbox_config_bases_resolve():
-    cfg = Config.fromfile('configs/vit/vit-tiny-p4_1xb64-30e_digits.py')
+    cfg = Config.fromfile('configs/vit/vit-tiny-p4_1xb32-15e_digits-16px.py')
     assert cfg.default_scope == 'mmpretrain'   # from 'mmpretrain::_base_/default_runtime.py'
     det = Config.fromstring("_base_ = 'mmdet::retinanet/retinanet_r18_fpn_1x_coco.py'\n", '.py')
     assert det.model.type == 'RetinaNet' and det.default_scope == 'mmdet'

@@ -6,7 +6,7 @@ import sys
 from typing import List, Optional
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-DIGITS_CONFIG = osp.join(REPO, 'configs/vit/vit-tiny-p4_1xb64-30e_digits.py')
+DIGITS_CONFIG = osp.join(REPO, 'configs/vit/vit-tiny-p4_1xb32-15e_digits-16px.py')
 # Shrinks the digits demo config to seconds: 64 train / 32 test images, batch 16.
 TINY_DIGITS_OPTIONS = [
     'train_dataloader.dataset.num_samples=64', 'val_dataloader.dataset.num_samples=32',

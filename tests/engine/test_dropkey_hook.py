@@ -13,7 +13,7 @@ from mmvitreg.engine.hooks.dropkey_hook import DropKeyScheduleHook
 from mmvitreg.models.layers.dropkey import DropKey, dropkey_modules
 
 DIGITS_CONFIG = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
-                         'configs/vit/vit-tiny-p4_1xb64-30e_digits.py')
+                         'configs/vit/vit-tiny-p4_1xb32-15e_digits-16px.py')
 
 
 class _Wrapper(nn.Module):  # DDP-like: the real model under `.module`

@@ -12,7 +12,7 @@ Examples::
 
     python tools/analysis_tools/attention_collapse.py configs/deepvit/deepvit-s_8xb32_in1k.py \
         ckpt.pth --num-batches 8 --out-dir work_dirs/collapse_deepvit_s
-    python tools/analysis_tools/attention_collapse.py configs/vit/vit-tiny-p4_1xb64-30e_digits.py \
+    python tools/analysis_tools/attention_collapse.py configs/vit/vit-tiny-p4_1xb32-15e_digits-16px.py \
         --num-batches 2 --out-dir /tmp/collapse
 """
 import argparse
