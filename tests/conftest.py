@@ -18,3 +18,15 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def repo_root() -> str:
     return REPO
+
+@pytest.fixture(autouse=True)
+def _isolated_default_scope():
+    """Each test starts in the mmpretrain scope and cannot leak its scope to the next test.
+
+    mmengine keeps the default scope in a process-wide registry (the latest ``DefaultScope``
+    instance wins), so a test that builds an mmdet Runner would otherwise change how unprefixed
+    type names resolve in every later test.
+    """
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        yield
