@@ -21,12 +21,17 @@ def repo_root() -> str:
 
 @pytest.fixture(autouse=True)
 def _isolated_default_scope():
-    """Each test starts in the mmpretrain scope and cannot leak its scope to the next test.
+    """Each test starts without a default scope, as in a fresh process, and cannot leak one.
 
     mmengine keeps the default scope in a process-wide registry (the latest ``DefaultScope``
     instance wins), so a test that builds an mmdet Runner would otherwise change how unprefixed
     type names resolve in every later test.
     """
     from mmengine.registry import DefaultScope
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
+    saved = DefaultScope._instance_dict.copy()
+    DefaultScope._instance_dict.clear()
+    try:
         yield
+    finally:
+        DefaultScope._instance_dict.clear()
+        DefaultScope._instance_dict.update(saved)
