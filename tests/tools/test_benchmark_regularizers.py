@@ -52,7 +52,7 @@ def _csv(path):
         return list(csv.DictReader(f))
 
 
-@pytest.mark.slow
+# the acceptance test: real train/test runs (~2 min on 2 cores), kept in the CI set
 def test_sweep_table_csv_plots_and_rerun(preset, tmp_path):
     wd = str(tmp_path / 'bench')
     env = {'OMP_NUM_THREADS': '1'}
