@@ -15,7 +15,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from 
 
 from mmvitreg.utils.cli import (  # noqa: E402
     CLIError, add_launch_args, build_runner, enable_amp,
-    load_config, one_line_errors, parse_launch_args, set_work_dir, setup_cpu_distributed)
+    load_config, one_line_errors, parse_launch_args, set_work_dir, setup_cpu_distributed,
+    shutdown_distributed)
 
 
 def parse_args() -> argparse.Namespace:
@@ -51,6 +52,7 @@ def main() -> None:
         setup_cpu_distributed(cfg, args.launcher)
         runner = build_runner(cfg)
         runner.test()
+        shutdown_distributed()
 
 
 if __name__ == '__main__':

@@ -3,7 +3,7 @@
 
 Examples::
 
-    python tools/train.py configs/vit/vit-tiny-p4_8xb64_digits.py
+    python tools/train.py configs/vit/vit-tiny-p4_1xb32-15e_digits-16px.py
     python tools/train.py CONFIG --resume                  # resume from the latest checkpoint
     python tools/train.py CONFIG --amp                     # fp16 on GPU, bf16 autocast on CPU
     bash tools/dist_train.sh CONFIG 8                      # 8 processes via torchrun
@@ -16,7 +16,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from 
 
 from mmvitreg.utils.cli import (  # noqa: E402
     add_launch_args, build_runner, enable_amp, load_config,
-    one_line_errors, parse_launch_args, set_work_dir, setup_cpu_distributed)
+    one_line_errors, parse_launch_args, set_work_dir, setup_cpu_distributed,
+    shutdown_distributed)
 
 
 def parse_args() -> argparse.Namespace:
@@ -57,6 +58,7 @@ def main() -> None:
         setup_cpu_distributed(cfg, args.launcher)
         runner = build_runner(cfg)
         runner.train()
+        shutdown_distributed()
 
 
 if __name__ == '__main__':

@@ -92,6 +92,18 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
     cfg.model_wrapper_cfg = wrapper_cfg
 
 
+def shutdown_distributed() -> None:
+    """Tear the process group down once the run is over.
+
+    Without it, a gloo worker can exit while the group's background threads still run, which
+    aborts that process at interpreter shutdown ("terminate called without an active exception").
+    """
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def build_runner(cfg: Config):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
