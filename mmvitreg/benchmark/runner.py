@@ -251,6 +251,23 @@ def _failed(run: RunSpec, error: str, **extra) -> dict:
     return res
 
 
+def _record_failure(run: RunSpec, error: str, result_path: str, printer: Callable[[str], None],
+                    tag: str, label: str = '', **extra) -> dict:
+    """Build the failed result, write it next to the run and print one ``FAILED`` line."""
+    res = _failed(run, error, **extra)
+    _write_json(result_path, res)
+    printer(f'    {tag} FAILED{label}: {error}')
+    return res
+
+
+def _stage_error(log_path: str, stage: str, timed_out: bool, timeout: float) -> str:
+    """One-line reason a train/test subprocess failed, read from its log."""
+    if timed_out:
+        return f'{"" if stage == "train" else stage + " "}timed out after {timeout:.0f} s'
+    with open(log_path, errors='replace') as f:
+        return f'{stage}: ' + logs.extract_error(f.read())
+
+
 def execute_run(spec: BenchmarkSpec, run: RunSpec, opts: LaunchOptions,
                 extra_options: Optional[dict] = None, retry_failed: bool = True,
                 printer: Callable[[str], None] = print, tag: str = '') -> dict:
@@ -264,10 +281,8 @@ def execute_run(spec: BenchmarkSpec, run: RunSpec, opts: LaunchOptions,
         fingerprint = config_fingerprint(cfg)
     except Exception as exc:  # a bad override or config is a failed run, not a crash
         from mmvitreg.utils.cli import describe_error
-        res = _failed(run, f'config: {describe_error(exc)}')
-        _write_json(result_path, res)
-        printer(f'    {tag} FAILED (config): {res["error"]}')
-        return res
+        return _record_failure(run, f'config: {describe_error(exc)}', result_path, printer, tag,
+                               ' (config)')
     previous = _read_json(result_path)
     if previous and previous.get('fingerprint') == fingerprint:
         if previous.get('status') == 'ok' or not retry_failed:
@@ -302,22 +317,16 @@ def execute_run(spec: BenchmarkSpec, run: RunSpec, opts: LaunchOptions,
     mem = dict(peak_rss_mb=_max(train_rss, peaks.get('peak_rss_mb')),
                peak_cuda_mb=peaks.get('peak_cuda_mb'))
     if rc != 0:
-        with open(osp.join(run.work_dir, 'train.log'), errors='replace') as f:
-            error = (f'timed out after {opts.timeout:.0f} s' if timed_out
-                     else 'train: ' + logs.extract_error(f.read()))
-        res = _failed(run, error, wall_s=train_s, **mem, **base)
-        _write_json(result_path, res)
-        printer(f'    {tag} FAILED: {error}')
-        return res
+        error = _stage_error(osp.join(run.work_dir, 'train.log'), 'train', timed_out, opts.timeout)
+        return _record_failure(run, error, result_path, printer, tag, wall_s=train_s, **mem,
+                               **base)
 
     wall = train_s
     if spec.test:
         ckpt = logs.find_checkpoint(run.work_dir, spec.test_checkpoint)
         if ckpt is None:
-            res = _failed(run, 'test: training wrote no checkpoint', wall_s=wall, **mem, **base)
-            _write_json(result_path, res)
-            printer(f'    {tag} FAILED: {res["error"]}')
-            return res
+            return _record_failure(run, 'test: training wrote no checkpoint', result_path,
+                                   printer, tag, wall_s=wall, **mem, **base)
         printer(f'    {tag} testing {osp.basename(ckpt)}')
         test_dir = osp.join(run.work_dir, 'test')
         cmd, env = test_command(cfg_path, ckpt, test_dir, opts, job)
@@ -330,13 +339,10 @@ def execute_run(spec: BenchmarkSpec, run: RunSpec, opts: LaunchOptions,
         mem = dict(peak_rss_mb=_max(train_rss, test_rss, peaks.get('peak_rss_mb')),
                    peak_cuda_mb=peaks.get('peak_cuda_mb'))
         if rc != 0:
-            with open(osp.join(run.work_dir, 'test.log'), errors='replace') as f:
-                error = (f'test timed out after {opts.timeout:.0f} s' if timed_out
-                         else 'test: ' + logs.extract_error(f.read()))
-            res = _failed(run, error, wall_s=wall, **mem, **base)
-            _write_json(result_path, res)
-            printer(f'    {tag} FAILED: {error}')
-            return res
+            error = _stage_error(osp.join(run.work_dir, 'test.log'), 'test', timed_out,
+                                 opts.timeout)
+            return _record_failure(run, error, result_path, printer, tag, wall_s=wall, **mem,
+                                   **base)
         metrics = logs.read_test_metrics(test_dir) or {}
         source = 'test'
     else:
@@ -344,11 +350,10 @@ def execute_run(spec: BenchmarkSpec, run: RunSpec, opts: LaunchOptions,
         source = 'last validation'
     missing = [m for m in spec.metrics if m not in metrics]
     if missing:
-        res = _failed(run, f'metric(s) {missing} not in the {source} results; available: '
-                      f'{sorted(metrics)}', metrics=metrics, wall_s=wall, **mem, **base)
-        _write_json(result_path, res)
-        printer(f'    {tag} FAILED: {res["error"]}')
-        return res
+        return _record_failure(
+            run, f'metric(s) {missing} not in the {source} results; available: '
+            f'{sorted(metrics)}', result_path, printer, tag, metrics=metrics, wall_s=wall, **mem,
+            **base)
     res = dict(variant=run.variant, seed=run.seed, status='ok', metrics=metrics, wall_s=wall,
                train_s=train_s, error='', work_dir=run.work_dir, **mem, **base)
     _write_json(result_path, res)
