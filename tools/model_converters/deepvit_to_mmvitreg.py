@@ -24,6 +24,8 @@ import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
+from mmvitreg.utils.checkpoint import load_official_checkpoint  # noqa: E402
+
 # (official regex, mmvitreg replacement) for backbone keys (no `module.` prefix).
 _RULES: List[Tuple[str, str]] = [
     (r'^(cls_token|pos_embed)$', r'\1'),
@@ -185,14 +187,6 @@ def extract_state_dict(checkpoint: Mapping, ema: bool = False) -> Dict[str, torc
     return dict(checkpoint)
 
 
-def load_official(path: str) -> Mapping:
-    """Load a checkpoint with ``weights_only=True`` (timm's ``args`` Namespace allowed)."""
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'checkpoint {path} does not exist')
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        return torch.load(path, map_location='cpu', weights_only=True)
-
-
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('src', help='official DeepViT checkpoint (.pth / .pth.tar)')
@@ -206,7 +200,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help='input size the checkpoint was trained at (384 for DeepViT-L-384)')
     args = parser.parse_args(argv)
     try:
-        state_dict = extract_state_dict(load_official(args.src), ema=args.ema)
+        state_dict = extract_state_dict(load_official_checkpoint(args.src), ema=args.ema)
         arch = args.arch or infer_arch(state_dict)['name']
         converted = convert_deepvit(state_dict, backbone_only=args.backbone_only)
         check_loadable(converted, arch, args.backbone_only, args.img_size)

@@ -19,6 +19,10 @@ from typing import Dict, List, Mapping, Tuple
 
 import torch
 
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+from mmvitreg.utils.checkpoint import load_official_checkpoint  # noqa: E402
+
 _SOPE_CONV = re.compile(r'^patch_embed\.proj\.(\d+)\.([01])\.(.+)$')
 
 # (official regex, mmvitreg replacement) applied to keys without the `module.` prefix.
@@ -98,14 +102,6 @@ def extract_state_dict(checkpoint: Mapping, ema: bool = False) -> Dict[str, torc
     return dict(checkpoint)
 
 
-def load_official(path: str) -> Mapping:
-    """Load an official checkpoint with ``weights_only=True`` (its ``args`` Namespace allowed)."""
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'checkpoint {path} does not exist')
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        return torch.load(path, map_location='cpu', weights_only=True)
-
-
 def main(argv: List[str] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('src', help='official DHVT checkpoint (.pth)')
@@ -115,7 +111,7 @@ def main(argv: List[str] = None) -> None:
                         help='write DHVT backbone keys only (no classifier head)')
     args = parser.parse_args(argv)
     try:
-        state_dict = extract_state_dict(load_official(args.src), ema=args.ema)
+        state_dict = extract_state_dict(load_official_checkpoint(args.src), ema=args.ema)
         converted = convert_dhvt(state_dict, backbone_only=args.backbone_only)
     except (FileNotFoundError, KeyError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) else str(exc)
