@@ -55,6 +55,17 @@ def _finite(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
+
+def _save(fig, out_file: str, title: Optional[str]) -> str:
+    """Add the figure title, write the PNG and free the figure."""
+    import matplotlib.pyplot as plt
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out_file, dpi=110)
+    plt.close(fig)
+    return out_file
+
 def plot_metrics(summary: Sequence[dict], runs: Sequence[dict], metrics: Sequence[str],
                  out_file: str, baseline: Optional[str] = None, title: str = '') -> str:
     """Bar chart of every metric per variant with error bars; returns ``out_file``."""
@@ -95,12 +106,7 @@ def plot_metrics(summary: Sequence[dict], runs: Sequence[dict], metrics: Sequenc
         ax.set_ylabel(m)
         ax.set_title(f'{m} (mean ± std over seeds)', fontsize=10)
         ax.grid(axis='y', alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out_file, dpi=110)
-    plt.close(fig)
-    return out_file
+    return _save(fig, out_file, title)
 
 
 def plot_curves(curves: Dict[str, Dict[str, List[Curve]]], out_file: str, metric: str,
@@ -138,12 +144,7 @@ def plot_curves(curves: Dict[str, Dict[str, List[Curve]]], out_file: str, metric
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out_file, dpi=110)
-    plt.close(fig)
-    return out_file
+    return _save(fig, out_file, title)
 
 
 def default_plot_paths(work_dir: str) -> Dict[str, str]:
