@@ -27,6 +27,8 @@ model = dict(
         num_classes=1000,
         in_channels=192,
         loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
+        # official init of the classifier: trunc-normal std 0.02, bias 0 (not mmpretrain's zeros)
+        init_cfg=dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.0),
     ),
     train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]),
 )

@@ -21,10 +21,14 @@ model = dict(
     ),
     neck=None,
     head=dict(
-        type='VisionTransformerClsHead',  # zero-initialised Linear, as the official `head`
+        type='VisionTransformerClsHead',
         num_classes=100,
         in_channels=192,
         loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
+        # official: the classifier `head` is initialised like every other Linear (timm
+        # _init_vit_weights via self.apply: trunc-normal std 0.02, bias 0); mmpretrain's
+        # VisionTransformerClsHead would zero-initialise it.
+        init_cfg=dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.0),
     ),
     train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]),
 )

@@ -31,6 +31,7 @@ model = dict(
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadHOIAnnotations'),
+    dict(type='CleanHOIAnnotations', max_pairs=10),  # = num_queries
     dict(type='RandomFlip', prob=0.5),
     dict(type='Resize', scale=(128, 128), keep_ratio=True),
     dict(type='PackHOIInputs'),

@@ -60,3 +60,28 @@ def test_retinanet_config_trains_one_iteration_on_non_square_images(tmp_path):
     losses = last_losses(runner)
     assert {'loss_cls', 'loss_bbox'} <= set(losses)
     assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+
+
+@pytest.mark.parametrize('name', [
+    'dhvt-tiny-p4_2xb256-300e_cifar100.py',
+    'dhvt-small-p4_2xb256-300e_cifar100.py',
+    'dhvt-tiny-p16_2xb128-300e_in1k.py',
+    'dhvt-small-p16_2xb128-300e_in1k.py',
+    'dhvt-tiny-p4_dropkey-drloc_2xb256-300e_cifar100.py',
+])
+def test_classifier_head_initialised_as_official(name):
+    """Official DHVT (timm ``_init_vit_weights`` applied to every module): the classifier is
+    trunc-normal std 0.02 with bias 0, like every other Linear (mmpretrain's
+    VisionTransformerClsHead alone would zero it)."""
+    import mmvitreg  # noqa: F401
+    from mmpretrain.registry import MODELS
+    from mmengine.registry import DefaultScope
+    cfg = Config.fromfile(_cfg(name))
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(cfg.model)
+    model.init_weights()
+    fc = model.head.layers.head
+    assert fc.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    # timm's trunc_normal_(std=.02) cuts at +-2 absolute (100 std), as mmengine's TruncNormal
+    assert torch.count_nonzero(fc.bias) == 0

@@ -12,10 +12,15 @@ backend_args = None
 
 # DETR / QPIC multi-scale training: shorter side in 480..800 (longer <= 1333), or resize to
 # 400/500/600 + random 384..600 crop + multi-scale resize; horizontal flip; colour jitter 0.4.
+# CleanHOIAnnotations is the official training-annotation cleaning (qpic datasets/hico.py):
+# boxes clamped to the image, zero-area/inverted boxes dropped with the HOIs using them, and at
+# most num_queries (100) pairs per image -- officially the *boxes* are truncated at num_queries
+# (qpic issue #37); max_boxes=100, max_pairs=None reproduces that exactly.
 train_scales = [(s, 1333) for s in range(480, 801, 32)]
 train_pipeline = [
     dict(type='LoadImageFromFile', backend_args=backend_args),
     dict(type='LoadHOIAnnotations'),
+    dict(type='CleanHOIAnnotations', max_pairs=100),  # = the model's num_queries
     dict(type='RandomFlip', prob=0.5),
     dict(type='mmpretrain.ColorJitter', brightness=0.4, contrast=0.4, saturation=0.4,
          backend='cv2'),

@@ -1,2 +1,2 @@
-
-from .hoi_transforms import HOIRandomCrop, LoadHOIAnnotations, PackHOIInputs  # noqa: F401
+from .hoi_transforms import (CleanHOIAnnotations, HOIRandomCrop,  # noqa: F401
+                             LoadHOIAnnotations, PackHOIInputs)

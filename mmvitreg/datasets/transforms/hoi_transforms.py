@@ -5,20 +5,24 @@ to their multi-hot verbs (``gt_hoi_verbs``, (P, 117) float32). Transforms that o
 (mmdet ``Resize``/``RandomChoiceResize``/``RandomFlip``, padding, colour jitter) therefore keep
 pairs consistent as they are and are reused unchanged; transforms that *drop* boxes must remap
 the pairs, which :class:`HOIRandomCrop` (DETR's ``RandomSizeCrop`` as used by QPIC) does: a
-pair whose subject or object box is cropped away is dropped as a pair. Image normalisation is
+pair whose subject or object box is cropped away is dropped as a pair.
+:class:`CleanHOIAnnotations` is QPIC's training-annotation cleaning (clamp, drop degenerate
+boxes with their pairs, cap the pairs at the number of queries). Image normalisation is
 done by mmdet's ``DetDataPreprocessor`` in the model, as everywhere in mmdet 3.
 """
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
-from mmcv.transforms import to_tensor
+from mmcv.transforms import BaseTransform, to_tensor
 from mmdet.datasets.transforms import LoadAnnotations, PackDetInputs, RandomCrop
+from mmdet.structures.bbox import BaseBoxes
 from mmengine.structures import InstanceData
 
 from mmvitreg.registry import TRANSFORMS
 from ..hico_meta import NUM_VERBS
 
-__all__ = ['LoadHOIAnnotations', 'HOIRandomCrop', 'PackHOIInputs', 'remap_hoi_pairs']
+__all__ = ['LoadHOIAnnotations', 'CleanHOIAnnotations', 'HOIRandomCrop', 'PackHOIInputs',
+           'remap_hoi_pairs']
 
 HOI_KEYS = ('gt_hoi_sub_ids', 'gt_hoi_obj_ids', 'gt_hoi_verbs')
 
@@ -91,6 +95,97 @@ class LoadHOIAnnotations(LoadAnnotations):
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f', with_hoi={self.with_hoi})'
+
+
+def _filter_boxes(results: dict, kept: np.ndarray) -> None:
+    """Keep the boxes ``kept`` (old indices, new order) and remap the pairs onto them."""
+    num_boxes = len(results['gt_bboxes'])
+    for key in ('gt_bboxes', 'gt_bboxes_labels', 'gt_ignore_flags', 'gt_masks'):
+        if results.get(key, None) is not None:
+            results[key] = results[key][kept]
+    remap_hoi_pairs(results, kept, num_boxes)
+
+
+@TRANSFORMS.register_module()
+class CleanHOIAnnotations(BaseTransform):
+    """QPIC's cleaning of the *training* annotations, pair-aware.
+
+    The official dataset (hitachi-rd-cv/qpic ``datasets/hico.py``, ``HICODetection.__getitem__``
+    in the ``train`` branch) before any augmentation
+
+    1. truncates the box list of an image to ``num_queries`` boxes,
+    2. clamps the boxes to the image,
+    3. drops boxes with zero width/height or inverted corners (``x2 <= x1`` or ``y2 <= y1``),
+       and with them every HOI whose subject or object was dropped.
+
+    Step 1 is the official truncation bug (qpic issue #37): it is the *pairs* -- one per query --
+    that should not exceed the number of queries, not the boxes. Here the cap applies to the
+    pairs (``max_pairs``, set it to the model's ``num_queries``; the first pairs in annotation
+    order are kept, boxes stay); ``max_boxes`` reproduces the official box truncation for
+    exact reruns (pairs using a truncated box are dropped, as officially). Pair indices always
+    point to the right boxes after filtering (:func:`remap_hoi_pairs`).
+
+    Place it right after ``LoadHOIAnnotations`` in the training pipeline (boxes in original
+    image coordinates, ``img_shape`` = image size). Without it an inverted box pins its GIoU
+    loss at 2 and out-of-image boxes give unreachable L1 targets.
+
+    Args:
+        clamp: clamp boxes to ``[0, w] x [0, h]`` of ``results['img_shape']`` (official).
+        drop_degenerate: drop boxes with ``x2 <= x1`` or ``y2 <= y1`` after clamping, with
+            their pairs (official).
+        max_pairs: keep at most this many (subject, object) pairs; ``None`` = no cap.
+        max_boxes: keep only the first ``max_boxes`` boxes before cleaning, dropping the pairs
+            that use the others (the official behaviour with ``num_queries``); ``None`` (the
+            default) = no box cap.
+    """
+
+    def __init__(self, clamp: bool = True, drop_degenerate: bool = True,
+                 max_pairs: Optional[int] = 100, max_boxes: Optional[int] = None) -> None:
+        for name, value in (('max_pairs', max_pairs), ('max_boxes', max_boxes)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or value < 1):
+                raise ValueError(f'CleanHOIAnnotations {name} must be None or a positive '
+                                 f'integer, got {value!r}')
+        self.clamp = clamp
+        self.drop_degenerate = drop_degenerate
+        self.max_pairs = max_pairs
+        self.max_boxes = max_boxes
+
+    def transform(self, results: dict) -> dict:
+        boxes = results.get('gt_bboxes', None)
+        if boxes is None:
+            return results
+        if self.max_boxes is not None and len(boxes) > self.max_boxes:
+            _filter_boxes(results, np.arange(self.max_boxes))
+        if self.clamp:
+            if 'img_shape' not in results:
+                raise KeyError('CleanHOIAnnotations(clamp=True) needs `img_shape` in the '
+                               'results: load the image first (LoadImageFromFile)')
+            h, w = results['img_shape'][:2]
+            boxes = results['gt_bboxes']
+            if isinstance(boxes, BaseBoxes):
+                boxes.clip_((h, w))
+            else:
+                boxes = np.asarray(boxes, dtype=np.float32).copy()
+                boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
+                boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+                results['gt_bboxes'] = boxes
+        if self.drop_degenerate:
+            boxes = results['gt_bboxes']
+            xyxy = boxes.tensor.numpy() if isinstance(boxes, BaseBoxes) else np.asarray(boxes)
+            valid = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+            if not valid.all():
+                _filter_boxes(results, np.flatnonzero(valid))
+        if self.max_pairs is not None and 'gt_hoi_sub_ids' in results and \
+                len(results['gt_hoi_sub_ids']) > self.max_pairs:
+            for key in HOI_KEYS:
+                results[key] = results[key][:self.max_pairs]
+        return results
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(clamp={self.clamp}, drop_degenerate='
+                f'{self.drop_degenerate}, max_pairs={self.max_pairs}, '
+                f'max_boxes={self.max_boxes})')
 
 
 @TRANSFORMS.register_module()
