@@ -57,6 +57,10 @@ fi
 log "step 4/4: OpenMMLab stack, test tools and mmvitreg (editable)"
 "${PIP[@]}" -q "${FIND_LINKS[@]}" -r "$ROOT/requirements/stack.txt" -r "$ROOT/requirements/tests.txt"
 "${PIP[@]}" -q --no-build-isolation --no-deps -e "$ROOT"
+# openmim for the `mim train/test mmvitreg` test: without its dependency chain, which pins an old
+# setuptools (mim itself needs only click, requests and tabulate)
+"${PIP[@]}" -q --no-deps "openmim==0.3.9"
+"${PIP[@]}" -q "requests>=2.28" "tabulate>=0.9"
 "$VPY" - <<'PY'
 import torch, torchvision, mmcv, mmengine, mmdet, mmpretrain, timm, numpy, mmvitreg
 print('[setup_env] versions: ' + ', '.join(f'{m.__name__} {m.__version__}' for m in

@@ -3,4 +3,5 @@
 # variants (variant='block' / 'cross').
 _base_ = ['./plainvit-b_mask-rcnn_coco.py']
 
-model = dict(backbone=dict(dropkey=dict(ratio=0.1, schedule='decrease', variant='random')))
+model = dict(backbone=dict(type='Regularized', host='PlainViT',
+                           dropkey=dict(ratio=0.1, schedule='decrease', variant='random')))

@@ -13,5 +13,4 @@ model = dict(
         num_pairs=64,
         variant='l1',
         loss_weight=0.1,
-        pool_size=None,     # C5 of an 800x1333 image is ~25x42: sample on the native grid
-        probe_size=224))
+        pool_size=None))    # C5 of an 800x1333 image is ~25x42: sample on the native grid

@@ -1,7 +1,13 @@
+# The OpenMMLab layer: registered models, plus the regularizer pieces that need OpenMMLab (the
+# attention sites of mmpretrain and mmcv hosts, the DRLoc and attention-cosine keys, the DropKey
+# registry entry).
+from mmvitreg.regularizers.hosts import mmcv as _mmcv_sites  # noqa: F401
+from mmvitreg.regularizers.hosts import mmpretrain as _mmpretrain_sites  # noqa: F401
 from . import backbones, detectors, heads, layers, losses  # noqa: F401
 from . import task_modules  # noqa: F401,E402  (HOI match costs/assigner in mmdet TASK_UTILS)
-from .regularized import (REGULARIZERS, Regularized, apply_regularizers, extend_class,
-                          register_regularizer)
+from . import dropkey  # noqa: F401  (registers the DropKey type)
+from mmvitreg.regularizers import attention_cosine as _cosine_key  # noqa: F401,E402
+from mmvitreg.regularizers import drloc as _drloc_key  # noqa: F401,E402
+from .regularized import Regularized, build_regularized  # noqa: E402
 
-__all__ = ['REGULARIZERS', 'Regularized', 'apply_regularizers', 'extend_class',
-           'register_regularizer']
+__all__ = ['Regularized', 'build_regularized']

@@ -7,56 +7,32 @@ other key of the inherited dict is passed to the host unchanged::
     model = dict(backbone=dict(type='Regularized', host='VisionTransformer',
                                dropkey=dict(ratio=0.1, schedule='decrease')))
 
-The host is built exactly as before and then modified *in place* by each named regularizer
-(attention modules gain a parameter-free DropKey, heads are swapped for re-attention, an
-auxiliary loss is attached, ...). The returned object is the host itself, so parameter names,
+The host is built exactly as before and then modified in place by each regularizer key of
+:data:`mmvitreg.regularizers.REGULARIZERS` (see :mod:`mmvitreg.regularizers` for how a mechanism
+reaches a host). The returned object is the host itself: same class, same parameter names, so
 checkpoints and converters of the host keep working.
-
-Regularizers are entries of :data:`REGULARIZERS`; adding one is a function plus a decorator::
-
-    @register_regularizer('mytrick', order=50)
-    def apply_mytrick(model: nn.Module, cfg: dict) -> None: ...
 """
-from typing import Callable, Dict, NamedTuple, Type, Union
+import inspect
+from typing import Callable, Type, Union
 
 import torch.nn as nn
 
+from mmvitreg.regularizers import REGULARIZERS, apply_regularizers
 from mmvitreg.registry import MODELS
 
-
-class RegularizerEntry(NamedTuple):
-    apply: Callable[[nn.Module, dict], None]
-    order: int  # lower applies first (structural swaps before mask injection)
+__all__ = ['Regularized', 'build_regularized']
 
 
-REGULARIZERS: Dict[str, RegularizerEntry] = {}
-
-
-def register_regularizer(name: str, order: int = 100) -> Callable:
-    """Decorator registering ``apply(model, cfg)`` as the regularizer config key ``name``."""
-
-    def _register(fn: Callable[[nn.Module, dict], None]) -> Callable:
-        if name in REGULARIZERS and REGULARIZERS[name].apply is not fn:
-            raise KeyError(f'regularizer {name!r} is already registered')
-        REGULARIZERS[name] = RegularizerEntry(fn, order)
-        return fn
-
-    return _register
-
-
-def apply_regularizers(model: nn.Module, **regularizer_cfgs: dict) -> nn.Module:
-    """Apply the named regularizers to ``model`` in place (in registry order) and return it.
-
-    A value of ``None`` or ``False`` leaves that regularizer off, so base configs can carry the key.
-    """
-    unknown = sorted(set(regularizer_cfgs) - set(REGULARIZERS))
-    if unknown:
-        raise KeyError(f'unknown regularizer(s) {unknown}; available: {sorted(REGULARIZERS)}')
-    active = [(name, cfg) for name, cfg in regularizer_cfgs.items()
-              if cfg is not None and cfg is not False]
-    for name, cfg in sorted(active, key=lambda item: REGULARIZERS[item[0]].order):
-        REGULARIZERS[name].apply(model, dict(cfg) if cfg is not True else {})
-    return model
+def _own_arguments(registry, host) -> set:
+    """Names of the host's explicit constructor arguments (a regularizer key must not be one)."""
+    cls = registry.get(host) if isinstance(host, str) else host
+    if cls is None:
+        return set()
+    try:
+        params = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return set()
+    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def build_regularized(registry, host: Union[str, Type[nn.Module]], **kwargs) -> nn.Module:
@@ -65,7 +41,20 @@ def build_regularized(registry, host: Union[str, Type[nn.Module]], **kwargs) -> 
         raise ValueError("Regularized needs `host`, the type of the model to regularize, "
                          "e.g. host='VisionTransformer'")
     reg_cfgs = {k: kwargs.pop(k) for k in list(kwargs) if k in REGULARIZERS}
-    model = registry.build(dict(type=host, **kwargs))
+    collisions = sorted(set(reg_cfgs) & _own_arguments(registry, host))
+    if collisions:
+        name = host if isinstance(host, str) else host.__name__
+        raise ValueError(f'{name} takes its own argument(s) {collisions}, which Regularized '
+                         f'would also apply: set them on the host only (e.g. '
+                         f'dict(type={name!r}, {collisions[0]}=...)), not as Regularized keys')
+    try:
+        model = registry.build(dict(type=host, **kwargs))
+    except TypeError as err:
+        unknown = [k for k in kwargs if f"'{k}'" in str(err)]
+        if unknown:
+            raise TypeError(f'{err}; if {unknown[0]!r} was meant as a regularizer, the known '
+                            f'regularizer keys are {sorted(REGULARIZERS)}') from err
+        raise
     return apply_regularizers(model, **reg_cfgs)
 
 
@@ -76,8 +65,7 @@ def _registered_builder(registry) -> Callable[..., nn.Module]:
     def Regularized(host: Union[str, Type[nn.Module]] = None, **kwargs) -> nn.Module:
         """Build ``host`` with the remaining kwargs, then apply the regularizer keys.
 
-        Keys naming a registered regularizer (:data:`REGULARIZERS`) are taken out; all other
-        keys go to the host.
+        Keys naming a registered regularizer are taken out; all other keys go to the host.
         """
         return build_regularized(registry, host, **kwargs)
 
@@ -91,26 +79,3 @@ for _target in MODELS.targets:
 def Regularized(host: Union[str, Type[nn.Module]] = None, **kwargs) -> nn.Module:
     """Python entry point: like the registered type, resolving ``host`` in the current scope."""
     return build_regularized(MODELS.current(), host, **kwargs)
-
-
-_EXTENDED: Dict[tuple, type] = {}
-
-
-def extend_class(module: nn.Module, mixin: type) -> nn.Module:
-    """Give ``module`` the behaviour of ``mixin`` by switching it to a cached subclass.
-
-    Used where a regularizer must override a method of an arbitrary host (e.g. ``loss`` to add an
-    auxiliary term) without a hand-written subclass per host. The subclass is created once per
-    (mixin, host class) pair and stored in this module's namespace so pickling works.
-    """
-    base = type(module)
-    if isinstance(module, mixin):
-        return module
-    key = (mixin, base)
-    if key not in _EXTENDED:
-        name = f'{mixin.__name__}_{base.__name__}'
-        cls = type(name, (mixin, base), {'__module__': __name__})
-        globals()[name] = cls
-        _EXTENDED[key] = cls
-    module.__class__ = _EXTENDED[key]
-    return module

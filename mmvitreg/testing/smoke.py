@@ -46,13 +46,13 @@ def _find_transforms(pipeline: Any) -> List[dict]:
     return found
 
 
-def infer_cls_img_size(cfg: Config, default: int = 224) -> int:
+def infer_cls_img_size(cfg: Config, default: Optional[int] = 224) -> Optional[int]:
     """Input side length of a classification config, read from its test/train pipelines."""
     for key in ('test_dataloader', 'val_dataloader', 'train_dataloader'):
         loader = cfg.get(key) or {}
-        pipeline = (loader.get('dataset') or {}).get('pipeline', [])
-        for t in _find_transforms(pipeline):
-            for field in ('crop_size', 'scale'):
+        transforms = _find_transforms((loader.get('dataset') or {}).get('pipeline', []))
+        for field in ('crop_size', 'scale'):  # a crop is what the model sees, not the resize
+            for t in transforms:
                 value = t.get(field)
                 if isinstance(value, int):
                     return value

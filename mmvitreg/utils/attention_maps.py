@@ -13,7 +13,7 @@ diagonal for deep layers are the collapse the paper reports.
 Maps are collected with forward hooks on the attention modules of any supported model:
 mmpretrain ``MultiheadAttention`` (ViT, DeiT), mmvitreg ``ReAttention`` (the *re-generated* maps,
 i.e. those multiplied with ``V``), timm ``Attention`` and mmcv ``MultiheadAttention`` - the latter
-through the shared attention adapters (``mmvitreg/models/utils/attention_adapters.py``).
+through their attention sites (``mmvitreg/regularizers/attention.py``).
 Only self-attention maps with as many queries as keys take part in the similarity.
 """
 import contextlib
@@ -32,7 +32,7 @@ __all__ = [
 
 def find_attention_layers(model: nn.Module, target: str = '') -> List[Tuple[str, nn.Module]]:
     """``(name, module)`` of the attention layers of ``model`` in depth order."""
-    from mmvitreg.models.utils.attention_adapters import find_attention_modules
+    from mmvitreg.regularizers.attention import find_attention_modules
     model = getattr(model, 'module', model)  # DDP-style wrappers
     return find_attention_modules(model, target)
 
@@ -44,11 +44,11 @@ def attention_map_of(module: nn.Module, *args, stage: str = 'reattention', **kwa
     Re-attention modules give their re-generated maps (``stage='softmax'`` for the maps before
     the head transform); other modules their softmax probabilities (no dropout, no DropKey).
     """
-    from mmvitreg.models.layers.reattention import ReAttention
-    from mmvitreg.models.utils.attention_adapters import attention_probs
-    if isinstance(module, ReAttention):
-        return module.attention_map(args[0] if args else kwargs['x'], stage=stage)
-    _, maps = attention_probs(module, *args, **kwargs)
+    from mmvitreg.regularizers.attention import attention_probs
+    if stage not in ('reattention', 'softmax'):
+        raise ValueError(f"attention_map stage must be 'reattention' or 'softmax', got {stage!r}")
+    _, maps = attention_probs(module, *args, stage='mixed' if stage == 'reattention' else 'softmax',
+                              **kwargs)
     if not maps:
         raise ValueError(f'{type(module).__name__} produced no attention map')
     return maps[0] if len(maps) == 1 else torch.cat(maps, dim=0)

@@ -143,7 +143,7 @@ def test_backbone_only_and_module_prefix():
     sd = official_state_dict(24, 3, 72, 3, [1, 2], True, 4, 32)
     sd = OrderedDict((f'module.{k}', v) for k, v in sd.items())
     out = conv.convert_deepvit(sd, backbone_only=True)
-    assert 'layers.2.attn.reatten_matrix.weight' in out and 'patch_embed.proj.weight' in out
+    assert 'layers.2.attn.reattention.reatten_matrix.weight' in out and 'patch_embed.proj.weight' in out
     assert not any(k.startswith(('head', 'backbone')) for k in out)
     MODELS.build(dict(type='DeepViT', arch=TINY, img_size=32, patch_size=4)).load_state_dict(
         out, strict=True)
@@ -172,7 +172,7 @@ def test_cli_converts_official_deepvit_s_and_rejects_wrong_arch(tmp_path, capsys
     assert 'deepvit-s' in capsys.readouterr().out
     saved = torch.load(dst, map_location='cpu', weights_only=True)
     assert saved['meta']['arch'] == 'deepvit-s'
-    assert 'backbone.layers.15.attn.var_norm.running_var' in saved['state_dict']
+    assert 'backbone.layers.15.attn.reattention.var_norm.running_var' in saved['state_dict']
     with pytest.raises(SystemExit):
         conv.main([str(src), str(dst), '--arch', 'deepvit-16'])
     assert 'error: the converted weights do not fit DeepViT arch' in capsys.readouterr().err

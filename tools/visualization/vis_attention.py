@@ -3,7 +3,9 @@
 
 Each panel shows the class token's attention to the patch tokens (models without a class token:
 the attention each patch receives, averaged over queries), averaged over heads or for ``--head``,
-upsampled and overlaid on the input image. Re-attention layers show their re-generated maps.
+upsampled and overlaid on the input image, all panels on one colour scale with a colour bar.
+Re-attention layers show their re-generated maps. The input size is ``--img-size``, else the
+config's pipelines, else the model's own (patch embedding / dataset ``img_size``).
 
 Examples::
 
@@ -30,7 +32,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--img', required=True, help='input image file')
     parser.add_argument('--out', required=True, help='output PNG file')
     parser.add_argument('--img-size', type=int, default=None,
-                        help='square input size (default: read from the config pipelines)')
+                        help='square input size (default: the config pipelines, else the model)')
     parser.add_argument('--layers', type=int, nargs='+', default=None,
                         help='layer indices to show (default: all)')
     parser.add_argument('--head', type=int, default=None, help='one head (default: mean)')
@@ -39,6 +41,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings')
     return parser.parse_args(argv)
+
+
+def input_size(cfg, model) -> int:
+    """Side of the square input the model was configured for (see the module docstring)."""
+    from mmvitreg.testing.smoke import infer_cls_img_size
+    size = infer_cls_img_size(cfg, default=None)
+    if size is not None:
+        return size
+    patch_embed = getattr(getattr(model, 'backbone', model), 'patch_embed', None)
+    init_size = getattr(patch_embed, 'init_input_size', None)
+    if init_size is not None:
+        return int(max(init_size))
+    for key in ('test_dataloader', 'val_dataloader', 'train_dataloader'):
+        img_size = ((cfg.get(key) or {}).get('dataset') or {}).get('img_size')
+        if isinstance(img_size, int):
+            return img_size
+    raise CLIError('cannot tell the input size from the config or the model; pass --img-size')
 
 
 def main(argv=None) -> None:
@@ -52,14 +71,13 @@ def main(argv=None) -> None:
         import torch
         import torch.nn.functional as F
 
-        from mmvitreg.testing.smoke import infer_cls_img_size
         from mmvitreg.utils.attention_maps import (build_model_for_analysis,
                                                    cls_attention_grid, collect_attention_maps)
         if not osp.isfile(args.img):
             raise CLIError(f'image file not found: {args.img}')
         cfg = load_config(args.config, args.cfg_options)
-        size = args.img_size or infer_cls_img_size(cfg)
         model = build_model_for_analysis(cfg, args.checkpoint)
+        size = args.img_size or input_size(cfg, model)
         img = mmcv.imread(args.img)  # BGR, as mmpretrain's LoadImageFromFile
         if img is None:
             raise CLIError(f'could not read image {args.img}')
@@ -84,27 +102,34 @@ def main(argv=None) -> None:
                 side = math.isqrt(num_keys)
                 extra = num_keys - side * side
             side = math.isqrt(num_keys - extra)
+            grid_side = side
             grid = cls_attention_grid(attn, (side, side), extra, args.head)[0]
             grid = F.interpolate(grid[None, None], size=(size, size), mode='nearest')[0, 0]
-            grid = (grid - grid.min()) / (grid.max() - grid.min()).clamp_min(1e-12)
             panels.append((i % len(maps), grid.numpy()))
+        vmin = min(float(g.min()) for _, g in panels)  # one colour scale for every panel
+        vmax = max(float(g.max()) for _, g in panels)
         cols = min(len(panels) + 1, 6)
         rows = math.ceil((len(panels) + 1) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.3 * rows), squeeze=False)
+        fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols + 0.6, 2.3 * rows),
+                                 squeeze=False)
         rgb = img[..., ::-1]
         for ax in axes.flat:
             ax.axis('off')
         axes.flat[0].imshow(rgb)
         axes.flat[0].set_title('input')
+        image = None
         for ax, (i, grid) in zip(list(axes.flat)[1:], panels):
             ax.imshow(rgb)
-            ax.imshow(grid, cmap='jet', alpha=0.5)
+            image = ax.imshow(grid, cmap='jet', alpha=0.5, vmin=vmin, vmax=vmax)
             ax.set_title(f'layer {i}' + (f' head {args.head}' if args.head is not None else ''))
         fig.tight_layout()
+        fig.colorbar(image, ax=list(axes.flat), fraction=0.02, pad=0.02,
+                     label='attention of the class token' if extra > 0 else 'attention received')
         os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
         fig.savefig(args.out, dpi=100)
         plt.close(fig)
-        print(f'attention maps of {len(panels)} layers saved to {args.out}')
+        print(f'attention maps of {len(panels)} layers ({grid_side}x{grid_side} patch grid, '
+              f'{size} px input, colour scale {vmin:.3g}..{vmax:.3g}) saved to {args.out}')
 
 
 if __name__ == '__main__':

@@ -28,7 +28,8 @@ Official details reproduced:
 
 Blocks are mmpretrain ``TransformerEncoderLayer`` (switched to :class:`DeepViTLayer` for the
 residual scale), attention is mmpretrain ``MultiheadAttention`` or its subclass
-:class:`~mmvitreg.models.layers.reattention.ReAttention`, so mmpretrain tooling (layer-wise lr
+:class:`~mmvitreg.models.layers.reattention.ReAttention` (the same with a ``reattention``
+head-mixing child, :mod:`mmvitreg.regularizers.reattention`), so mmpretrain tooling (layer-wise lr
 decay, ``out_type``, position-embedding resizing, ``frozen_stages``) keeps working. Parameter
 names differ from the official ones; ``tools/model_converters/deepvit_to_mmvitreg.py`` maps them.
 """
@@ -44,7 +45,7 @@ from mmpretrain.models.backbones.vision_transformer import (TransformerEncoderLa
 from mmpretrain.models.utils import to_2tuple
 from torch import Tensor
 
-from mmvitreg.models.layers.reattention import apply_reattention
+from mmvitreg.regularizers.reattention import attach_reattention
 from mmvitreg.registry import MODELS
 
 __all__ = ['DeepViT', 'DeepViTLayer', 'DeepViTConvStem']
@@ -216,7 +217,7 @@ class DeepViT(VisionTransformer):
             elif reattention not in (None, True):
                 raise ValueError(f'DeepViT reattention must be None, True, False or a dict, '
                                  f'got {reattention!r}')
-            apply_reattention(self, reatt_cfg)
+            attach_reattention(self, reatt_cfg)
         if self.frozen_stages > 0:  # re-freeze: the patch embedding may have been replaced
             self._freeze_stages()
 

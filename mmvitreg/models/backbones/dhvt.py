@@ -59,8 +59,6 @@ class DHVT(BaseBackbone):
         norm_eval: keep BatchNorm layers in eval mode while training (detection fine-tuning).
         init_cfg: mmengine init config; ``None`` uses the official initialisation (truncated
             normal 0.02 for linear weights, zero biases, unit/zero norms, PyTorch-default convs).
-        **regularizers: ``dropkey=...``, ``drloc=...`` etc. - applied in place with
-            :func:`mmvitreg.models.regularized.apply_regularizers` after construction.
     """
 
     arch_zoo: Dict[str, dict] = {
@@ -89,8 +87,7 @@ class DHVT(BaseBackbone):
                  ffn_norm_cfg: dict = dict(type='BN'),
                  final_norm: bool = True,
                  norm_eval: bool = False,
-                 init_cfg: Optional[Union[dict, List[dict]]] = None,
-                 **regularizers):
+                 init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(init_cfg)
         if isinstance(arch, str):
             if arch.lower() not in self.arch_zoo:
@@ -140,9 +137,6 @@ class DHVT(BaseBackbone):
             self.ln2 = build_norm_layer(norm_cfg, self.embed_dims)[1]
         self.patch_resolution: Optional[Tuple[int, int]] = None
         self._official_init()
-        if regularizers:
-            from mmvitreg.models.regularized import apply_regularizers
-            apply_regularizers(self, **regularizers)
 
     # ------------------------------------------------------------------ init
     def _official_init(self) -> None:

@@ -13,10 +13,10 @@ The mmdet wheel has no ViTDet (it lives in mmdet's ``projects/``), so mmvitreg p
 
 Reused OpenMMLab parts: mmcv ``PatchEmbed`` (adaptive corner padding) and ``FFN`` with
 ``DropPath``, mmpretrain ``build_norm_layer``, ``resize_pos_embed``, ``LayerNorm2d`` and SAM's
-``window_partition`` / ``window_unpartition`` / ``add_decomposed_rel_pos``. Attention runs through
-an attention adapter (``mmvitreg.models.utils.attention_adapters``), so DropKey (``dropkey=``)
-and attention-map diagnostics work as on any other host; DropKey's block/cross variants use the
-window (or the global grid) as the key grid.
+``window_partition`` / ``window_unpartition`` / ``add_decomposed_rel_pos``. The attention step is
+``PlainViTAttention.attention`` with the key grid given, so DropKey
+(``Regularized(host='PlainViT', dropkey=...)``) and attention-map diagnostics work as on any other
+host; DropKey's block/cross variants use the window (or the global grid) as the key grid.
 """
 from typing import Optional, Sequence, Tuple, Union
 
@@ -31,8 +31,8 @@ from mmpretrain.models.backbones.vit_sam import (add_decomposed_rel_pos, window_
                                                  window_unpartition)
 from mmpretrain.models.utils import LayerNorm2d, build_norm_layer, resize_pos_embed
 
-from mmvitreg.models.utils.attention_adapters import (AttentionAdapter, register_attention_adapter,
-                                                      sdpa_core)
+from mmvitreg.ops.token_grid import TokenGrid
+from mmvitreg.regularizers.attention import SlotAttentionSite, register_attention_site
 from mmvitreg.registry import MODELS
 
 __all__ = ['PlainViT', 'PlainViTAttention', 'PlainViTBlock', 'SimpleFeaturePyramid']
@@ -70,33 +70,33 @@ class PlainViTAttention(BaseModule):
             trunc_normal_(self.rel_pos_h, std=0.02)
             trunc_normal_(self.rel_pos_w, std=0.02)
 
+    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
+                  attn_mask: Optional[torch.Tensor] = None, dropout_p: float = 0.0,
+                  scale: Optional[float] = None,
+                  grid: Optional[TokenGrid] = None) -> torch.Tensor:
+        """The attention step (plain SDPA); regularizers reach it through its site."""
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
+                                              scale=scale)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _PLAIN_ADAPTER.forward(self, x, attention_fn=sdpa_core)
-
-
-@register_attention_adapter(PlainViTAttention)
-class PlainViTAttentionAdapter(AttentionAdapter):
-    """``PlainViTAttention.forward(x)`` with the key grid passed to the core."""
-
-    def forward(self, module, x, *, attention_fn):
         B, H, W, C = x.shape
         N = H * W
-        qkv = module.qkv(x).reshape(B, N, 3, module.num_heads, module.head_dims)
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dims)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, heads, N, d)
         bias = None
-        if module.use_rel_pos:
-            flat_q = q.reshape(B * module.num_heads, N, module.head_dims)
-            zeros = flat_q.new_zeros(B * module.num_heads, N, N)
-            bias = add_decomposed_rel_pos(zeros, flat_q, module.rel_pos_h, module.rel_pos_w,
-                                          (H, W), (H, W)).view(B, module.num_heads, N, N)
-        dropout_p = module.attn_drop if module.training else 0.0
-        out = attention_fn(q, k, v, attn_mask=bias, dropout_p=dropout_p, grid_hw=(H, W),
-                           num_extra_tokens=0)
+        if self.use_rel_pos:
+            flat_q = q.reshape(B * self.num_heads, N, self.head_dims)
+            zeros = flat_q.new_zeros(B * self.num_heads, N, N)
+            bias = add_decomposed_rel_pos(zeros, flat_q, self.rel_pos_h, self.rel_pos_w,
+                                          (H, W), (H, W)).view(B, self.num_heads, N, N)
+        out = self.attention(q, k, v, attn_mask=bias,
+                             dropout_p=self.attn_drop if self.training else 0.0,
+                             grid=TokenGrid((H, W), 0))
         out = out.transpose(1, 2).reshape(B, H, W, C)
-        return module.proj_drop(module.proj(out))
+        return self.proj_drop(self.proj(out))
 
 
-_PLAIN_ADAPTER = PlainViTAttentionAdapter()
+register_attention_site(PlainViTAttention)(SlotAttentionSite)
 
 
 class PlainViTBlock(BaseModule):
@@ -153,7 +153,6 @@ class PlainViT(BaseBackbone):
         window_size: window of the non-global blocks (14 in ViTDet).
         use_abs_pos / use_rel_pos: absolute / decomposed relative position embeddings.
         drop_path_rate: stochastic depth (linearly increasing). out_indices: blocks to output.
-        dropkey: optional DropKey config (same keys as ``Regularized(dropkey=...)``).
     Inputs of any size work (patch embedding and windows pad as needed).
     """
     arch_zoo = {
@@ -183,7 +182,6 @@ class PlainViT(BaseBackbone):
                  norm_cfg: dict = dict(type='LN', eps=1e-6),
                  out_indices: Union[int, Sequence[int]] = -1,
                  interpolate_mode: str = 'bicubic',
-                 dropkey: Optional[dict] = None,
                  init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
         if isinstance(arch, str):
@@ -222,9 +220,6 @@ class PlainViT(BaseBackbone):
         if isinstance(out_indices, int):
             out_indices = [out_indices]
         self.out_indices = [i % self.num_layers for i in out_indices]
-        if dropkey:
-            from mmvitreg.models.layers.dropkey import apply_dropkey
-            apply_dropkey(self, dict(dropkey))
 
     def init_weights(self) -> None:
         super().init_weights()

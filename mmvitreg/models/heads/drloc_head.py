@@ -1,52 +1,12 @@
-"""DRLoc head and the ``drloc`` regularizer (auxiliary dense relative localization loss).
+"""DRLoc head: the MLP and losses of the dense relative localization task.
 
 Liu et al., "Efficient Training of Visual Transformers with Small Datasets", NeurIPS 2021;
-official code ``yhlleo/VTs-Drloc``. The tensor maths lives in :mod:`mmvitreg.models.losses.drloc`.
+official code ``yhlleo/VTs-Drloc``. The tensor maths lives in :mod:`mmvitreg.models.losses.drloc`;
+how the head is attached to a host model (the ``drloc`` key of ``Regularized``) lives in
+:mod:`mmvitreg.regularizers.drloc`.
 
-* :class:`DRLocHead` takes a ``(B, C, H, W)`` map (any ``H x W`` >= 2x2, square or not) and returns
-  ``dict(loss_drloc=lambda * L_drloc)``.
-* The ``drloc`` regularizer (config key of ``Regularized``) attaches ``model.drloc_head`` (an
-  ``nn.ModuleList``, one head per feature source; several for the "all layers" variant) to a model
-  with a ``loss(inputs, data_samples)`` method (mmpretrain ``ImageClassifier``, mmdet detectors,
-  the QPIC HOI detector) and overrides that ``loss``: while the host computes its usual losses,
-  forward hooks capture the selected features (no second backbone pass) and ``loss_drloc`` is
-  added to the loss dict. ``predict``/``forward(mode='tensor')`` are untouched, and the heads are
-  training-only (see ``tools/model_converters/strip_drloc.py`` for deploy checkpoints).
-
-Config::
-
-    model = dict(type='Regularized', host='ImageClassifier', backbone=..., head=...,
-                 drloc=dict(num_pairs=64, variant='l1', loss_weight=0.1, pool_size=7))
-
-Keys of ``drloc`` besides the :class:`DRLocHead` arguments:
-
-``source`` (str | list[str] | None)
-    dotted path, inside the model, of the module whose output is used (``'backbone'``,
-    ``'neck'``, ``'backbone.ln1'``, ``'backbone.layers.11'``, ...). ``None`` (default) picks it:
-    mmpretrain ViT-family backbones (they have ``num_extra_tokens``) -> the final token sequence
-    (``backbone.ln1`` when ``final_norm``, else the last layer), class/distillation tokens
-    dropped and the tokens reshaped to the patch grid reported by ``backbone.patch_embed`` (so
-    non-square inputs work); any other backbone -> its last output map (``index=-1``), e.g. the
-    last Swin stage or ResNet C5.
-``index`` (int | list[int])
-    element of a tuple/list output (default ``-1``).
-``all_layers`` (bool)
-    the paper's "all layers" variant: one head per ViT block (each block's tokens) or per output of
-    a multi-output backbone (e.g. every Swin stage with ``out_indices=(0, 1, 2, 3)``); the losses
-    are summed, each with the same ``lambda`` (official ``use_multiscale``).
-``in_channels`` (int | list[int] | None)
-    channels of each source; ``None`` infers them with one ``no_grad`` eval-mode pass of
-    ``extract_feat`` on a ``probe_size`` image at build time.
-``grid_source`` (str | None)
-    module returning ``(tokens, (H, W))`` used to reshape token sequences (default
-    ``'backbone.patch_embed'``).
-
-Deliberate differences from the official code (all documented options): the features are what
-the mmpretrain/mmdet backbone outputs (Swin: after the stage norm; ViT: after the final norm;
-the official Swin/ViT use the last block's output before the norm), signed L1 targets are not
-shifted by ``k - 1``, ``pool_mode='overlap'`` generalises the official 3x3/stride-2 average
-pooling to any ``k`` and
-non-square maps, and padded detection batches draw positions inside each image's unpadded area.
+:class:`DRLocHead` takes a ``(B, C, H, W)`` map (any ``H x W`` >= 2x2, square or not) and returns
+``dict(loss_drloc=lambda * L_drloc)``.
 """
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -59,10 +19,9 @@ from torch import Tensor
 from mmvitreg.models.losses.drloc import (check_variant, drloc_lambda, drloc_loss,
                                           gather_pair_features, pool_grid, relative_targets,
                                           sample_pair_positions, valid_grid_sizes, POOL_MODES)
-from mmvitreg.models.regularized import extend_class, register_regularizer
 from mmvitreg.registry import MODELS
 
-__all__ = ['DRLocHead', 'DRLocMixin', 'apply_drloc']
+__all__ = ['DRLocHead']
 
 IntPair = Union[int, Sequence[int]]
 
@@ -77,6 +36,9 @@ def _pair_or_none(value: Optional[IntPair], name: str) -> Optional[Tuple[int, in
     return pair
 
 
+_SCHEDULE_KEYS = ('type', 'warmup', 'total', 'by_epoch', 'iters_per_epoch')
+
+
 @MODELS.register_module()
 class DRLocHead(BaseModule):
     """Dense relative localization head: MLP on pairs of embeddings -> their 2-D offset.
@@ -84,26 +46,40 @@ class DRLocHead(BaseModule):
     Args:
         in_channels: channels ``C`` of the input map.
         num_pairs: pairs ``m`` sampled per image (uniform, with replacement). Paper/official: 64.
-        variant: ``'l1'`` (absolute offsets; default, as the official ``train.sh``),
-            ``'l1_signed'`` (signed offsets, paper), ``'ce'`` (per-axis classification) or
-            ``'gaussian'``/``'cbr'`` (Gaussian prior
-            regression); see :mod:`mmvitreg.models.losses.drloc`.
+        variant: ``'l1'`` (regression; default, as the official ``train.sh``), ``'l1_signed'``
+            (``'l1'`` with ``use_abs=False``: signed offsets, the paper's formulation), ``'ce'``
+            (per-axis classification over offset bins) or ``'gaussian'``/``'cbr'`` (Gaussian
+            prior regression over the bins); see :mod:`mmvitreg.models.losses.drloc`.
+        use_abs: official ``--use_abs``: predict ``|a - b|`` instead of ``a - b``. ``None``
+            (default) = ``True`` (the official ``train.sh`` always passes it), except for
+            ``variant='l1_signed'``.
         loss_weight: ``lambda`` (>= 0). Paper: 0.1 for T2T/CvT, 0.5 for Swin (official default 0.5).
-        weight_schedule: ``None`` (constant ``lambda``) or
-            ``dict(type='warmup_decay', warmup=20, by_epoch=True)``: the official schedule (linear
-            warm-up from 0 over ``warmup`` epochs, then linear decay to 0 at the last epoch),
-            evaluated from mmengine's ``MessageHub`` runtime info (``epoch``/``max_epochs``, or
-            ``iter``/``max_iters`` with ``by_epoch=False``, ``warmup`` then in iterations).
-            Without runtime info (outside a runner) the full ``loss_weight`` is used.
+        weight_schedule: ``None`` (constant ``lambda``) or ``dict(type='warmup_decay',
+            warmup=20, total=300, by_epoch=True, iters_per_epoch=None)``: the official schedule
+            (``_weight_decay``): linear warm-up from 0 over ``warmup``, then linear decay that
+            would reach 0 at ``total`` (default: the end of training). The official run trains
+            epochs 0..100 with ``total=300``. Progress is read from mmengine's ``MessageHub``
+            runtime info. ``by_epoch=True``: ``warmup``/``total`` in epochs, evaluated once per
+            epoch (official); a loop that reports a single epoch (``IterBasedTrainLoop``) needs
+            ``iters_per_epoch`` (the train dataloader length) to count epochs, else a
+            ``ValueError`` is raised instead of silently keeping lambda at its epoch-0 value.
+            ``by_epoch=False``: ``warmup``/``total`` in iterations. Without runtime info (outside
+            a runner) the full ``loss_weight`` is used.
         pool_size: ``k``: pool the map to (at most) ``k x k`` before sampling (int or
-            ``(h, w)``); ``None`` keeps the native grid. Official: T2T-ViT 14x14 -> 7x7,
-            ViT/Swin native.
+            ``(h, w)``); ``None`` keeps the native grid. Official: T2T/CvT 14x14 -> 7x7,
+            ViT/Swin/ResNet native.
         pool_mode: ``'overlap'`` (official 3x3/stride-2 average pooling, generalised) or
             ``'adaptive'`` (exactly ``k`` cells); see :func:`pool_grid`.
         normalize: divide L1 targets by the grid size per axis (paper); official: ``False``.
-        grid_size: largest grid (int or ``(h, w)``) the ``'ce'``/``'gaussian'`` classifiers cover
-            (``2 * g - 1`` bins per axis); defaults to ``pool_size``; one of them is required for
-            those variants.
+        out_dim: official bin layout of ``'ce'``/``'gaussian'`` (int or ``(h, w)``): ``out_dim``
+            bins per axis with ``use_abs`` (targets ``|a - b|``), else ``2 * out_dim - 1`` bins
+            with targets ``a - b + (k - 1)`` for the current ``k x k`` grid. Official values:
+            14 for T2T/CvT/ResNet/ViT, the last-stage grid (7) for Swin, ``56/28/14/7`` per
+            stage for Swin's all-layers variant.
+        grid_size: the project's centred bin layout (int or ``(h, w)``, exclusive with
+            ``out_dim``): ``g`` bins with ``use_abs``, else ``2 * g - 1`` bins with the zero
+            offset at bin ``g - 1`` whatever the grid. Defaults to ``pool_size`` when neither is
+            given; one of the three is required for the bin variants.
         hidden_dims: hidden widths of the MLP. Official: ``(512, 512)`` with ReLU (the
             classification variants add one more ``512 -> 512`` linear layer before the two
             per-axis output layers, as the official code does). The paper describes it only as
@@ -118,11 +94,13 @@ class DRLocHead(BaseModule):
                  in_channels: int,
                  num_pairs: int = 64,
                  variant: str = 'l1',
+                 use_abs: Optional[bool] = None,
                  loss_weight: float = 0.5,
                  weight_schedule: Optional[dict] = None,
                  pool_size: Optional[IntPair] = None,
                  pool_mode: str = 'overlap',
                  normalize: bool = False,
+                 out_dim: Optional[IntPair] = None,
                  grid_size: Optional[IntPair] = None,
                  hidden_dims: Sequence[int] = (512, 512),
                  var_weight: float = 1e-3,
@@ -143,7 +121,7 @@ class DRLocHead(BaseModule):
             raise ValueError('DRLoc hidden_dims must name at least one hidden layer width')
         self.in_channels = in_channels
         self.num_pairs = int(num_pairs)
-        self.variant = check_variant(variant)
+        self.variant, self.use_abs = self._check_variant(variant, use_abs)
         self.loss_weight = float(loss_weight)
         self.weight_schedule = self._check_schedule(weight_schedule)
         self.pool_size = _pair_or_none(pool_size, 'pool_size')
@@ -157,53 +135,117 @@ class DRLocHead(BaseModule):
         for hidden in hidden_dims:
             layers += [nn.Linear(width, hidden), nn.ReLU(inplace=True)]
             width = hidden
+        self.out_dim = self.grid_size = self.num_bins = None
         if self.variant in ('l1', 'l1_signed'):
-            self.grid_size = None
+            if out_dim is not None or grid_size is not None:
+                raise ValueError(f'DRLoc out_dim/grid_size set the bins of the ce/gaussian '
+                                 f'variants; variant {self.variant!r} regresses 2 numbers')
             layers.append(nn.Linear(width, 2))
             self.mlp = nn.Sequential(*layers)
             self.row_fc = self.col_fc = None
+            return
+        if out_dim is not None and grid_size is not None:
+            raise ValueError(f'DRLoc takes out_dim (official bin layout) or grid_size (centred '
+                             f'bins), not both; got out_dim={out_dim!r}, grid_size={grid_size!r}')
+        if out_dim is not None:
+            self.out_dim = _pair_or_none(out_dim, 'out_dim')
+            size = self.out_dim
         else:
-            grid = _pair_or_none(grid_size, 'grid_size') or self.pool_size
-            if grid is None:
-                raise ValueError(f"DRLoc variant {self.variant!r} needs grid_size or pool_size to "
-                                 'fix the number of offset classes')
-            self.grid_size = grid
-            layers.append(nn.Linear(width, width))  # official: third linear, no activation
-            self.mlp = nn.Sequential(*layers)
-            self.row_fc = nn.Linear(width, 2 * grid[0] - 1)
-            self.col_fc = nn.Linear(width, 2 * grid[1] - 1)
+            self.grid_size = _pair_or_none(grid_size, 'grid_size') or self.pool_size
+            if self.grid_size is None:
+                raise ValueError(f"DRLoc variant {self.variant!r} needs out_dim, grid_size or "
+                                 'pool_size to fix the number of offset classes')
+            size = self.grid_size
+        self.num_bins = size if self.use_abs else (2 * size[0] - 1, 2 * size[1] - 1)
+        layers.append(nn.Linear(width, width))  # official: third linear, no activation
+        self.mlp = nn.Sequential(*layers)
+        self.row_fc = nn.Linear(width, self.num_bins[0])
+        self.col_fc = nn.Linear(width, self.num_bins[1])
+
+    @staticmethod
+    def _check_variant(variant: str, use_abs: Optional[bool]) -> Tuple[str, bool]:
+        name = check_variant(variant)
+        if use_abs is not None and not isinstance(use_abs, bool):
+            raise ValueError(f'DRLoc use_abs must be True, False or None, got {use_abs!r}')
+        if name == 'l1_signed':
+            if use_abs:
+                raise ValueError("DRLoc variant 'l1_signed' regresses signed offsets; it cannot "
+                                 'take use_abs=True (use variant=\'l1\')')
+            return name, False
+        use_abs = True if use_abs is None else use_abs
+        if name == 'l1' and not use_abs:
+            name = 'l1_signed'
+        return name, use_abs
 
     @staticmethod
     def _check_schedule(schedule: Optional[dict]) -> Optional[dict]:
         if schedule is None:
             return None
         schedule = dict(schedule)
-        kind = schedule.pop('type', 'warmup_decay')
+        unknown = sorted(set(schedule) - set(_SCHEDULE_KEYS))
+        if unknown:
+            raise ValueError(f'DRLoc weight_schedule got unknown keys {unknown}; allowed: '
+                             f'{list(_SCHEDULE_KEYS)}')
+        kind = schedule.get('type', 'warmup_decay')
         if kind == 'constant':
             return None
         if kind != 'warmup_decay':
             raise ValueError("DRLoc weight_schedule type must be 'constant' or 'warmup_decay', "
                              f'got {kind!r}')
-        out = dict(warmup=float(schedule.pop('warmup', 20)),
-                   by_epoch=bool(schedule.pop('by_epoch', True)))
-        if schedule:
-            raise ValueError(f'DRLoc weight_schedule got unknown keys {sorted(schedule)}; '
-                             "allowed: 'type', 'warmup', 'by_epoch'")
+        out = dict(warmup=float(schedule.get('warmup', 20)),
+                   total=schedule.get('total'),
+                   by_epoch=bool(schedule.get('by_epoch', True)),
+                   iters_per_epoch=schedule.get('iters_per_epoch'))
         if out['warmup'] < 0:
             raise ValueError(f"DRLoc weight_schedule warmup must be >= 0, got {out['warmup']}")
+        if out['total'] is not None:
+            out['total'] = float(out['total'])
+            if out['total'] <= out['warmup']:
+                raise ValueError(f"DRLoc weight_schedule total must be > warmup "
+                                 f"({out['warmup']:g}), got {out['total']:g}")
+        ipe = out['iters_per_epoch']
+        if ipe is not None and (int(ipe) != ipe or ipe < 1):
+            raise ValueError(f'DRLoc weight_schedule iters_per_epoch must be an integer >= 1, '
+                             f'got {ipe!r}')
+        if ipe is not None and not out['by_epoch']:
+            raise ValueError('DRLoc weight_schedule iters_per_epoch converts epochs to '
+                             'iterations; it needs by_epoch=True')
         return out
+
+    def _progress(self) -> Optional[Tuple[float, float]]:
+        """``(progress, total)`` of the schedule from the runner's ``MessageHub``, or None."""
+        sched = self.weight_schedule
+        hub = MessageHub.get_current_instance()
+        if not sched['by_epoch']:
+            step, max_iters = hub.get_info('iter'), hub.get_info('max_iters')
+            if step is None or max_iters is None:
+                return None
+            return float(step), sched['total'] or float(max_iters)
+        ipe = sched['iters_per_epoch']
+        if ipe is not None:  # epochs counted from iterations (any loop)
+            step, max_iters = hub.get_info('iter'), hub.get_info('max_iters')
+            if step is None or max_iters is None:
+                return None
+            return float(int(step) // int(ipe)), sched['total'] or float(max_iters) / ipe
+        epoch, max_epochs = hub.get_info('epoch'), hub.get_info('max_epochs')
+        if epoch is None or max_epochs is None:
+            return None
+        if int(max_epochs) <= 1:
+            raise ValueError(
+                'DRLoc weight_schedule counts epochs (by_epoch=True) but the training loop '
+                'reports a single epoch (max_epochs=1, e.g. IterBasedTrainLoop), so lambda would '
+                'stay at its epoch-0 value; set weight_schedule.iters_per_epoch to the train '
+                'dataloader length, or by_epoch=False with warmup/total in iterations')
+        return float(epoch), sched['total'] or float(max_epochs)
 
     def current_weight(self) -> float:
         """``lambda`` now: constant, or the official warm-up/decay from the runner's progress."""
         if self.weight_schedule is None:
             return self.loss_weight
-        hub = MessageHub.get_current_instance()
-        keys = ('epoch', 'max_epochs') if self.weight_schedule['by_epoch'] else ('iter',
-                                                                                 'max_iters')
-        progress, total = (hub.get_info(k) for k in keys)
-        if progress is None or total is None:
+        progress = self._progress()
+        if progress is None:
             return self.loss_weight
-        return drloc_lambda(self.loss_weight, float(progress), float(total),
+        return drloc_lambda(self.loss_weight, progress[0], progress[1],
                             self.weight_schedule['warmup'], 'warmup_decay')
 
     def forward(self,
@@ -234,14 +276,20 @@ class DRLocHead(BaseModule):
         pairs = torch.cat([gather_pair_features(feats, pos_a),
                            gather_pair_features(feats, pos_b)], dim=-1).flatten(0, 1)
         hidden = self.mlp(pairs)
+        grid = (height, width)
         if self.variant == 'l1':
-            target = relative_targets(pos_a, pos_b, (height, width), 'abs', self.normalize)
+            target = relative_targets(pos_a, pos_b, grid, 'abs', self.normalize)
             return hidden, target.flatten(0, 1)
         if self.variant == 'l1_signed':
-            target = relative_targets(pos_a, pos_b, (height, width), 'signed', self.normalize)
+            target = relative_targets(pos_a, pos_b, grid, 'signed', self.normalize)
             return hidden, target.flatten(0, 1)
-        max_offset = (self.grid_size[0] - 1, self.grid_size[1] - 1)
-        target = relative_targets(pos_a, pos_b, (height, width), 'class', max_offset=max_offset)
+        if self.use_abs:
+            target = relative_targets(pos_a, pos_b, grid, 'abs_class', num_classes=self.num_bins)
+        elif self.out_dim is not None:  # official: shift by the current grid's k - 1
+            target = relative_targets(pos_a, pos_b, grid, 'class', num_classes=self.num_bins)
+        else:  # centred bins: zero offset at bin g - 1 whatever the grid
+            max_offset = (self.grid_size[0] - 1, self.grid_size[1] - 1)
+            target = relative_targets(pos_a, pos_b, grid, 'class', max_offset=max_offset)
         return (self.row_fc(hidden), self.col_fc(hidden)), target.flatten(0, 1)
 
     def loss(self,
@@ -252,216 +300,3 @@ class DRLocHead(BaseModule):
         pred, target = self(feats, valid_ratio, generator)
         value = drloc_loss(pred, target, self.variant, self.var_weight)
         return {self.loss_name: value * self.current_weight()}
-
-
-# --------------------------------------------------------------------------------------------
-# The ``drloc`` regularizer: attach heads + capture features during the host's loss().
-# --------------------------------------------------------------------------------------------
-
-_TAP_KEYS = ('source', 'index', 'all_layers', 'in_channels', 'grid_source', 'probe_size')
-
-
-def _is_token_backbone(backbone: nn.Module) -> bool:
-    return hasattr(backbone, 'num_extra_tokens') and hasattr(backbone, 'layers')
-
-
-def _select(output, index: int):
-    if isinstance(output, (tuple, list)):
-        if not output:
-            raise ValueError('DRLoc source returned an empty tuple')
-        return output[index]
-    return output
-
-
-def _to_map(output, index: int, grid_hw: Optional[Tuple[int, int]], path: str) -> Tensor:
-    """Turn a captured module output into a ``(B, C, H, W)`` map."""
-    feat = _select(output, index)
-    if not isinstance(feat, Tensor):
-        raise ValueError(f'DRLoc source {path!r} returned {type(feat).__name__}, expected a tensor')
-    if feat.dim() == 4:
-        return feat
-    if feat.dim() == 3:
-        if grid_hw is None:
-            raise ValueError(f'DRLoc source {path!r} returns tokens (B, N, C) but no patch grid '
-                             'size was captured; set drloc.grid_source')
-        height, width = int(grid_hw[0]), int(grid_hw[1])
-        extra = feat.shape[1] - height * width
-        if extra < 0:
-            raise ValueError(f'DRLoc source {path!r} has {feat.shape[1]} tokens, fewer than the '
-                             f'{height}x{width} patch grid')
-        tokens = feat[:, extra:]  # drop class / distillation tokens (they come first)
-        return tokens.transpose(1, 2).reshape(feat.shape[0], feat.shape[2], height, width)
-    raise ValueError(f'DRLoc source {path!r} returned shape {tuple(feat.shape)}; expected a '
-                     '(B, C, H, W) map or (B, N, C) tokens')
-
-
-class _Capture:
-    """Forward hooks storing the first output of each tapped module during one call."""
-
-    def __init__(self, model: nn.Module, paths: Sequence[str], grid_source: Optional[str]):
-        self.outputs: Dict[str, object] = {}
-        self.grid_hw: Optional[Tuple[int, int]] = None
-        self.handles = []
-        for path in dict.fromkeys(paths):
-            self.handles.append(
-                model.get_submodule(path).register_forward_hook(self._store(path)))
-        if grid_source is not None:
-            self.handles.append(
-                model.get_submodule(grid_source).register_forward_hook(self._store_grid))
-
-    def _store(self, path: str):
-
-        def hook(module, args, output):
-            self.outputs.setdefault(path, output)
-
-        return hook
-
-    def _store_grid(self, module, args, output):
-        if self.grid_hw is None and isinstance(output, (tuple, list)) and len(output) == 2:
-            self.grid_hw = tuple(output[1])
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles = []
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.remove()
-
-
-def _valid_ratio(data_samples, device) -> Optional[Tensor]:
-    """``(B, 2)`` unpadded fraction of each image (mmdet ``img_shape`` / ``batch_input_shape``)."""
-    if not isinstance(data_samples, (list, tuple)) or not data_samples:
-        return None
-    ratios = []
-    for sample in data_samples:
-        meta = getattr(sample, 'metainfo', None) or {}
-        img, batch = meta.get('img_shape'), meta.get('batch_input_shape')
-        if img is None or batch is None:
-            return None
-        ratios.append((img[0] / batch[0], img[1] / batch[1]))
-    return torch.tensor(ratios, dtype=torch.float32, device=device).clamp_(0, 1)
-
-
-class DRLocMixin:
-    """Adds ``loss_drloc`` to the host's ``loss(inputs, data_samples)`` (see module docstring)."""
-
-    def loss(self, inputs, data_samples, *args, **kwargs):
-        taps = self._drloc_taps
-        with _Capture(self, [path for path, _ in taps], self._drloc_grid_source) as capture:
-            losses = super().loss(inputs, data_samples, *args, **kwargs)
-        missing = [path for path, _ in taps if path not in capture.outputs]
-        if missing:
-            raise RuntimeError(f'DRLoc sources {missing} were not called during '
-                               f'{type(self).__name__}.loss(); check drloc.source')
-        total = None
-        for (path, index), head in zip(taps, self.drloc_head):
-            feats = _to_map(capture.outputs[path], index, capture.grid_hw, path)
-            value = head.loss(feats, _valid_ratio(data_samples, feats.device))[head.loss_name]
-            total = value if total is None else total + value
-        losses['loss_drloc'] = total
-        return losses
-
-
-def _default_taps(model: nn.Module, cfg: dict) -> List[Tuple[str, int]]:
-    backbone = getattr(model, 'backbone', None)
-    source, index, all_layers = cfg['source'], cfg['index'], cfg['all_layers']
-    if source is None and backbone is not None and _is_token_backbone(backbone):
-        if all_layers:
-            return [(f'backbone.layers.{i}', -1) for i in range(len(backbone.layers))]
-        if getattr(backbone, 'final_norm', False) and hasattr(backbone, 'ln1'):
-            return [('backbone.ln1', -1)]
-        return [(f'backbone.layers.{len(backbone.layers) - 1}', -1)]
-    if source is None:
-        if backbone is None:
-            raise ValueError(f'DRLoc cannot pick a feature source for {type(model).__name__} '
-                             '(it has no backbone); set drloc.source')
-        source = 'backbone'
-    sources = [source] if isinstance(source, str) else list(source)
-    indices = list(index) if isinstance(index, (list, tuple)) else [index]
-    if len(indices) == 1:
-        indices = indices * len(sources)
-    if len(indices) != len(sources):
-        raise ValueError(f'DRLoc index must be one int or one per source, got {index!r} for '
-                         f'{len(sources)} sources')
-    for path in sources:
-        try:
-            model.get_submodule(path)
-        except AttributeError:
-            raise ValueError(f'DRLoc source {path!r} is not a submodule of '
-                             f'{type(model).__name__}') from None
-    return list(zip(sources, indices))
-
-
-def _probe(model: nn.Module, taps: List[Tuple[str, int]], grid_source: Optional[str],
-           probe_size: Optional[int]) -> _Capture:
-    """Run one eval-mode, no-grad ``extract_feat`` pass on a dummy image, capturing the taps."""
-    if probe_size is None:
-        backbone = getattr(model, 'backbone', None)
-        size = getattr(getattr(backbone, 'patch_embed', None), 'init_input_size', None)
-        probe_size = int(max(size)) if size is not None else 224
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else 'cpu'
-    dummy = torch.zeros(1, 3, probe_size, probe_size, device=device)
-    training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), _Capture(model, [p for p, _ in taps], grid_source) as capture:
-            if hasattr(model, 'extract_feat'):
-                model.extract_feat(dummy)
-            else:
-                model.backbone(dummy)
-    finally:
-        model.train(training)
-    return capture
-
-
-@register_regularizer('drloc', order=80)
-def apply_drloc(model: nn.Module, cfg: dict) -> None:
-    """Attach DRLoc heads to ``model`` and make its ``loss`` add ``loss_drloc`` (in place)."""
-    if not callable(getattr(model, 'loss', None)):
-        raise ValueError(f'DRLoc must be applied to a model with loss(inputs, data_samples) '
-                         f"(e.g. host='ImageClassifier' or a detector), got "
-                         f'{type(model).__name__}')
-    cfg = dict(cfg)
-    tap_cfg = dict(source=cfg.pop('source', None), index=cfg.pop('index', -1),
-                   all_layers=bool(cfg.pop('all_layers', False)),
-                   in_channels=cfg.pop('in_channels', None), probe_size=cfg.pop('probe_size', None))
-    default_grid = 'backbone.patch_embed'
-    grid_source = cfg.pop('grid_source', default_grid)
-    try:
-        model.get_submodule(grid_source) if grid_source else None
-    except AttributeError:
-        if grid_source != default_grid:
-            raise ValueError(f'DRLoc grid_source {grid_source!r} is not a submodule of '
-                             f'{type(model).__name__}') from None
-        grid_source = None
-    taps = _default_taps(model, tap_cfg)
-    in_channels = tap_cfg['in_channels']
-    if tap_cfg['all_layers'] and tap_cfg['source'] is None and len(taps) == 1:
-        # multi-output backbone (e.g. Swin with several out_indices): one head per output.
-        capture = _probe(model, taps, grid_source, tap_cfg['probe_size'])
-        output = capture.outputs[taps[0][0]]
-        if isinstance(output, (tuple, list)) and len(output) > 1:
-            taps = [(taps[0][0], i) for i in range(len(output))]
-    if in_channels is None:
-        capture = _probe(model, taps, grid_source, tap_cfg['probe_size'])
-        in_channels = []
-        for path, index in taps:
-            feat = _to_map(capture.outputs[path], index, capture.grid_hw, path)
-            in_channels.append(int(feat.shape[1]))
-    elif isinstance(in_channels, int):
-        in_channels = [in_channels] * len(taps)
-    if len(in_channels) != len(taps):
-        raise ValueError(f'DRLoc in_channels must be one int or one per source ({len(taps)}), '
-                         f'got {tap_cfg["in_channels"]!r}')
-    cfg.pop('type', None)
-    heads = [DRLocHead(in_channels=c, **cfg) for c in in_channels]
-    param = next(model.parameters(), None)
-    model.drloc_head = nn.ModuleList(heads).to(param.device if param is not None else 'cpu')
-    model._drloc_taps = taps
-    model._drloc_grid_source = grid_source
-    extend_class(model, DRLocMixin)

@@ -20,10 +20,9 @@ Where the official code and the paper differ, the official code is followed (not
 The one generalisation: the official code hard-codes square token grids (``sqrt(N - 1)``); here the
 grid ``(H, W)`` is passed explicitly, so non-square inputs (detection) work unchanged.
 
-HI-MHSA computes its attention through a pluggable *core* with the signature of
-``F.scaled_dot_product_attention`` (see :mod:`mmvitreg.models.utils.attention_adapters`); its
-adapter is registered here, so the ``dropkey`` regularizer and the attention-map diagnostics work
-on DHVT without DHVT-specific code.
+HI-MHSA computes its attention step in the :meth:`HIMHSA.attention` method with the key grid
+given, and registers the generic attention site for it, so the ``dropkey``/``reattention``
+regularizers and the attention-map diagnostics work on DHVT without DHVT-specific code.
 """
 import math
 from typing import Callable, List, Optional, Tuple, Union
@@ -35,8 +34,8 @@ from mmcv.cnn import ConvModule, build_activation_layer, build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from mmengine.model.weight_init import trunc_normal_
 
-from mmvitreg.models.utils.attention_adapters import (AttentionAdapter, register_attention_adapter,
-                                                      sdpa_core)
+from mmvitreg.ops.token_grid import TokenGrid
+from mmvitreg.regularizers.attention import SlotAttentionSite, register_attention_site
 from mmvitreg.registry import MODELS
 
 __all__ = [
@@ -292,11 +291,10 @@ class HIMHSA(nn.Module):
     ``head_token_proj`` (``C/h -> C``), ``head_token_norm`` (LayerNorm over ``C/h``),
     ``head_pos_embed`` ``(1, h, C)``.
 
-    :meth:`attend` takes the attention core as an argument (SDPA signature plus the grid hints
-    ``grid_hw`` and ``num_extra_tokens = 1 + h``); ``forward`` uses plain SDPA. DropKey
-    (``Regularized(..., dropkey=...)`` or ``DHVT(dropkey=...)``) swaps in its core through the
-    registered :class:`HIMHSAAdapter`, i.e. it masks keys of the pre-softmax logits, head tokens
-    included.
+    The attention step is :meth:`attention` (plain SDPA; keys ``[cls; head tokens; H x W]``,
+    i.e. ``num_extra_tokens = 1 + h``). DropKey (``Regularized(..., dropkey=...)``) reaches it
+    through the attention site registered for this class: it masks keys of the pre-softmax
+    logits, head tokens included.
     """
 
     def __init__(self,
@@ -333,34 +331,28 @@ class HIMHSA(nn.Module):
                          self.head_token_norm.eps, self.head_act)
         return insert_head_tokens(x, ht)
 
-    def attend(self,
-               x: torch.Tensor,
-               attention_fn: Callable = sdpa_core,
-               hw_shape: Optional[Tuple[int, int]] = None) -> torch.Tensor:
-        """HI-MHSA of ``x`` ``(B, 1 + H*W, C)`` with ``attention_fn`` as the softmax core."""
+    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
+                  attn_mask: Optional[torch.Tensor] = None, dropout_p: float = 0.,
+                  scale: Optional[float] = None,
+                  grid: Optional[TokenGrid] = None) -> torch.Tensor:
+        """The attention step (plain SDPA); regularizers reach it through its site."""
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
+                                              scale=scale)
+
+    def forward(self, x: torch.Tensor, hw_shape: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        """HI-MHSA of ``x`` ``(B, 1 + H*W, C)``; keys are ``[cls; head tokens; H x W grid]``."""
         x_ext = self.extend(x)
         B, N, C = x_ext.shape
         qkv = self.qkv(x_ext).reshape(B, N, 3, self.num_heads, self.head_dims)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        out = attention_fn(q, k, v, dropout_p=self.attn_drop if self.training else 0.,
-                           scale=self.scale,
-                           grid_hw=tuple(hw_shape) if hw_shape is not None else None,
-                           num_extra_tokens=1 + self.num_heads)
+        grid = TokenGrid(tuple(hw_shape), 1 + self.num_heads) if hw_shape is not None else None
+        out = self.attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.,
+                             scale=self.scale, grid=grid)
         out = self.proj(out.transpose(1, 2).reshape(B, N, C))
         return self.proj_drop(merge_head_tokens(out, self.num_heads))
 
-    def forward(self, x: torch.Tensor, hw_shape: Optional[Tuple[int, int]] = None) -> torch.Tensor:
-        return self.attend(x, sdpa_core, hw_shape)
 
-
-@register_attention_adapter(HIMHSA)
-class HIMHSAAdapter(AttentionAdapter):
-    """Attention adapter of :class:`HIMHSA`: ``forward(x, hw_shape=None)`` with a given core."""
-
-    def forward(self, module: HIMHSA, x: torch.Tensor,
-                hw_shape: Optional[Tuple[int, int]] = None, *,
-                attention_fn: Callable) -> torch.Tensor:
-        return module.attend(x, attention_fn, hw_shape)
+register_attention_site(HIMHSA)(SlotAttentionSite)
 
 
 @MODELS.register_module()

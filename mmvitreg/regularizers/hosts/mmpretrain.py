@@ -1,0 +1,32 @@
+"""Attention site of mmpretrain ``MultiheadAttention`` (ViT, DeiT, ... and DeepViT).
+
+mmpretrain routes its attention step through the instance attribute
+``scaled_dot_product_attention(q, k, v, dropout_p=...)``; the site replaces that attribute, so no
+part of the host's forward is copied. The keys are the backbone's extra tokens (class,
+distillation) followed by a square patch grid; the number of extra tokens comes from the backbone
+at installation (``VisionTransformer.num_extra_tokens``).
+"""
+from typing import Optional
+
+from mmpretrain.models.utils.attention import MultiheadAttention
+from torch import Tensor
+
+from ..attention import AttentionSite, register_attention_site
+
+__all__ = ['PretrainAttentionSite']
+
+
+@register_attention_site(MultiheadAttention)
+class PretrainAttentionSite(AttentionSite):
+    method = 'scaled_dot_product_attention'
+
+    @property
+    def grid_known(self) -> bool:
+        return self.num_extra_tokens is not None
+
+    def __call__(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor] = None,
+                 dropout_p: float = 0.0) -> Tensor:
+        if not self.active:
+            return self.original(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+        grid = self.square_grid(k.shape[-2])
+        return self.attend(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, grid=grid)

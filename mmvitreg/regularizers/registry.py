@@ -1,0 +1,90 @@
+"""The regularizer keys of ``Regularized``: one function per mechanism.
+
+``@register_regularizer('name')`` registers ``attach(model, cfg) -> rows``: it modifies the
+built ``model`` in place through sites (:mod:`mmvitreg.regularizers.site`) and returns one
+``(module path, mechanism, settings)`` row per place it changed, which :func:`apply_regularizers`
+logs as one table. Mechanisms do not depend on each other's order: attention mechanisms occupy
+fixed stages of :func:`mmvitreg.regularizers.attention.attend`, loss mechanisms add separate
+terms, so the keys of a config apply in any order.
+"""
+import logging
+from typing import Callable, Dict, List, Sequence, Tuple
+
+import torch.nn as nn
+
+__all__ = ['REGULARIZERS', 'register_regularizer', 'apply_regularizers', 'format_summary',
+           'SummaryRow']
+
+SummaryRow = Tuple[str, str, str]  # (module path, mechanism, settings)
+Attach = Callable[[nn.Module, dict], List[SummaryRow]]
+
+#: regularizer key -> attach function
+REGULARIZERS: Dict[str, Attach] = {}
+
+
+def register_regularizer(name: str) -> Callable[[Attach], Attach]:
+    """Decorator registering ``attach(model, cfg) -> rows`` as the ``Regularized`` key ``name``."""
+
+    def _register(fn: Attach) -> Attach:
+        if name in REGULARIZERS and REGULARIZERS[name] is not fn:
+            raise KeyError(f'regularizer {name!r} is already registered')
+        REGULARIZERS[name] = fn
+        return fn
+
+    return _register
+
+
+def check_options(mechanism: str, cfg: dict, allowed: Sequence[str]) -> dict:
+    """``cfg`` as a dict; one clear ``KeyError`` for unknown options."""
+    if not isinstance(cfg, dict):
+        raise TypeError(f'{mechanism} options must be a dict (or True for the defaults), '
+                        f'got {cfg!r}')
+    unknown = sorted(set(cfg) - set(allowed))
+    if unknown:
+        raise KeyError(f'unknown {mechanism} option(s) {unknown}; allowed: {sorted(allowed)}')
+    return dict(cfg)
+
+
+def check_positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f'{name} must be an integer >= 1, got {value!r}')
+    return value
+
+
+def format_summary(rows: Sequence[SummaryRow]) -> str:
+    """The rows as a fixed-width table (module, mechanism, settings)."""
+    header = ('module', 'mechanism', 'settings')
+    widths = [max(len(r[i]) for r in list(rows) + [header]) for i in range(3)]
+    lines = ['  '.join(c.ljust(w) for c, w in zip(header, widths)).rstrip(),
+             '  '.join('-' * w for w in widths)]
+    lines += ['  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return '\n'.join(lines)
+
+
+def _log(message: str) -> None:
+    try:
+        from mmengine.logging import print_log
+    except ImportError:  # torch-only use
+        logging.getLogger('mmvitreg').info(message)
+    else:
+        print_log(message, logger='current')
+
+
+def apply_regularizers(model: nn.Module, **regularizer_cfgs) -> nn.Module:
+    """Apply the named regularizers to ``model`` in place and return it.
+
+    A value of ``None`` or ``False`` leaves that regularizer off (so base configs can carry the
+    key), ``True`` uses its defaults. Logs one table of what was switched on where.
+    """
+    unknown = sorted(set(regularizer_cfgs) - set(REGULARIZERS))
+    if unknown:
+        raise KeyError(f'unknown regularizer key(s) {unknown}; known regularizer keys: '
+                       f'{sorted(REGULARIZERS)}')
+    rows: List[SummaryRow] = []
+    for name, cfg in regularizer_cfgs.items():
+        if cfg is None or cfg is False:
+            continue
+        rows += REGULARIZERS[name](model, {} if cfg is True else cfg)
+    if rows:
+        _log(f'mmvitreg regularizers on {type(model).__name__}:\n{format_summary(rows)}')
+    return model
