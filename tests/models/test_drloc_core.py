@@ -37,7 +37,7 @@ def test_targets_class_bins():
     assert wide.tolist() == [[[4, 5], [8, 10], [6, 6], [4, 10]]]
     with pytest.raises(ValueError, match='beyond the classifier range'):
         relative_targets(POS_A, POS_B, (3, 5), 'class', max_offset=2)
-    with pytest.raises(ValueError, match="'abs', 'signed' or 'class'"):
+    with pytest.raises(ValueError, match="'abs', 'signed', 'class' or 'abs_class'"):
         relative_targets(POS_A, POS_B, (3, 5), 'polar')
 
 
@@ -168,3 +168,94 @@ def test_lambda_official_warmup_decay():
         drloc_lambda(-0.1, 0, 100)
     with pytest.raises(ValueError, match='weight schedule must be'):
         drloc_lambda(0.1, 0, 100, schedule='cosine')
+
+
+# ---------------------------------------------------------------- official options (issue 14)
+# Official code (yhlleo/VTs-Drloc, drloc/aux_modules.py DenseRelativeLoc.forward):
+#   deltaxy = pxs - pys;  with --use_abs: deltaxy = |deltaxy|  (bins: out_dim)
+#                         without:        deltaxy = deltaxy + (H - 1)  (bins: 2 * out_dim - 1)
+# and drloc/losses.py: ce  = CE(pred_x, t_x) + CE(pred_y, t_y)
+#                      cbr = sum over axes of mean((mu - t)^2 / s2 + 0.001 * log s2),
+#                            mu = sum_c p_c c, s2 = sum_c p_c (c - mu)^2 + 1e-8.
+
+
+def test_abs_class_targets_official_use_abs():
+    cls = relative_targets(POS_A, POS_B, (3, 5), 'abs_class', num_classes=(3, 5))
+    assert cls.tolist() == [[[2, 1], [2, 4], [0, 0], [2, 4]]]
+    assert cls.dtype == torch.long
+    # official T2T/CvT/ResNet layout: out_dim = 14 bins on a 7x7 grid (|delta| <= 6)
+    a, b = torch.tensor([[[6, 0]]]), torch.tensor([[[0, 6]]])
+    assert relative_targets(a, b, (7, 7), 'abs_class', num_classes=14).tolist() == [[[6, 6]]]
+    with pytest.raises(ValueError, match='beyond the classifier range'):
+        relative_targets(POS_A, POS_B, (3, 5), 'abs_class', num_classes=4)  # |dcol| up to 4
+    with pytest.raises(ValueError, match='needs num_classes'):
+        relative_targets(POS_A, POS_B, (3, 5), 'abs_class')
+
+
+def test_class_targets_official_out_dim_layout():
+    """out_dim=14 without --use_abs on a 7x7 grid: 27 bins, targets delta + 6 (not centred)."""
+    a = torch.tensor([[[0, 6], [6, 0], [3, 3]]])
+    b = torch.tensor([[[6, 0], [0, 6], [3, 3]]])
+    target = relative_targets(a, b, (7, 7), 'class', num_classes=2 * 14 - 1)
+    # official: (pxs - pys) + (H - 1) with H = 7
+    assert target.tolist() == [[[0 - 6 + 6, 6 - 0 + 6], [6 - 0 + 6, 0 - 6 + 6], [6, 6]]]
+    assert target.max() <= 12  # bins 13..26 never a target
+    # Swin all-layers stage 0: out_dim 56 -> 111 bins on a 28x28 grid, targets delta + 27
+    a, b = torch.tensor([[[27, 0]]]), torch.tensor([[[0, 27]]])
+    assert relative_targets(a, b, (28, 28), 'class', num_classes=111).tolist() == [[[54, 0]]]
+    with pytest.raises(ValueError, match='beyond the classifier range'):
+        relative_targets(a, b, (28, 28), 'class', num_classes=53)
+
+
+def _official_ce(logits, target):
+    # CE of one axis written out: mean_n (log sum_c exp(z_nc) - z_n,t_n)
+    return sum(math.log(sum(math.exp(z) for z in row)) - row[t]
+               for row, t in zip(logits, target)) / len(target)
+
+
+def _official_cbr_axis(logits, target, lambda_var=0.001):
+    total = 0.0
+    for row, t in zip(logits, target):
+        exps = [math.exp(z) for z in row]
+        p = [e / sum(exps) for e in exps]
+        mu = sum(pc * c for c, pc in enumerate(p))
+        s2 = sum(pc * (c - mu)**2 for c, pc in enumerate(p)) + 1e-8
+        total += math.exp(-math.log(s2)) * (mu - t)**2 + lambda_var * math.log(s2)
+    return total / len(target)
+
+
+@pytest.mark.parametrize('use_abs', [True, False])
+def test_ce_and_cbr_over_official_bins_hand_computed(use_abs):
+    gen = torch.Generator().manual_seed(5)
+    pos_a, pos_b = sample_pair_positions(2, 7, 7, 3, generator=gen)
+    bins = 14 if use_abs else 27
+    mode = 'abs_class' if use_abs else 'class'
+    target = relative_targets(pos_a, pos_b, (7, 7), mode, num_classes=bins).flatten(0, 1)
+    delta = (pos_a - pos_b).flatten(0, 1)
+    expected_t = delta.abs() if use_abs else delta + 6
+    assert torch.equal(target, expected_t)
+    row = torch.randn(6, bins, generator=gen, dtype=torch.float64)
+    col = torch.randn(6, bins, generator=gen, dtype=torch.float64)
+    rows, cols = row.tolist(), col.tolist()
+    t_row, t_col = target[:, 0].tolist(), target[:, 1].tolist()
+    ce = drloc_loss((row, col), target, 'ce').item()
+    assert ce == pytest.approx(_official_ce(rows, t_row) + _official_ce(cols, t_col), rel=1e-9)
+    cbr = drloc_loss((row, col), target, 'cbr').item()
+    expected = _official_cbr_axis(rows, t_row) + _official_cbr_axis(cols, t_col)
+    assert cbr == pytest.approx(expected, rel=1e-9)
+
+
+def test_lambda_official_loop_cuts_a_300_epoch_schedule():
+    """Official main.py: lambda = _weight_decay(base, epoch, 20, 300) for epoch in 0..100."""
+    def official(epoch, base=0.5, warmup=20, total=300):
+        if epoch <= warmup:
+            return min(base / warmup * epoch, base)
+        return base * (1.0 - (epoch - warmup) / (total - warmup))
+
+    values = [drloc_lambda(0.5, e, 300, 20) for e in range(101)]
+    assert values == pytest.approx([official(e) for e in range(101)], abs=1e-12)
+    assert values[0] == 0.0 and values[20] == 0.5
+    assert values[100] == pytest.approx(0.5 * (1 - 80 / 280))  # 0.714 * lambda at the last epoch
+    # mean over the 101 trained epochs: (10.5 + 80 - 3240 / 280) / 101 = 0.7815 * lambda
+    assert sum(values) / 101 == pytest.approx(0.5 * (10.5 + 80 - 3240 / 280) / 101)
+    assert sum(values) / 101 / 0.5 == pytest.approx(0.7815, abs=1e-4)

@@ -13,25 +13,30 @@ Everything here is a pure tensor function (no module state). Conventions:
   its own size (the official code assumes ``H == W`` everywhere).
 * the offset of a pair ``(a, b)`` is ``a - b``, as in the official code (``pxs - pys``).
 
-Loss variants (:data:`DRLOC_VARIANTS`):
+Loss variants (:data:`DRLOC_VARIANTS`; official ``--drloc_mode`` and ``--use_abs``):
 
 ``'l1'``
     L1 regression of the absolute offsets ``|a - b|``: official ``drloc_mode='l1'`` with
-    ``--use_abs``, which the official ``train.sh`` passes. Default here.
+    ``--use_abs``, which the official ``train.sh`` always passes. Default here.
 ``'l1_signed'``
     L1 regression of the signed offsets ``a - b``: the paper's formulation (``t = (a - b) / k``
     with ``normalize=True``) and the official code without ``--use_abs``. The official code adds
     ``k - 1`` to the signed target; that constant is absorbed by the output bias, so it is left
     out here and the target is the plain signed offset.
 ``'ce'``
-    classification: one softmax head per axis over the ``2G - 1`` signed offsets
-    ``-(G-1) .. G-1`` (``G`` = the axis' grid size), cross-entropy summed over the two axes
-    (official ``drloc_mode='ce'``).
+    classification: one softmax head per axis over offset bins, cross-entropy summed over the two
+    axes (official ``drloc_mode='ce'``). Targets (:func:`relative_targets`): with ``--use_abs``
+    (mode ``'abs_class'``) the bin of ``|a - b|`` among ``out_dim`` bins; without it (mode
+    ``'class'``) the bin ``a - b + (k - 1)`` among ``2 * out_dim - 1`` bins. The official models
+    fix ``out_dim`` per architecture, not per grid: T2T/CvT/ResNet/ViT use ``out_dim=14`` (a 7x7
+    T2T grid then has 27 signed bins and targets ``a - b + 6``: bins 13..26 are never a target),
+    Swin uses the last stage's grid (7), its all-layers variant ``56/28/14/7`` on grids
+    ``28/14/7/7``.
 ``'gaussian'`` (alias ``'cbr'``)
-    Gaussian-prior ("cycle-back") regression: the softmax over the same bins gives a mean
-    ``mu = sum_c p_c c`` and a variance ``s2 = sum_c p_c (c - mu)^2`` per axis; the loss is
-    ``(mu - t)^2 / s2 + lambda_var * log s2`` (``lambda_var = 0.001``), averaged over pairs and
-    summed over axes (official ``drloc_mode='cbr'``).
+    Gaussian-prior ("cycle-back") regression over the same bins and targets: the softmax gives a
+    mean ``mu = sum_c p_c c`` and a variance ``s2 = sum_c p_c (c - mu)^2 + 1e-8`` per axis; the
+    loss is ``(mu - t)^2 / s2 + lambda_var * log s2`` (``lambda_var = 0.001``), averaged over
+    pairs and summed over axes (official ``drloc_mode='cbr'``).
 
 The "all layers" variant of the paper (one DRLoc MLP per stage/block, losses summed) is a
 composition of these functions and lives in :mod:`mmvitreg.models.heads.drloc_head`.
@@ -138,40 +143,62 @@ def relative_targets(pos_a: Tensor,
                      grid_hw: Tuple[int, int],
                      mode: str = 'abs',
                      normalize: bool = False,
-                     max_offset: Optional[IntPair] = None) -> Tensor:
+                     max_offset: Optional[IntPair] = None,
+                     num_classes: Optional[IntPair] = None) -> Tensor:
     """Targets of the pretext task for position pairs on an ``H x W`` grid.
 
     Args:
         pos_a, pos_b: ``(..., 2)`` long ``(row, col)`` positions.
         grid_hw: ``(H, W)`` of the grid the positions live on.
         mode: ``'abs'`` -> ``|a - b|`` (float); ``'signed'`` -> ``a - b`` (float);
-            ``'class'`` -> bin index ``a - b + max_offset`` (long, per axis in
-            ``[0, 2 * max_offset]``; the official class target ``delta + (k - 1)``).
+            ``'class'`` -> bin index ``a - b + shift`` (long; official target without
+            ``--use_abs``: ``delta + (k - 1)``); ``'abs_class'`` -> bin index ``|a - b|`` (long;
+            official target with ``--use_abs``).
         normalize: divide float targets by ``(H, W)`` per axis (paper: ``t = delta / k``;
-            official default: off). Ignored for ``'class'``.
-        max_offset: per-axis largest representable offset for ``'class'`` (int or
-            ``(h, w)``); default ``(H - 1, W - 1)``. Fixing it (e.g. from the head's bin count)
-            keeps the zero-offset bin in place when the grid size varies between batches.
+            official default: off). Ignored for the class modes.
+        max_offset: the ``'class'`` shift per axis (int or ``(h, w)``), i.e. the largest
+            representable negative offset; default ``(H - 1, W - 1)``, the official shift.
+            Fixing it (e.g. from the head's ``grid_size``) keeps the zero-offset bin in place
+            when the grid size varies between batches.
+        num_classes: bins per axis of the classifier (int or ``(h, w)``) for the class modes;
+            targets that would fall outside ``[0, num_classes)`` raise a ``ValueError``.
+            Default for ``'class'``: ``2 * shift + 1``; required for ``'abs_class'``.
 
     Returns:
         ``(..., 2)`` tensor of targets.
     """
     height, width = grid_hw
     delta = pos_a - pos_b
-    if mode == 'class':
-        max_h, max_w = _pair(max_offset, 'max_offset') if max_offset is not None else (height - 1,
-                                                                                        width - 1)
-        if height - 1 > max_h or width - 1 > max_w:
+    if mode in ('class', 'abs_class'):
+        if mode == 'class':
+            shift_h, shift_w = (_pair(max_offset, 'max_offset') if max_offset is not None else
+                                (height - 1, width - 1))
+            low = (shift_h - (height - 1), shift_w - (width - 1))  # smallest target per axis
+            high = (shift_h + height - 1, shift_w + width - 1)  # largest target per axis
+            bins = (_pair(num_classes, 'num_classes') if num_classes is not None else
+                    (2 * shift_h + 1, 2 * shift_w + 1))
+        else:
+            if num_classes is None:
+                raise ValueError("DRLoc target mode 'abs_class' needs num_classes (bins per axis)")
+            shift_h = shift_w = 0
+            low, high = (0, 0), (height - 1, width - 1)
+            bins = _pair(num_classes, 'num_classes')
+        if min(low) < 0 or high[0] >= bins[0] or high[1] >= bins[1]:
             raise ValueError(f'DRLoc grid {height}x{width} has offsets beyond the classifier '
-                             f'range +-({max_h}, {max_w}); raise grid_size or set pool_size')
-        shift = torch.tensor([max_h, max_w], device=delta.device, dtype=delta.dtype)
+                             f'range ({bins[0]}x{bins[1]} bins, {mode!r} targets '
+                             f'{low[0]}..{high[0]} x {low[1]}..{high[1]}); raise out_dim/'
+                             'grid_size or set pool_size')
+        if mode == 'abs_class':
+            return delta.abs().long()
+        shift = torch.tensor([shift_h, shift_w], device=delta.device, dtype=delta.dtype)
         return (delta + shift).long()
     if mode == 'abs':
         target = delta.abs().float()
     elif mode == 'signed':
         target = delta.float()
     else:
-        raise ValueError(f"DRLoc target mode must be 'abs', 'signed' or 'class', got {mode!r}")
+        raise ValueError("DRLoc target mode must be 'abs', 'signed', 'class' or 'abs_class', "
+                         f'got {mode!r}')
     if normalize:
         target = target / torch.tensor([float(height), float(width)], device=target.device)
     return target
@@ -275,8 +302,11 @@ def drloc_lambda(base: float,
 
     ``schedule=None``/``'constant'``: ``base``. ``'warmup_decay'`` is the official schedule
     (``_weight_decay`` in ``main.py``, evaluated once per epoch): linear warm-up from 0 at
-    ``progress = 0`` to ``base`` at ``progress = warmup``, then linear decay to 0 at
-    ``progress = total``. The paper only states a constant ``lambda``.
+    ``progress = 0`` to ``base`` at ``progress = warmup``, then linear decay that would reach 0 at
+    ``progress = total``. ``total`` is the *schedule's* length, which need not be the training
+    length: the official loop trains epochs 0..100 of a schedule with ``total = 300``
+    (``--total_epochs``), so lambda ends at ``0.714 * base`` (mean ``0.78 * base``). The paper
+    only states a constant ``lambda``.
     """
     if base < 0:
         raise ValueError(f'DRLoc loss_weight (lambda) must be >= 0, got {base}')
