@@ -9,8 +9,10 @@ PYTEST_ARGS ?= -q
 setup:
 	bash tools/setup_env.sh
 
+# 6 variants x 5 seeds, JOBS runs at once (the cores are split between them)
+JOBS ?= 2
 demo: setup
-	$(PY) tools/benchmark_regularizers.py configs/benchmark/digits_regularizers.py --work-dir work_dirs/benchmark_digits
+	$(PY) tools/benchmark_regularizers.py configs/benchmark/digits_regularizers.py --jobs $(JOBS) --work-dir work_dirs/benchmark_digits
 
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS) --timeout=1200

@@ -1,25 +1,21 @@
-# DHVT (Lu et al., "Bridging the Gap Between Vision Transformers and Convolutional Neural Networks
-# on Small Datasets", NeurIPS 2022) vs DeiT of the same width on CIFAR-100 from scratch, 300
-# epochs at 32x32 with 4x4 patches, the official DHVT recipe for both (configs/dhvt/, 2 GPUs x 256):
-#   python tools/benchmark_regularizers.py configs/benchmark/cifar100_dhvt_vs_deit.py --launcher pytorch --gpus 2
+# DHVT (Lu et al., NeurIPS 2022) vs DeiT of the same width on CIFAR-100 from scratch, 300 epochs
+# at 32x32 with 4x4 patches, the official DHVT recipe for both (configs/dhvt/, 2 GPUs x 256):
+#   python tools/benchmark_regularizers.py configs/benchmark/cifar100_dhvt_vs_deit.py --jobs 4 --gpus-per-run 2
 # The DeiT variants keep the DHVT recipe and swap the backbone for a stock mmpretrain
 # VisionTransformer (DeiT-T: 192-d/3 heads, DeiT-S: 384-d/6 heads, 12 blocks, patch 4).
-seeds = [0]
-metrics = ['accuracy/top1']
-baseline = 'deit_tiny'
-_DHVT_T = 'configs/dhvt/dhvt-tiny-p4_2xb256-300e_cifar100.py'
-_DHVT_S = 'configs/dhvt/dhvt-small-p4_2xb256-300e_cifar100.py'
+_base_ = ['../dhvt/dhvt-tiny-p4_2xb256-300e_cifar100.py']
+_DHVT_S = '../dhvt/dhvt-small-p4_2xb256-300e_cifar100.py'
+_DEIT = dict(_delete_=True, type='VisionTransformer', img_size=32, patch_size=4,
+             drop_path_rate=0.1, out_type='cls_token')
 
-
-def _deit(arch):
-    return {'model.backbone': dict(_delete_=True, type='VisionTransformer', arch=arch,
-                                   img_size=32, patch_size=4, drop_path_rate=0.1,
-                                   out_type='cls_token')}
-
-
-variants = dict(
-    deit_tiny=dict(config=_DHVT_T, cfg_options=_deit('deit-tiny')),
-    dhvt_tiny=dict(config=_DHVT_T),
-    deit_small=dict(config=_DHVT_S, cfg_options=_deit('deit-small'), baseline='deit_small'),
-    dhvt_small=dict(config=_DHVT_S, baseline='deit_small'),
-)
+benchmark = dict(
+    seeds=[0, 1, 2],
+    metrics=['accuracy/top1'],
+    baseline='deit_tiny',
+    variants=dict(
+        deit_tiny=dict(cfg_options={'model.backbone': dict(_DEIT, arch='deit-tiny')}),
+        dhvt_tiny=dict(),
+        deit_small=dict(config=_DHVT_S, baseline='deit_small',
+                        cfg_options={'model.backbone': dict(_DEIT, arch='deit-small')}),
+        dhvt_small=dict(config=_DHVT_S, baseline='deit_small'),
+    ))

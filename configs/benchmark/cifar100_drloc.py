@@ -1,17 +1,18 @@
-# DRLoc (Liu et al., "Efficient Training of Visual Transformers with Small Datasets", NeurIPS
-# 2021): each backbone with and without the dense relative localization loss, CIFAR-100 from
-# scratch, 100 epochs at 224 px (configs/drloc/, 8 GPUs x 128):
-#   python tools/benchmark_regularizers.py configs/benchmark/cifar100_drloc.py --launcher pytorch --gpus 8
+# DRLoc (Liu et al., NeurIPS 2021): each backbone with and without the dense relative
+# localization loss, CIFAR-100 from scratch, 100 epochs at 224 px (configs/drloc/, 8 GPUs x 128):
+#   python tools/benchmark_regularizers.py configs/benchmark/cifar100_drloc.py --gpus-per-run 8
 # Each +DRLoc variant is compared with its own backbone (per-variant `baseline`).
-seeds = [0]
-metrics = ['accuracy/top1']
-baseline = 'deit_small'
-variants = dict(
-    deit_small=dict(config='configs/drloc/deit-small_8xb128-100e_cifar100-224px.py'),
-    deit_small_drloc=dict(config='configs/drloc/deit-small_drloc_8xb128-100e_cifar100-224px.py',
-                          baseline='deit_small'),
-    swin_tiny=dict(config='configs/drloc/swin-tiny_8xb128-100e_cifar100-224px.py',
-                   baseline='swin_tiny'),
-    swin_tiny_drloc=dict(config='configs/drloc/swin-tiny_drloc_8xb128-100e_cifar100-224px.py',
-                         baseline='swin_tiny'),
-)
+_base_ = ['../drloc/deit-small_8xb128-100e_cifar100-224px.py']
+
+benchmark = dict(
+    seeds=[0, 1, 2],
+    metrics=['accuracy/top1'],
+    baseline='deit_small',
+    variants=dict(
+        deit_small=dict(),
+        deit_small_drloc=dict(config='../drloc/deit-small_drloc_8xb128-100e_cifar100-224px.py'),
+        swin_tiny=dict(config='../drloc/swin-tiny_8xb128-100e_cifar100-224px.py',
+                       baseline='swin_tiny'),
+        swin_tiny_drloc=dict(config='../drloc/swin-tiny_drloc_8xb128-100e_cifar100-224px.py',
+                             baseline='swin_tiny'),
+    ))

@@ -1,14 +1,25 @@
-"""Regularizer benchmark: run a preset's variants x seeds and report mean ± std, gains, time,
-memory and curves. Entry point: ``tools/benchmark_regularizers.py``; presets: ``configs/benchmark``.
+"""Regularizer benchmark: run a preset's variants x seeds (or a suite of presets across tasks),
+``--jobs`` at once, and report paired statistics (CIs, p-values, probability of improvement),
+tables and plots. Entry points: ``python -m mmvitreg.benchmark`` and
+``tools/benchmark_regularizers.py``; presets and suites: ``configs/benchmark``.
 
-Not imported by ``import mmvitreg`` (it needs matplotlib only for the plots).
+Each run is a ``python -m mmvitreg.benchmark.worker`` process, so everything works from an
+installed package. Not imported by ``import mmvitreg`` (matplotlib is needed for the plots only).
+
+Modules: ``spec`` (presets), ``suite`` (suites), ``launch`` (processes, slots, locks),
+``worker`` (one run), ``runner`` (sweep + report), ``stats`` / ``aggregate`` (numbers and
+tables), ``plots``, ``logs`` (reading mmengine's work dirs), ``slurm`` (job arrays), ``cli``.
 """
-from .aggregate import mean_std, summarize, to_csv, to_markdown
-from .logs import extract_error, load_run_scalars, read_test_metrics
-from .runner import LaunchOptions, execute_run, run_benchmark, write_report
-from .spec import BenchmarkSpec, RunSpec, Variant, build_run_config, load_spec, plan_runs, select
+from .aggregate import summarize, to_csv, to_markdown
+from .launch import LaunchOptions, Slot, make_slots
+from .runner import collect_results, execute_all, execute_run, write_report
+from .spec import (BenchmarkSpec, RunSpec, Variant, build_run_config, load_spec, plan_runs,
+                   recipe_delta, select)
+from .stats import describe, paired_comparison, stratified_bootstrap_pi
+from .suite import load_suite, suite_table, write_suite_report
 
 __all__ = ['BenchmarkSpec', 'Variant', 'RunSpec', 'load_spec', 'select', 'build_run_config',
-           'plan_runs', 'LaunchOptions', 'execute_run', 'run_benchmark', 'write_report',
-           'summarize', 'mean_std', 'to_csv', 'to_markdown', 'extract_error', 'load_run_scalars',
-           'read_test_metrics']
+           'plan_runs', 'recipe_delta', 'LaunchOptions', 'Slot', 'make_slots', 'execute_run',
+           'execute_all', 'collect_results', 'write_report', 'summarize', 'to_csv',
+           'to_markdown', 'describe', 'paired_comparison', 'stratified_bootstrap_pi',
+           'load_suite', 'suite_table', 'write_suite_report']

@@ -1,7 +1,7 @@
 """Read what mmengine wrote into a run's work dir (pure file parsing, no torch).
 
-Layout of one benchmark run (``tools/train.py --work-dir RUN`` then ``tools/test.py --work-dir
-RUN/test``)::
+Layout of one benchmark run (``python -m mmvitreg.benchmark.worker CONFIG --work-dir RUN --test
+last``)::
 
     RUN/<YYYYmmdd_HHMMSS>/vis_data/scalars.json   one json object per line (train + val)
     RUN/<YYYYmmdd_HHMMSS>/peak_memory.json        written by PeakMemoryHook
@@ -20,6 +20,7 @@ import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 __all__ = ['log_dirs', 'read_scalars', 'split_train_val', 'load_run_scalars', 'curve',
+           'epoch_curve',
            'read_test_metrics', 'last_val_metrics', 'read_peak_memory', 'extract_error',
            'find_checkpoint']
 
@@ -89,6 +90,17 @@ def curve(records: Sequence[dict], key: str) -> Tuple[List[float], List[float]]:
             steps.append(rec.get('step', len(steps) + 1))
             values.append(float(value))
     return steps, values
+
+
+def epoch_curve(records: Sequence[dict], key: str) -> Tuple[List[float], List[float]]:
+    """``(epochs, values)``: the mean of ``key`` over each epoch's log records."""
+    sums: Dict[int, List[float]] = {}
+    for rec in records:
+        value = rec.get(key)
+        if isinstance(value, (int, float)) and math.isfinite(value) and 'epoch' in rec:
+            sums.setdefault(int(rec['epoch']), []).append(float(value))
+    epochs = sorted(sums)
+    return [float(e) for e in epochs], [sum(sums[e]) / len(sums[e]) for e in epochs]
 
 
 def _metrics_of(rec: dict) -> Dict[str, float]:

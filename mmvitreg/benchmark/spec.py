@@ -1,55 +1,59 @@
-"""Benchmark presets: which model, which variants, which seeds, which metrics.
+"""Benchmark presets: which runs, which variants, which seeds, which metrics.
 
-A preset is an mmengine config file (``configs/benchmark/*.py``) with these keys::
+A preset is an ordinary mmengine config: it inherits (``_base_``) the baseline's training config,
+may override it like any config, and adds one ``benchmark`` dict. ``tools/train.py PRESET``
+trains the baseline; the benchmark tool reads ``benchmark``::
 
-    base = 'configs/vit/vit-tiny-p4_1xb32-15e_digits-16px.py'   # config every variant starts from
-    seeds = [0, 1]                                          # one run per (variant, seed)
-    metrics = ['accuracy/top1']        # keys of the test results; the first one is the primary
-    baseline = 'baseline'              # variant the gains are computed against (default: first)
-    cfg_options = {...}                # overrides applied to every variant (e.g. the schedule)
-    variants = dict(
-        baseline=dict(),
-        dropkey=dict(cfg_options={'model.backbone.type': 'Regularized',
-                                  'model.backbone.host': 'VisionTransformer',
-                                  'model.backbone.dropkey': dict(ratio=0.1)}),
-        dhvt=dict(config='configs/dhvt/....py', description='DHVT backbone'),
-    )
+    _base_ = ['../vit/vit-tiny-p4_1xb32-15e_digits-16px.py']
+    train_cfg = dict(val_interval=1)              # any override: it is the baseline's config
+    benchmark = dict(
+        seeds=[0, 1, 2, 3, 4],                    # one run per (variant, seed)
+        metrics=['accuracy/top1'],                # test-result keys; the first is the primary
+        baseline='baseline',                      # default: the first variant
+        variants=dict(
+            baseline=dict(),                      # the preset itself
+            dropkey=dict(cfg_options={'model.backbone.type': 'Regularized', ...}),
+            detr_dropkey=dict(recipe='../dropkey/detr_r50_dropkey_coco.py'),
+            deit=dict(config='../deit/deit.py'),  # a whole other config
+        ))
 
-Optional keys: ``higher_is_better`` (default True), ``test`` (run ``tools/test.py`` after
-training, default True; otherwise the last validation result is used), ``test_checkpoint``
-(``'last'`` or ``'best'``), a variant's own ``baseline`` (e.g. DRLoc-Swin vs Swin and DRLoc-ViT
-vs ViT in one preset), ``prepare`` (a list of ``dict(fn='module.function', kwargs=...)``
-called once before the runs, e.g. to write a generated dataset), ``description``. Names starting
-with ``_`` are the preset's own helper variables and are ignored.
+A variant starts from ``config`` (a whole config) or from the preset itself, then applies in
+order: ``recipe`` (what that config changes relative to its own ``_base_``, so a preset reuses the
+project's regularizer configs instead of restating them), the benchmark's ``cfg_options`` (for
+every variant), the variant's ``cfg_options``, command-line overrides and ``randomness.seed``;
+the :class:`~mmvitreg.engine.hooks.PeakMemoryHook` is appended. Paths are relative to the preset
+(as ``_base_``) or ``mmdet::``/``mmpretrain::`` package configs.
 
-A variant is a whole config (``config``), ``--cfg-options``-style overrides (``cfg_options``), or
-both; the tool knows no regularizer by name, so a new one is a new entry. The final config of a run
-is: variant config (or ``base``) <- preset ``cfg_options`` <- variant ``cfg_options`` <- command-line
-overrides <- ``randomness.seed``; the :class:`~mmvitreg.engine.hooks.PeakMemoryHook` is appended.
+Further ``benchmark`` keys: ``higher_is_better`` (default True), ``test`` (test the final
+checkpoint, default True; otherwise the last validation is the result), ``test_checkpoint``
+(``'last'``/``'best'``), ``alpha`` (significance level, 0.05), a variant's own ``baseline``,
+``prepare`` (``dict(fn='pkg.mod.func', kwargs=..., skip_if_exists=path)`` steps run once first,
+e.g. writing a generated data set), ``description``.
 """
 import copy
 import hashlib
 import json
-import os
 import os.path as osp
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
 from mmengine.config import Config
 
-__all__ = ['Variant', 'BenchmarkSpec', 'RunSpec', 'load_spec', 'resolve_path', 'build_run_config',
-           'config_fingerprint', 'plan_runs']
+__all__ = ['Variant', 'BenchmarkSpec', 'RunSpec', 'load_spec', 'spec_from_config', 'select',
+           'resolve_path', 'recipe_delta', 'build_run_config', 'config_fingerprint', 'plan_runs',
+           'default_work_dir']
 
-_SPEC_KEYS = {'base', 'seeds', 'metrics', 'metric', 'baseline', 'cfg_options', 'variants',
-              'higher_is_better', 'test', 'test_checkpoint', 'prepare', 'description'}
-_VARIANT_KEYS = {'config', 'cfg_options', 'description', 'baseline'}
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+_SPEC_KEYS = {'seeds', 'metrics', 'baseline', 'cfg_options', 'variants', 'higher_is_better',
+              'test', 'test_checkpoint', 'prepare', 'description', 'alpha'}
+_VARIANT_KEYS = {'config', 'recipe', 'cfg_options', 'description', 'baseline'}
 
 
 @dataclass
 class Variant:
     name: str
-    config: Optional[str] = None  # None: the preset's base config
+    config: Optional[str] = None  # None: the preset itself
+    recipe: Optional[str] = None
     cfg_options: Dict[str, Any] = field(default_factory=dict)
     description: str = ''
     baseline: Optional[str] = None  # compare with this variant instead of the preset's baseline
@@ -58,7 +62,7 @@ class Variant:
 @dataclass
 class BenchmarkSpec:
     name: str
-    base: Optional[str]
+    path: str
     variants: List[Variant]
     seeds: List[int]
     metrics: List[str]
@@ -67,9 +71,9 @@ class BenchmarkSpec:
     higher_is_better: bool = True
     test: bool = True
     test_checkpoint: str = 'last'
+    alpha: float = 0.05
     prepare: List[dict] = field(default_factory=list)
     description: str = ''
-    path: Optional[str] = None
 
     @property
     def primary_metric(self) -> str:
@@ -83,45 +87,52 @@ class BenchmarkSpec:
         for v in self.variants:
             if v.name == name:
                 return v
-        raise KeyError(f'unknown variant {name!r}; the preset has {[v.name for v in self.variants]}')
+        names = [v.name for v in self.variants]
+        raise KeyError(f'unknown variant {name!r}; the preset has {names}')
 
 
 @dataclass
 class RunSpec:
-    """One training + test run: a variant with a seed, in its own work dir."""
+    """One training (+ test) run: a variant with a seed, in its own work dir."""
     variant: str
     seed: int
     work_dir: str
+    task: str = ''  # the suite task it belongs to ('' for a single preset)
 
     @property
     def key(self) -> str:
-        return f'{self.variant}/seed{self.seed}'
+        return '/'.join(p for p in (self.task, self.variant, f'seed{self.seed}') if p)
 
 
 def resolve_path(path: str, relative_to: Optional[str] = None) -> str:
-    """Find a config: ``'mmpretrain::deit/x.py'`` / ``'mmdet::detr/y.py'`` (a config shipped with
-    that package), a path as given, relative to the preset's folder or to the repo root.
-
-    Raises ``FileNotFoundError`` naming the path when none of them exists.
-    """
+    """A config path as mmengine resolves ``_base_``: ``'mmdet::detr/x.py'`` (a package's
+    config), an absolute path, or a path relative to ``relative_to`` (the preset's folder) or to
+    the current directory. Raises ``FileNotFoundError`` naming the path when none exists."""
     if '::' in path:
-        package, _, rel = path.partition('::')
-        import importlib.util
-        found = importlib.util.find_spec(package) if package.isidentifier() else None
-        if found is not None and found.origin:
-            cand = osp.join(osp.dirname(found.origin), '.mim', 'configs', rel)
-            if osp.isfile(cand):
-                return cand
+        try:
+            found, _ = Config._get_cfg_path(path, osp.join(relative_to or '.', 'x.py'))
+        except Exception:  # not installed / not shipped: the message below says which path
+            found = None
+        if found and osp.isfile(found):
+            return found
         raise FileNotFoundError(f'config file not found: {path}')
-    candidates = [path]
-    if not osp.isabs(path):
-        if relative_to:
-            candidates.append(osp.join(relative_to, path))
-        candidates.append(osp.join(REPO_ROOT, path))
-    for cand in candidates:
+    for cand in ([path] if osp.isabs(path) else
+                 [osp.join(relative_to, path)] * bool(relative_to) + [path]):
         if osp.isfile(cand):
             return osp.abspath(cand)
-    raise FileNotFoundError(f'config file not found: {path}')
+    raise FileNotFoundError(f'config file not found: {path}' +
+                            (f' (relative to {relative_to})' if relative_to else ''))
+
+
+def _plain(value: Any) -> Any:
+    """ConfigDict/list trees -> plain dict/list trees (so they can be merged and hashed)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _as_dict(value: Any, what: str) -> Dict[str, Any]:
@@ -132,31 +143,31 @@ def _as_dict(value: Any, what: str) -> Dict[str, Any]:
     return {str(k): _plain(v) for k, v in value.items()}
 
 
-def _plain(value: Any) -> Any:
-    """ConfigDict/list trees -> plain dict/list trees (so they can be merged and hashed)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v) for v in value) if isinstance(value, tuple) else [
-            _plain(v) for v in value]
-    return value
-
-
 def load_spec(path: str) -> BenchmarkSpec:
-    """Read a benchmark preset file into a :class:`BenchmarkSpec` (validating every key)."""
+    """Read a benchmark preset (an mmengine config with a ``benchmark`` dict)."""
     if not osp.isfile(path):
         raise FileNotFoundError(f'benchmark preset not found: {path}')
-    raw = Config.fromfile(path, import_custom_modules=False).to_dict()
-    raw.pop('custom_imports', None)
-    raw = {k: v for k, v in raw.items() if not k.startswith('_')}  # the preset's own helpers
+    cfg = Config.fromfile(path, import_custom_modules=False)
+    return spec_from_config(cfg, path)
+
+
+def spec_from_config(cfg: Config, path: str) -> BenchmarkSpec:
+    """Validate the ``benchmark`` dict of an already loaded preset config."""
+    raw = cfg.get('benchmark')
+    if not isinstance(raw, dict):
+        legacy = ' (the old schema with a top-level `base`: inherit it with `_base_` and move ' \
+            'the other keys into `benchmark = dict(...)`)' if 'base' in cfg else ''
+        raise KeyError(f'{path} is not a benchmark preset: it has no `benchmark = dict(...)` '
+                       f'with variants, seeds and metrics{legacy}')
+    raw = _plain(raw)
     unknown = sorted(set(raw) - _SPEC_KEYS)
     if unknown:
-        raise KeyError(f'unknown key(s) {unknown} in benchmark preset {path}; allowed: '
+        raise KeyError(f'unknown key(s) {unknown} in `benchmark` of {path}; allowed: '
                        f'{sorted(_SPEC_KEYS)}')
     variants_raw = raw.get('variants')
     if not isinstance(variants_raw, dict) or not variants_raw:
-        raise ValueError(f'benchmark preset {path} needs `variants`, a non-empty dict of '
-                         'name -> dict(config=..., cfg_options=...)')
+        raise ValueError(f'`benchmark.variants` of {path} must be a non-empty dict of '
+                         'name -> dict(config=..., recipe=..., cfg_options=...)')
     variants = []
     for name, v in variants_raw.items():
         v = {} if v is None else v
@@ -167,56 +178,47 @@ def load_spec(path: str) -> BenchmarkSpec:
         if bad:
             raise KeyError(f'variant {name!r} has unknown key(s) {bad}; allowed: '
                            f'{sorted(_VARIANT_KEYS)}')
-        if '/' in name or name.startswith('.') or not name.strip():
+        if not name.strip() or '/' in name or name.startswith('.'):
             raise ValueError(f'variant name {name!r} must be a non-empty name without "/"')
-        variants.append(Variant(name=name, config=v.get('config'),
-                                cfg_options=_as_dict(v.get('cfg_options'), f'variant {name!r} cfg_options'),
-                                description=v.get('description', ''),
-                                baseline=v.get('baseline')))
-    base = raw.get('base')
-    if base is None and any(v.config is None for v in variants):
-        missing = [v.name for v in variants if v.config is None]
-        raise ValueError(f'benchmark preset {path} has no `base` config, but variants {missing} '
-                         'give no `config`')
-    metrics = raw.get('metrics', raw.get('metric'))
-    if isinstance(metrics, str):
-        metrics = [metrics]
+        variants.append(Variant(name=name, config=v.get('config'), recipe=v.get('recipe'),
+                                cfg_options=_as_dict(v.get('cfg_options'),
+                                                     f'variant {name!r} cfg_options'),
+                                description=v.get('description', ''), baseline=v.get('baseline')))
+    metrics = raw.get('metrics')
+    metrics = [metrics] if isinstance(metrics, str) else metrics
     if not metrics or not all(isinstance(m, str) for m in metrics):
-        raise ValueError(f'benchmark preset {path} needs `metrics`, a list of metric names such as '
-                         "['accuracy/top1'], got {metrics!r}")
+        raise ValueError(f'`benchmark.metrics` of {path} must list metric names such as '
+                         f"['accuracy/top1'], got {metrics!r}")
     seeds = raw.get('seeds', [0])
-    if isinstance(seeds, int):
-        seeds = [seeds]
+    seeds = [seeds] if isinstance(seeds, int) else seeds
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise ValueError(f'benchmark preset {path}: `seeds` must be a non-empty list of ints, '
+        raise ValueError(f'`benchmark.seeds` of {path} must be a non-empty list of ints, '
                          f'got {seeds!r}')
     names = [v.name for v in variants]
     baseline = raw.get('baseline', names[0])
-    if baseline is not None and baseline not in names:
-        raise ValueError(f'benchmark preset {path}: baseline {baseline!r} is not one of the '
-                         f'variants {names}')
-    for v in variants:
-        if v.baseline is not None and v.baseline not in names:
-            raise ValueError(f'variant {v.name!r}: baseline {v.baseline!r} is not one of the '
-                             f'variants {names}')
+    for who, ref in [('baseline', baseline)] + [(f'variant {v.name!r}: baseline', v.baseline)
+                                                 for v in variants if v.baseline]:
+        if ref is not None and ref not in names:
+            raise ValueError(f'{who} {ref!r} is not one of the variants {names} ({path})')
     test_checkpoint = raw.get('test_checkpoint', 'last')
     if test_checkpoint not in ('last', 'best'):
         raise ValueError(f"test_checkpoint must be 'last' or 'best', got {test_checkpoint!r}")
+    alpha = float(raw.get('alpha', 0.05))
+    if not 0 < alpha < 1:
+        raise ValueError(f'`benchmark.alpha` must be in (0, 1), got {alpha}')
     prepare = raw.get('prepare') or []
-    if isinstance(prepare, dict):
-        prepare = [prepare]
+    prepare = [prepare] if isinstance(prepare, dict) else list(prepare)
     for step in prepare:
         if not isinstance(step, dict) or not isinstance(step.get('fn'), str):
-            raise ValueError(f"each `prepare` step must be dict(fn='package.module.function', "
+            raise ValueError("each `prepare` step must be dict(fn='package.module.function', "
                              f'kwargs=dict(...)), got {step!r}')
     return BenchmarkSpec(
-        name=osp.splitext(osp.basename(path))[0], base=base, variants=variants,
+        name=osp.splitext(osp.basename(path))[0], path=osp.abspath(path), variants=variants,
         seeds=list(seeds), metrics=list(metrics), baseline=baseline,
-        cfg_options=_as_dict(raw.get('cfg_options'), 'preset cfg_options'),
-        higher_is_better=bool(raw.get('higher_is_better', True)),
-        test=bool(raw.get('test', True)), test_checkpoint=test_checkpoint,
-        prepare=[_plain(s) for s in prepare], description=raw.get('description', ''),
-        path=osp.abspath(path))
+        cfg_options=_as_dict(raw.get('cfg_options'), 'benchmark.cfg_options'),
+        higher_is_better=bool(raw.get('higher_is_better', True)), test=bool(raw.get('test', True)),
+        test_checkpoint=test_checkpoint, alpha=alpha, prepare=prepare,
+        description=raw.get('description', ''))
 
 
 def select(spec: BenchmarkSpec, variants: Optional[Sequence[str]] = None,
@@ -230,6 +232,40 @@ def select(spec: BenchmarkSpec, variants: Optional[Sequence[str]] = None,
     return spec
 
 
+def _diff(new: Any, old: Any) -> Any:
+    """The overrides that turn ``old`` into ``new`` (nested dicts; ``_delete_`` where keys go)."""
+    if not (isinstance(new, dict) and isinstance(old, dict)):
+        return new
+    if set(old) - set(new):  # keys removed: replace the whole dict
+        return dict(new, _delete_=True)
+    out = {}
+    for key, value in new.items():
+        if key not in old:
+            out[key] = value
+        elif value != old[key]:
+            out[key] = _diff(value, old[key])
+    return out
+
+
+def recipe_delta(path: str) -> Dict[str, Any]:
+    """What the config at ``path`` changes relative to its own ``_base_`` configs, as nested
+    overrides (e.g. ``configs/dropkey/detr_r50_dropkey_coco.py`` -> the ``Regularized`` model
+    keys), so a preset can apply a regularizer config's recipe to another model or data set."""
+    cfg = Config.fromfile(path, import_custom_modules=False).to_dict()
+    bases = Config._get_base_files(path)
+    if not bases:
+        raise ValueError(f'recipe {path} has no `_base_`: there is nothing to take the '
+                         'difference against; use config= for a whole config')
+    absolute = [b if '::' in b else osp.abspath(osp.join(osp.dirname(path), b)) for b in bases]
+    with tempfile.TemporaryDirectory() as tmp:
+        stub = osp.join(tmp, 'recipe_base.py')
+        with open(stub, 'w') as f:
+            f.write(f'_base_ = {absolute!r}\n')
+        base = Config.fromfile(stub, import_custom_modules=False).to_dict()
+    delta = _diff(_plain(cfg), _plain(base))
+    return delta if isinstance(delta, dict) else {}
+
+
 def build_run_config(spec: BenchmarkSpec, variant: Variant, seed: int,
                      extra_options: Optional[Dict[str, Any]] = None,
                      add_memory_hook: bool = True) -> Config:
@@ -238,27 +274,29 @@ def build_run_config(spec: BenchmarkSpec, variant: Variant, seed: int,
     Raises ``FileNotFoundError`` for a missing config and whatever mmengine raises for an
     override that cannot be merged; the caller records those as a failed run.
     """
-    rel = osp.dirname(spec.path) if spec.path else None
-    cfg_path = resolve_path(variant.config or spec.base, rel)
-    cfg = Config.fromfile(cfg_path, import_custom_modules=False)
-    for options in (spec.cfg_options, variant.cfg_options, extra_options or {}):
+    rel = osp.dirname(spec.path)
+    if variant.config:
+        cfg = Config.fromfile(resolve_path(variant.config, rel), import_custom_modules=False)
+    else:
+        cfg = Config.fromfile(spec.path, import_custom_modules=False)
+    cfg.pop('benchmark', None)
+    steps = [recipe_delta(resolve_path(variant.recipe, rel))] if variant.recipe else []
+    for options in steps + [spec.cfg_options, variant.cfg_options, extra_options or {}]:
         if options:
             cfg.merge_from_dict(copy.deepcopy(options))
-    randomness = dict(cfg.get('randomness') or {})
-    randomness['seed'] = int(seed)
-    cfg.randomness = randomness
+    cfg.pop('benchmark', None)
+    cfg.randomness = dict(cfg.get('randomness') or {}, seed=int(seed))
     if add_memory_hook:
         hooks = list(cfg.get('custom_hooks') or [])
         if not any(isinstance(h, dict) and h.get('type') == 'PeakMemoryHook' for h in hooks):
             hooks.append(dict(type='PeakMemoryHook'))
         cfg.custom_hooks = hooks
-        imports = dict(cfg.get('custom_imports') or {})
-        modules = list(imports.get('imports') or [])
-        if 'mmvitreg' not in modules:
-            imports['imports'] = modules + ['mmvitreg']
-            imports.setdefault('allow_failed_imports', False)
-            cfg.custom_imports = imports
-    cfg.work_dir = None  # the tool passes --work-dir
+    imports = dict(cfg.get('custom_imports') or {})
+    if 'mmvitreg' not in list(imports.get('imports') or []):
+        imports['imports'] = list(imports.get('imports') or []) + ['mmvitreg']
+        imports.setdefault('allow_failed_imports', False)
+        cfg.custom_imports = imports
+    cfg.work_dir = None  # the runner passes --work-dir
     return cfg
 
 
@@ -270,17 +308,12 @@ def config_fingerprint(cfg: Config) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def plan_runs(spec: BenchmarkSpec, work_dir: str) -> List[RunSpec]:
-    """All (variant, seed) runs in execution order: seed-major, so early results cover every
-    variant (the first seed of each variant finishes before any second seed starts)."""
-    return [RunSpec(v.name, s, osp.join(work_dir, v.name, f'seed{s}'))
+def plan_runs(spec: BenchmarkSpec, work_dir: str, task: str = '') -> List[RunSpec]:
+    """All (variant, seed) runs, seed-major: every variant's first seed comes before any second
+    seed, so a partial sweep already pairs every variant with the baseline."""
+    return [RunSpec(v.name, s, osp.join(work_dir, v.name, f'seed{s}'), task)
             for s in spec.seeds for v in spec.variants]
 
 
-def default_work_dir(spec: BenchmarkSpec) -> str:
-    return osp.join('work_dirs', 'benchmark', spec.name)
-
-
-def ensure_dir(path: str) -> str:
-    os.makedirs(path, exist_ok=True)
-    return path
+def default_work_dir(name: str) -> str:
+    return osp.join('work_dirs', 'benchmark', name)

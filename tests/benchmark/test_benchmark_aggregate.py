@@ -1,109 +1,99 @@
+"""The benchmark table: per-variant CIs, paired statistics vs the baseline, the same numbers in
+markdown, CSV and JSON."""
 import csv
 import io
 import math
 
 import pytest
+from scipy import stats as st
 
-from mmvitreg.benchmark.aggregate import (format_mean_std, mean_std, run_columns, summarize,
-                                          summary_columns, to_csv, to_markdown)
+from mmvitreg.benchmark.aggregate import summarize, summary_columns, to_csv, to_markdown
 
 M = 'accuracy/top1'
 
 
-def _run(variant, seed, acc=None, status='ok', error='', wall=10.0, rss=100.0):
+def _run(variant, seed, value, status='ok', **kw):
     return dict(variant=variant, seed=seed, status=status,
-                metrics={} if acc is None else {M: acc}, error=error, wall_s=wall,
-                peak_rss_mb=rss, peak_cuda_mb=None)
+                metrics={} if value is None else {M: value}, wall_s=10.0 + seed,
+                peak_rss_mb=100.0 + seed, **kw)
 
 
-RUNS = [
-    _run('baseline', 0, 80.0, wall=10, rss=100), _run('baseline', 1, 82.0, wall=12, rss=120),
-    _run('dropkey', 0, 84.0, wall=20, rss=130), _run('dropkey', 1, 85.0, wall=22, rss=90),
-    _run('dropkey', 2, 86.0, wall=24, rss=95),
-    _run('broken', 0, status='failed', error='train: TypeError: bad'),
-    _run('broken', 1, status='failed', error='train: TypeError: bad'),
-    _run('half', 0, 70.0), _run('half', 1, status='failed', error='timed out after 5 s'),
+RESULTS = [
+    _run('base', 0, 80.0), _run('base', 1, 82.0), _run('base', 2, 84.0), _run('base', 3, 86.0),
+    # +1, +2, +3 on seeds 0-2; seed 3 failed: paired over 3 seeds only
+    _run('dk', 0, 81.0), _run('dk', 1, 84.0), _run('dk', 2, 87.0),
+    _run('dk', 3, None, status='failed', error='train: boom'),
+    # identical to the baseline
+    _run('same', 0, 80.0), _run('same', 1, 82.0), _run('same', 2, 84.0), _run('same', 3, 86.0),
 ]
 
 
-def test_mean_std_is_sample_std():
-    mean, std = mean_std([1.0, 2.0, 3.0, 4.0])
-    assert mean == pytest.approx(2.5)
-    assert std == pytest.approx(math.sqrt(5.0 / 3.0))  # ddof=1, not the population std
-    mean, std = mean_std([5.0])
-    assert mean == 5.0 and math.isnan(std)
-    assert all(math.isnan(v) for v in mean_std([]))
+def test_summary_ci_and_paired_stats():
+    rows = {r['variant']: r for r in summarize(RESULTS, ['base', 'dk', 'same'], [M], 'base')}
+    base, dk, same = rows['base'], rows['dk'], rows['same']
+    assert base[f'{M}/n'] == 4 and base[f'{M}/mean'] == 83.0
+    assert base[f'{M}/std'] == pytest.approx(math.sqrt(20 / 3))
+    lo, hi = st.t.interval(0.95, 3, loc=83.0, scale=math.sqrt(20 / 3) / 2)
+    assert (base[f'{M}/ci_low'], base[f'{M}/ci_high']) == pytest.approx((lo, hi))
+    assert math.isnan(base[f'{M}/delta']) and base[f'{M}/sig'] == ''
+    # dk: pairs on seeds 0, 1, 2 (its seed 3 failed): diffs 1, 2, 3
+    assert dk['status'] == 'partial' and 'seed 3: train: boom' in dk['errors']
+    assert dk[f'{M}/n_pairs'] == 3 and dk[f'{M}/delta'] == pytest.approx(2.0)
+    # NOT the unpaired difference of means (84 - 83 = 1)
+    assert dk[f'{M}/mean'] == pytest.approx(84.0)
+    assert dk[f'{M}/p_value'] == pytest.approx(
+        st.ttest_rel([81, 84, 87], [80, 82, 84]).pvalue)
+    assert dk[f'{M}/prob_improvement'] == 1.0 and dk[f'{M}/sig'] == 'n.s.'
+    assert dk[f'{M}/rel_gain_pct'] == pytest.approx(100 * 2 / 82.0)  # vs the paired seeds
+    assert same[f'{M}/delta'] == 0 and same[f'{M}/p_value'] == 1.0
+    assert same[f'{M}/prob_improvement'] == 0.5 and same[f'{M}/sig'] == 'n.s.'
 
 
-def test_summarize_mean_std_gain_and_status():
-    rows = {r['variant']: r for r in summarize(RUNS, ['baseline', 'dropkey', 'broken', 'half',
-                                                      'never'], [M], 'baseline')}
-    base, dk = rows['baseline'], rows['dropkey']
-    assert base[f'{M}/mean'] == pytest.approx(81.0)
-    assert base[f'{M}/std'] == pytest.approx(math.sqrt(2.0))
-    assert base[f'{M}/delta'] == 0.0
-    assert dk[f'{M}/mean'] == pytest.approx(85.0) and dk[f'{M}/n'] == 3
-    assert dk[f'{M}/delta'] == pytest.approx(4.0)
-    assert dk[f'{M}/rel_gain_pct'] == pytest.approx(100 * 4.0 / 81.0)
-    assert dk['wall_s'] == pytest.approx(22.0) and dk['peak_rss_mb'] == 130.0
-    assert dk['seeds'] == '0 1 2' and dk['status'] == 'ok'
-    assert rows['broken']['status'] == 'failed' and rows['broken']['runs_ok'] == 0
-    # identical errors of several seeds are reported once
-    assert rows['broken']['errors'] == 'seeds 0 1: train: TypeError: bad'
-    assert math.isnan(rows['broken'][f'{M}/mean']) and math.isnan(rows['broken'][f'{M}/delta'])
-    assert rows['half']['status'] == 'partial' and rows['half'][f'{M}/n'] == 1
-    assert 'seed 1: timed out' in rows['half']['errors']
-    assert rows['never']['status'] == 'not run' and rows['never']['runs_total'] == 0
+def test_markdown_csv_json_carry_the_same_numbers():
+    rows = summarize(RESULTS, ['base', 'dk', 'same'], [M], 'base')
+    md = to_markdown(rows, RESULTS, [M], 'base', title='t')
+    dk = next(r for r in rows if r['variant'] == 'dk')
+    line = next(ln for ln in md.splitlines() if ln.startswith('| dk |'))
+    cells = [c.strip() for c in line.strip('|').split('|')]
+    assert cells[:2] == ['dk', '3/4']
+    assert cells[2] == '84.00 ± 3.00'
+    assert cells[4] == '+2.00'
+    assert cells[5] == f"[{dk[f'{M}/delta_ci_low']:+.2f}, {dk[f'{M}/delta_ci_high']:+.2f}]"
+    assert cells[6] == f"{dk[f'{M}/p_value']:.3f}" and cells[7] == '1.00' and cells[8] == 'n.s.'
+    assert 'n = 3-4 seeds per variant' in md and 'ttest_rel' in md
+    assert '| base | 4/4 |' in md and '(baseline)' in md
+    parsed = {r['variant']: r for r in csv.DictReader(io.StringIO(to_csv(rows,
+                                                                         summary_columns([M]))))}
+    for key in ('delta', 'delta_ci_low', 'delta_ci_high', 'p_value', 'prob_improvement'):
+        assert float(parsed['dk'][f'{M}/{key}']) == pytest.approx(dk[f'{M}/{key}'], abs=1e-6)
+    assert parsed['dk'][f'{M}/sig'] == 'n.s.' and parsed['dk'][f'{M}/significant'] == 'false'
+    assert parsed['base'][f'{M}/p_value'] == ''  # NaN -> empty cell
 
 
-def test_summarize_without_baseline_has_no_gain():
-    rows = summarize(RUNS, ['dropkey'], [M], baseline=None)
-    assert math.isnan(rows[0][f'{M}/delta'])
+def test_significant_difference_is_marked():
+    res = [_run('a', s, 50.0 + s) for s in range(5)] + \
+          [_run('b', s, 55.0 + s + 0.1 * (s % 2)) for s in range(5)]
+    rows = summarize(res, ['a', 'b'], [M], 'a')
+    assert rows[1][f'{M}/sig'] == '**' and rows[1][f'{M}/significant'] is True
+    line = next(ln for ln in to_markdown(rows, res, [M], 'a').splitlines()
+                if ln.startswith('| b |'))
+    assert [c.strip() for c in line.strip('|').split('|')][8] == '**'
 
 
-def test_csv_round_trip_and_empty_nan_cells():
-    rows = summarize(RUNS, ['baseline', 'broken'], [M], 'baseline')
-    text = to_csv(rows, summary_columns([M]))
-    parsed = list(csv.DictReader(io.StringIO(text)))
-    assert [r['variant'] for r in parsed] == ['baseline', 'broken']
-    assert float(parsed[0][f'{M}/mean']) == pytest.approx(81.0)
-    assert parsed[1][f'{M}/mean'] == '' and parsed[1]['status'] == 'failed'
-    flat = [dict(r, **{M: r['metrics'].get(M)}) for r in RUNS]
-    runs = list(csv.DictReader(io.StringIO(to_csv(flat, run_columns([M])))))
-    assert len(runs) == len(RUNS) and runs[2][M] == '84.0'
+def test_lower_is_better_flips_probability_of_improvement():
+    res = [_run('a', s, 1.0) for s in range(3)] + [_run('b', s, 0.5) for s in range(3)]
+    rows = summarize(res, ['a', 'b'], [M], 'a', higher_is_better=False)
+    assert rows[1][f'{M}/prob_improvement'] == 1.0 and rows[1][f'{M}/delta'] == -0.5
 
 
-def test_markdown_table_contents():
-    rows = summarize(RUNS, ['baseline', 'dropkey', 'broken'], [M], 'baseline')
-    md = to_markdown(rows, RUNS[:7], [M], 'baseline', title='t')
-    lines = md.splitlines()
-    assert lines[0] == '## t'
-    dk = next(ln for ln in lines if ln.startswith('| dropkey | 3/3'))
-    assert '85.00 ± 1.00' in dk and '+4.00 (+4.9%)' in dk
-    assert '| baseline | 2/2 | 81.00 ± 1.41 | (baseline) |' in md
-    assert 'failed: seeds 0 1: train: TypeError: bad' in md
-    # per-run table: one line per run
-    assert sum(ln.startswith('| dropkey | ') for ln in lines) == 1 + 3
-
-
-def test_markdown_uses_three_decimals_for_fractions():
-    runs = [dict(variant='a', seed=0, status='ok', metrics={'coco/bbox_mAP': 0.1234})]
-    rows = summarize(runs, ['a'], ['coco/bbox_mAP'], 'a')
-    assert '0.123' in to_markdown(rows, runs, ['coco/bbox_mAP'], 'a')
-    assert format_mean_std(float('nan'), 1.0) == '-'
-    assert format_mean_std(1.0, float('nan')) == '1.00'
-
-
-def test_per_variant_baselines():
-    runs = [_run('vit', 0, 60.0), _run('vit_drloc', 0, 66.0), _run('swin', 0, 50.0),
-            _run('swin_drloc', 0, 65.0)]
-    names = ['vit', 'vit_drloc', 'swin', 'swin_drloc']
-    rows = {r['variant']: r for r in summarize(
-        runs, names, [M], 'vit', {'swin': 'swin', 'swin_drloc': 'swin'})}
-    assert rows['vit_drloc'][f'{M}/delta'] == pytest.approx(6.0)
-    assert rows['swin_drloc'][f'{M}/delta'] == pytest.approx(15.0)
-    assert rows['swin_drloc']['baseline'] == 'swin' and rows['vit_drloc']['baseline'] == 'vit'
-    md = to_markdown(list(rows.values()), runs, [M], 'vit')
-    assert '| variant | runs | baseline |' in md  # the reference of each row is shown
-    assert '| swin | 1/1 | swin | 50.00 | (baseline) |' in md
-    assert '| swin_drloc | 1/1 | swin | 65.00 | +15.00 (+30.0%) |' in md
+def test_per_variant_baselines_and_fraction_digits():
+    res = [_run('vit', 0, 0.5), _run('deepvit', 0, 0.6), _run('vit24', 0, 0.4),
+           _run('deepvit24', 0, 0.45)]
+    rows = summarize(res, ['vit', 'deepvit', 'vit24', 'deepvit24'], [M], 'vit',
+                     {'deepvit': 'vit', 'vit24': 'vit24', 'deepvit24': 'vit24'})
+    by = {r['variant']: r for r in rows}
+    assert by['deepvit24']['baseline'] == 'vit24'
+    assert by['deepvit24'][f'{M}/delta'] == pytest.approx(0.05)
+    md = to_markdown(rows, res, [M], 'vit')
+    assert '| deepvit24 | 1/1 | vit24 | 0.450 |' in md  # 3 decimals for fractions, n<2 marked
+    assert 'n<2' in md

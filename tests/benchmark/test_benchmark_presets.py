@@ -1,34 +1,74 @@
-"""Every benchmark preset in configs/benchmark loads, references configs that exist, and merges
-its overrides; the default (digits) preset's variants build and switch on what they claim."""
+"""Every preset and suite in configs/benchmark is an mmengine config that loads and builds every
+run config; the DETR/QPIC DropKey presets are the project's DropKey configs; the default
+(digits) preset's variants switch on what they claim."""
 import glob
 import os.path as osp
 
 import pytest
 import torch
+from mmengine.config import Config
 
-from mmvitreg.benchmark.spec import REPO_ROOT, build_run_config, load_spec, resolve_path
+from mmvitreg.benchmark import build_run_config, load_spec, load_suite
 
-PRESETS = sorted(glob.glob(osp.join(REPO_ROOT, 'configs', 'benchmark', '*.py')))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+FILES = sorted(glob.glob(osp.join(REPO, 'configs', 'benchmark', '*.py')))
 
 
-def test_expected_presets_exist():
-    names = {osp.basename(p) for p in PRESETS}
+def test_expected_presets_and_suites_exist():
+    names = {osp.basename(p) for p in FILES}
     assert {'digits_regularizers.py', 'cifar100_dropkey.py', 'in1k_dropkey.py',
             'coco_detr_dropkey.py', 'hico_qpic_dropkey.py', 'cifar100_drloc.py',
-            'deepvit_depth.py', 'cifar100_dhvt_vs_deit.py'} <= names
+            'deepvit_depth.py', 'cifar100_dhvt_vs_deit.py', 'coco_mini_detr_dropkey.py',
+            'hico_mini_dropkey.py', 'suite_cpu_mini.py', 'suite_dropkey_gpu.py',
+            'suite_drloc_gpu.py'} <= names
 
 
-@pytest.mark.parametrize('path', PRESETS, ids=[osp.basename(p) for p in PRESETS])
-def test_preset_configs_exist_and_merge(path):
-    spec = load_spec(path)
-    assert spec.variants and spec.metrics
-    for v in spec.variants:
-        assert osp.isfile(resolve_path(v.config or spec.base, osp.dirname(path)))
-        cfg = build_run_config(spec, v, seed=3)
-        assert cfg.randomness.seed == 3
-        assert any(h['type'] == 'PeakMemoryHook' for h in cfg.custom_hooks)
-        assert 'mmvitreg' in cfg.custom_imports['imports']
-        assert cfg.get('default_scope') in ('mmpretrain', 'mmdet')
+@pytest.mark.parametrize('path', FILES, ids=[osp.basename(p) for p in FILES])
+def test_loads_with_mmengine_and_builds_every_run(path):
+    cfg = Config.fromfile(path)
+    specs = [t.spec for t in load_suite(path).tasks] if 'suite' in cfg else [load_spec(path)]
+    if 'suite' not in cfg:  # a preset is the baseline's own training config
+        assert cfg.get('default_scope') in ('mmpretrain', 'mmdet') and 'model' in cfg
+    for spec in specs:
+        for v in spec.variants:
+            run = build_run_config(spec, v, seed=3)
+            assert run.randomness.seed == 3 and 'benchmark' not in run
+            assert any(h['type'] == 'PeakMemoryHook' for h in run.custom_hooks)
+            assert run.get('default_scope') in ('mmpretrain', 'mmdet')
+
+
+@pytest.mark.parametrize('preset,config,variant', [
+    ('coco_detr_dropkey.py', 'configs/dropkey/detr_r50_dropkey_coco.py', 'dropkey'),
+    ('coco_detr_dropkey.py', 'configs/dropkey/detr_r50_coco.py', 'baseline'),
+    ('hico_qpic_dropkey.py', 'configs/qpic/qpic_r50_dropkey_8xb2-150e_hico.py', 'dropkey'),
+    ('hico_qpic_dropkey.py', 'configs/qpic/qpic_r50_8xb2-150e_hico.py', 'baseline'),
+])
+def test_gpu_dropkey_presets_train_exactly_the_project_configs(preset, config, variant):
+    spec = load_spec(osp.join(REPO, 'configs', 'benchmark', preset))
+    run = build_run_config(spec, spec.variant(variant), 0)
+    ref = Config.fromfile(osp.join(REPO, config))
+    assert run.model.to_dict() == ref.model.to_dict()
+    assert run.optim_wrapper.to_dict() == ref.optim_wrapper.to_dict()
+
+
+@pytest.mark.parametrize('preset,recipe', [
+    ('coco_mini_detr_dropkey.py', 'configs/dropkey/detr_r50_dropkey_coco.py'),
+    ('hico_mini_dropkey.py', 'configs/qpic/qpic_r50_dropkey_8xb2-150e_hico.py'),
+])
+def test_cpu_dropkey_presets_reuse_the_recipe(preset, recipe):
+    """One recipe: the schedule restarts in each attention group and the attention dropout of
+    the baseline is kept, as in the project's DETR/QPIC DropKey configs."""
+    spec = load_spec(osp.join(REPO, 'configs', 'benchmark', preset))
+    base = build_run_config(spec, spec.variant('baseline'), 0)
+    dk = build_run_config(spec, spec.variant('dropkey'), 0)
+    ref = Config.fromfile(osp.join(REPO, recipe))
+    assert dk.model.type == 'Regularized' and dk.model.dropkey == ref.model.dropkey
+    assert len(dk.model.dropkey.targets) == 3
+    for key in ('encoder', 'decoder'):
+        assert dk.model[key].to_dict() == base.model[key].to_dict()
+    dk.model.pop('dropkey')
+    assert {k: v for k, v in dk.model.items() if k not in ('type', 'host')} == \
+        {k: v for k, v in base.model.items() if k != 'type'}
 
 
 def test_digits_preset_variants_do_what_they_say():
@@ -36,12 +76,11 @@ def test_digits_preset_variants_do_what_they_say():
     from mmengine.registry import DefaultScope
     from mmpretrain.structures import DataSample
 
-    from mmvitreg.models.layers.dropkey import dropkey_modules
-    from mmvitreg.models.layers.reattention import ReAttention
+    from mmvitreg.ops.dropkey import dropkey_modules
     from mmvitreg.registry import MODELS
 
-    spec = load_spec(osp.join(REPO_ROOT, 'configs', 'benchmark', 'digits_regularizers.py'))
-    assert spec.test is False and spec.seeds == [0, 1]  # val split == test split for digits
+    spec = load_spec(osp.join(REPO, 'configs', 'benchmark', 'digits_regularizers.py'))
+    assert spec.test is False and len(spec.seeds) >= 5  # val split == test split for digits
     seen = {}
     for v in spec.variants:
         cfg = build_run_config(spec, v, 0)
@@ -50,24 +89,21 @@ def test_digits_preset_variants_do_what_they_say():
             torch.manual_seed(0)
             model = MODELS.build(cfg.model)
         data = model.data_preprocessor(
-            dict(inputs=list(torch.randint(0, 255, (2, 3, 32, 32)).float()),
+            dict(inputs=list(torch.randint(0, 255, (2, 3, 16, 16)).float()),
                  data_samples=[DataSample().set_gt_label(i) for i in range(2)]), True)
         losses = model(**data, mode='loss')
         assert all(torch.isfinite(val).all() for val in losses.values())
-        dropkeys = list(dropkey_modules(model))
-        # mmpretrain's MultiheadAttention keeps the attention-weight dropout rate as a float
         attn_drop = [m.attn_drop.p if isinstance(m.attn_drop, torch.nn.Dropout) else m.attn_drop
                      for m in model.modules() if hasattr(m, 'attn_drop')]
         seen[v.name] = dict(
-            dropkey=len(dropkeys), drloc='loss_drloc' in losses,
-            reatt=sum(isinstance(m, ReAttention) for m in model.modules()),
+            dropkey=len(list(dropkey_modules(model))), drloc='loss_drloc' in losses,
+            reatt=sum(type(m).__name__ == 'ReAttention' or hasattr(m, 'reatten_matrix')
+                      for m in model.modules()),
             backbone=type(model.backbone).__name__, attn_drop=max(attn_drop, default=0.0))
     assert seen['baseline'] == dict(dropkey=0, drloc=False, reatt=0, backbone='VisionTransformer',
                                     attn_drop=0.0)
     assert seen['dropout']['attn_drop'] == pytest.approx(0.1) and seen['dropout']['dropkey'] == 0
-    for name in ('dropkey_constant', 'dropkey_decrease', 'dropkey_drloc'):
-        assert seen[name]['dropkey'] == 6, name  # one per block of the 6-block ViT
-    assert seen['drloc']['drloc'] and seen['dropkey_drloc']['drloc']
-    assert seen['drloc']['dropkey'] == 0
+    assert seen['dropkey']['dropkey'] == 6  # one per block of the 6-block ViT
+    assert seen['drloc']['drloc'] and seen['drloc']['dropkey'] == 0
     assert seen['reattention']['reatt'] == 6
     assert seen['dhvt']['backbone'] == 'DHVT'

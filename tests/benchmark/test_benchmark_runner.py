@@ -1,175 +1,209 @@
-"""The benchmark runner's bookkeeping (skip, retry, resume, failures, report) with stand-in
-train/test tools that write mmengine-style logs instantly; the real tools are exercised by
-tests/tools/test_benchmark_regularizers.py."""
+"""The benchmark runner's bookkeeping (parallel slots, exactly-once, locks, skip, retry, resume,
+failures, tracking backends, report) with a stand-in worker that writes mmengine-style logs
+instantly; the real worker is exercised by tests/tools/test_benchmark_regularizers.py."""
 import csv
 import json
 import os
 import os.path as osp
+import sys
 import textwrap
+import threading
 
 import pytest
 
-from mmvitreg.benchmark import LaunchOptions, load_spec, run_benchmark, select
-from mmvitreg.benchmark.runner import run_process
+from mmvitreg.benchmark import (LaunchOptions, execute_all, load_spec, make_slots, plan_runs,
+                                select, write_report)
+from mmvitreg.benchmark.launch import Slot, run_process, worker_command
 
-FAKE_TRAIN = '''
-import argparse, json, os, os.path as osp, runpy, sys, time
-p = argparse.ArgumentParser()
-p.add_argument('config'); p.add_argument('--work-dir'); p.add_argument('--resume', action='store_true')
-a = p.parse_args()
-cfg = runpy.run_path(a.config)  # the dumped run config is plain python
-with open(osp.join(osp.dirname(osp.abspath(__file__)), 'calls.txt'), 'a') as f:
-    f.write(f'train {osp.relpath(a.work_dir, os.environ["BENCH_ROOT"])} resume={a.resume}\\n')
-if 'not_an_argument' in cfg['model']['backbone']:
-    print('lots of log lines', flush=True)
-    print("error: TypeError: VisionTransformer.__init__() got an unexpected keyword argument "
-          "'not_an_argument'  [MMVITREG_DEBUG=1 shows the traceback]", file=sys.stderr)
-    sys.exit(1)
-seed, drop = cfg['randomness']['seed'], cfg['model']['backbone']['drop_rate']
-ts = time.strftime('%Y%m%d_%H%M%S')
-os.makedirs(osp.join(a.work_dir, ts, 'vis_data'), exist_ok=True)
-with open(osp.join(a.work_dir, ts, 'vis_data', 'scalars.json'), 'w') as f:
-    for epoch in (1, 2):
-        for it in (1, 2):
-            step = 2 * (epoch - 1) + it
-            f.write(json.dumps(dict(lr=0.1, loss=2.0 - 0.1 * step + drop, epoch=epoch,
-                                    iter=step, step=step, peak_rss_mb=123.0)) + '\\n')
-        f.write(json.dumps({'accuracy/top1': 50.0 + 10 * epoch + seed, 'step': epoch}) + '\\n')
-open(osp.join(a.work_dir, 'epoch_2.pth'), 'w').write('x')
-open(osp.join(a.work_dir, 'last_checkpoint'), 'w').write(osp.join(a.work_dir, 'epoch_2.pth'))
-'''
-
-FAKE_TEST = '''
-import argparse, json, os, os.path as osp, runpy, time
-p = argparse.ArgumentParser()
-p.add_argument('config'); p.add_argument('checkpoint'); p.add_argument('--work-dir')
-a = p.parse_args()
-cfg = runpy.run_path(a.config)
-assert osp.isfile(a.checkpoint)
-ts = time.strftime('%Y%m%d_%H%M%S')
-os.makedirs(osp.join(a.work_dir, ts), exist_ok=True)
-acc = 70.0 + cfg['randomness']['seed'] + 10 * cfg['model']['backbone']['drop_rate']
-with open(osp.join(a.work_dir, ts, ts + '.json'), 'w') as f:
-    json.dump({'accuracy/top1': acc, 'data_time': 0.1, 'time': 0.2}, f)
-'''
+FAKE = osp.join(osp.dirname(osp.abspath(__file__)), '_fake_worker.py')
 
 BASE = """
 default_scope = 'mmpretrain'
 model = dict(type='ImageClassifier', backbone=dict(type='VisionTransformer', drop_rate=0.0))
 train_cfg = dict(by_epoch=True, max_epochs=2)
+visualizer = dict(type='Visualizer', vis_backends=[dict(type='LocalVisBackend')])
 randomness = dict(seed=0)
 """
 
 PRESET = """
-base = 'base.py'
-seeds = [0, 1]
-metrics = ['accuracy/top1']
-variants = dict(
-    baseline=dict(),
-    dropout=dict(cfg_options={'model.backbone.drop_rate': 0.5}),
-    broken=dict(cfg_options={'model.backbone.not_an_argument': 1}),
-    missing=dict(config='does_not_exist.py'),
-)
+_base_ = ['base.py']
+benchmark = dict(
+    seeds=[0, 1, 2],
+    metrics=['accuracy/top1'],
+    variants=dict(
+        baseline=dict(),
+        dropout=dict(cfg_options={'model.backbone.drop_rate': 0.5}),
+        broken=dict(cfg_options={'model.backbone.not_an_argument': 1}),
+        missing=dict(config='does_not_exist.py'),
+    ))
 """
 
 
 @pytest.fixture
 def setup(tmp_path, monkeypatch):
-    tools = tmp_path / 'tools'
-    tools.mkdir()
-    (tools / 'train.py').write_text(textwrap.dedent(FAKE_TRAIN))
-    (tools / 'test.py').write_text(textwrap.dedent(FAKE_TEST))
     (tmp_path / 'base.py').write_text(BASE)
-    (tmp_path / 'preset.py').write_text(PRESET)
-    monkeypatch.setenv('BENCH_ROOT', str(tmp_path))
-    opts = LaunchOptions(tools_dir=str(tools), poll_s=0.05, progress_every_s=0.0)
+    (tmp_path / 'preset.py').write_text(textwrap.dedent(PRESET))
+    calls = tmp_path / 'calls.jsonl'
+    monkeypatch.setenv('BENCH_CALLS', str(calls))
+    opts = LaunchOptions(jobs=2, cpus=2, devices=[], worker=[sys.executable, FAKE], poll_s=0.02,
+                         progress_every_s=0.0)
     return tmp_path, opts
 
 
-def _calls(tmp_path):
-    path = tmp_path / 'tools' / 'calls.txt'
-    return path.read_text().splitlines() if path.exists() else []
+def calls_of(tmp_path):
+    """One record per worker call, in start order, with ``end`` once it finished."""
+    path = tmp_path / 'calls.jsonl'
+    records = [json.loads(ln) for ln in path.read_text().splitlines()] if path.exists() else []
+    ends = {r['pid']: r['end'] for r in records if 'end' in r}
+    return [dict(r, end=ends.get(r['pid'])) for r in records if 'start' in r]
 
 
-def test_sweep_report_skip_retry_and_resume(setup):
+def _sweep(spec, wd, opts, **kw):
+    lines = []
+    items = [(spec, r) for r in plan_runs(spec, wd)]
+    counts = execute_all(items, opts, printer=lines.append,
+                         on_done=lambda s, res: write_report(s, wd, plots=False), **kw)
+    return counts, '\n'.join(lines)
+
+
+def test_jobs2_sweep_runs_each_run_once_in_parallel_and_reports(setup, monkeypatch):
     tmp_path, opts = setup
+    monkeypatch.setenv('FAKE_SLEEP', '0.5')
     spec = load_spec(str(tmp_path / 'preset.py'))
     wd = str(tmp_path / 'wd')
-    lines = []
-    paths = run_benchmark(spec, wd, opts, printer=lines.append, plots=True)
-    out = '\n'.join(lines)
-    assert '[1/8 baseline seed0]' in out and '[8/8 missing seed1]' in out
-    assert 'done in' in out and 'FAILED' in out
-    # 3 runnable variants x 2 seeds reach the train tool; the missing config fails before
-    assert len(_calls(tmp_path)) == 6
+    counts, out = _sweep(spec, wd, opts)
+    assert counts == dict(ok=6, failed=6, skipped=0)
+    calls = calls_of(tmp_path)
+    # 3 runnable variants x 3 seeds reach the worker (the missing config fails before), once each
+    ran = sorted(osp.relpath(c['work_dir'], wd) for c in calls)
+    assert ran == sorted(f'{v}/seed{s}' for v in ('baseline', 'dropout', 'broken')
+                         for s in range(3))
+    # two at a time, each with one of the two cores
+    assert {c['omp'] for c in calls} == {'1'}
+    done = [c for c in calls if c['end'] is not None]
+    assert len(done) == 6
+    overlaps = [(a, b) for a in done for b in done
+                if a is not b and a['start'] < b['end'] and b['start'] < a['end']]
+    assert overlaps, 'runs never overlapped'
+    for a in done:  # never more than two at once
+        assert sum(b['start'] <= a['start'] < b['end'] for b in done) <= 2
 
+    paths = write_report(spec, wd, plots=True)
     with open(paths['summary_csv']) as f:
         summary = {r['variant']: r for r in csv.DictReader(f)}
-    assert summary['baseline']['status'] == 'ok'
-    assert float(summary['baseline']['accuracy/top1/mean']) == pytest.approx(70.5)
-    assert float(summary['baseline']['accuracy/top1/std']) == pytest.approx(0.5 ** 0.5)
-    assert float(summary['dropout']['accuracy/top1/mean']) == pytest.approx(75.5)
+    # baseline 70, 71, 72; dropout 75, 76, 77: paired diffs all +5
+    assert float(summary['baseline']['accuracy/top1/mean']) == pytest.approx(71.0)
     assert float(summary['dropout']['accuracy/top1/delta']) == pytest.approx(5.0)
-    assert float(summary['dropout']['accuracy/top1/rel_gain_pct']) == pytest.approx(500 / 70.5)
+    assert float(summary['dropout']['accuracy/top1/prob_improvement']) == 1.0
+    assert summary['dropout']['accuracy/top1/sig'] == '**'
     assert summary['broken']['status'] == 'failed'
     assert "unexpected keyword argument 'not_an_argument'" in summary['broken']['errors']
+    assert summary['broken']['errors'].startswith('seeds 0 1 2: train: TypeError')
     assert 'config: ' in summary['missing']['errors']
-    assert 'does_not_exist.py' in summary['missing']['errors']
-    md = paths['markdown']
-    assert '| dropout | 2/2 | 75.50 ± 0.71 | +5.00 (+7.1%) |' in md
-    assert osp.getsize(paths['metrics_plot']) > 1000 and osp.getsize(paths['curves_plot']) > 1000
-    with open(paths['runs_csv']) as f:
-        runs = list(csv.DictReader(f))
-    assert [(r['variant'], r['seed']) for r in runs][:4] == [
-        ('baseline', '0'), ('baseline', '1'), ('dropout', '0'), ('dropout', '1')]
-    assert float(runs[0]['peak_rss_mb']) > 0 and float(runs[0]['wall_s']) > 0
+    for key in ('forest_plot', 'metrics_plot', 'curves_plot'):
+        with open(paths[key], 'rb') as f:
+            assert f.read(8) == b'\x89PNG\r\n\x1a\n'
     result = json.load(open(osp.join(wd, 'dropout', 'seed1', 'result.json')))
     assert result['metrics']['accuracy/top1'] == pytest.approx(76.0)
+    assert result['slot'] == 'cpu x1'
 
-    # rerun: finished runs are skipped, failed ones retried (unless told not to)
-    lines.clear()
-    run_benchmark(spec, wd, opts, retry_failed=False, printer=lines.append, plots=False)
-    assert len(_calls(tmp_path)) == 6
-    # (config errors are cheap and re-checked every time, so a fixed preset is picked up)
-    assert sum('skipped' in ln for ln in lines) == 6
-    assert sum('FAILED (config)' in ln for ln in lines) == 2
-    run_benchmark(spec, wd, opts, printer=lines.append, plots=False)
-    assert len(_calls(tmp_path)) == 8 and _calls(tmp_path)[-1].startswith('train wd/broken')
+    # rerun: finished runs are skipped, failed ones retried only when asked
+    counts, out = _sweep(spec, wd, opts, retry_failed=False)
+    # (config errors are cheap and checked again every time, so a fixed preset is picked up)
+    assert len(calls_of(tmp_path)) == 9 and counts['skipped'] == 9 and counts['failed'] == 3
+    _sweep(spec, wd, opts)
+    again = [osp.relpath(c['work_dir'], wd) for c in calls_of(tmp_path)[9:]]
+    assert sorted(again) == ['broken/seed0', 'broken/seed1', 'broken/seed2']
 
-    # a changed variant invalidates its finished runs
-    spec.variant('dropout').cfg_options['model.backbone.drop_rate'] = 0.2
-    sub = select(spec, ['dropout'], [0])
-    lines.clear()
-    run_benchmark(sub, wd, opts, printer=lines.append, plots=False,
-                  all_variants=['baseline', 'dropout', 'broken', 'missing'])
-    assert 'config changed' in '\n'.join(lines)
-    assert _calls(tmp_path)[-1] == 'train wd/dropout/seed0 resume=False'
 
-    # an interrupted run (started, checkpoint written, no result) resumes
+def test_two_sweeps_sharing_a_work_dir_never_run_a_run_twice(setup, monkeypatch):
+    tmp_path, opts = setup
+    monkeypatch.setenv('FAKE_SLEEP', '0.3')
+    spec = select(load_spec(str(tmp_path / 'preset.py')), ['baseline', 'dropout'])
+    wd = str(tmp_path / 'wd')
+    one = LaunchOptions(jobs=1, cpus=1, devices=[], worker=opts.worker, poll_s=0.02)
+    outs = []
+    threads = [threading.Thread(target=lambda: outs.append(_sweep(spec, wd, one)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ran = [osp.relpath(c['work_dir'], wd) for c in calls_of(tmp_path)]
+    assert sorted(ran) == sorted(f'{v}/seed{s}' for v in ('baseline', 'dropout')
+                                 for s in range(3))  # each exactly once
+    # whatever one sweep did not run, the other ran or found finished/busy
+    assert sum(o[0]['ok'] for o in outs) == 6
+
+
+def test_resume_changed_config_and_vis_backend(setup):
+    tmp_path, opts = setup
+    spec = select(load_spec(str(tmp_path / 'preset.py')), ['baseline'], [0, 1])
+    wd = str(tmp_path / 'wd')
+    _sweep(spec, wd, opts)
+    # an interrupted run (started, checkpoint written, no result) resumes from its checkpoint
     os.remove(osp.join(wd, 'baseline', 'seed1', 'result.json'))
-    lines.clear()
-    paths = run_benchmark(select(spec, ['baseline'], [1]), wd, opts, printer=lines.append,
-                          plots=False, all_variants=['baseline', 'dropout'])
-    assert _calls(tmp_path)[-1] == 'train wd/baseline/seed1 resume=True'
-    # the report of a partial rerun still lists the other variants' results on disk
-    assert '| dropout | 1/1 |' in paths['markdown']
+    counts, out = _sweep(spec, wd, opts)
+    assert 'resuming the interrupted run' in out and counts['skipped'] == 1
+    assert calls_of(tmp_path)[-1]['resume'] is True
+    # a changed variant invalidates its finished runs
+    spec.variant('baseline').cfg_options['model.backbone.drop_rate'] = 0.2
+    counts, out = _sweep(select(spec, seeds=[0]), wd, opts)
+    assert 'config changed' in out and calls_of(tmp_path)[-1]['resume'] is False
+    # tracking backends are forwarded to every run but do not make finished runs stale
+    vis = LaunchOptions(jobs=1, devices=[], worker=opts.worker, poll_s=0.02,
+                        vis_backends=['tensorboard', 'wandb'])
+    n = len(calls_of(tmp_path))
+    counts, _ = _sweep(select(spec, seeds=[0, 2]), wd, vis)
+    assert counts == dict(ok=1, failed=0, skipped=1) and len(calls_of(tmp_path)) == n + 1
+    assert calls_of(tmp_path)[-1]['vis'] == ['LocalVisBackend', 'TensorboardVisBackend',
+                                             'WandbVisBackend']
+    text = open(osp.join(wd, 'baseline', 'seed2', 'config.py')).read()
+    assert "project='mmvitreg-benchmark-preset'" in text and "name='baseline/seed2'" in text
+
+
+def test_gpu_slots_and_torchrun_command(setup, monkeypatch):
+    tmp_path, opts = setup
+    slots = make_slots(LaunchOptions(jobs=2, gpus_per_run=2, devices=['0', '1', '2', '3'],
+                                     cpus=16))
+    assert [s.env['CUDA_VISIBLE_DEVICES'] for s in slots] == ['0,1', '2,3']
+    assert [s.nproc for s in slots] == [2, 2] and slots[0].env['OMP_NUM_THREADS'] == '4'
+    with pytest.raises(ValueError, match='--jobs 3 x --gpus-per-run 2 needs 6 GPUs, but 4'):
+        make_slots(LaunchOptions(jobs=3, gpus_per_run=2, devices=['0', '1', '2', '3']))
+    with pytest.raises(ValueError, match='needs CUDA devices'):
+        make_slots(LaunchOptions(gpus_per_run=2, devices=[]))
+    cmd = worker_command('c.py', 'w', LaunchOptions(devices=[]), Slot(0, {}, 2), True, 'last')
+    assert cmd[1:4] == ['-m', 'torch.distributed.run', '--nproc_per_node=2']
+    assert cmd[5:] == ['-m', 'mmvitreg.benchmark.worker', 'c.py', '--work-dir', 'w',
+                       '--resume', '--test', 'last', '--launcher', 'pytorch']
+    # a GPU sweep: every run sees exactly its own device
+    monkeypatch.setenv('FAKE_SLEEP', '0.3')
+    spec = select(load_spec(str(tmp_path / 'preset.py')), ['baseline', 'dropout'], [0, 1])
+    gpu = LaunchOptions(jobs=2, devices=['3', '5'], worker=opts.worker, poll_s=0.02)
+    _sweep(spec, str(tmp_path / 'wd'), gpu)
+    calls = sorted(calls_of(tmp_path), key=lambda c: c['start'])
+    assert {c['cuda'] for c in calls} == {'3', '5'}
+    for a in calls:  # two runs that overlap in time never share a device
+        for b in calls:
+            if a is not b and a['start'] < b['end'] and b['start'] < a['end']:
+                assert a['cuda'] != b['cuda']
 
 
 def test_run_process_timeout_and_rss(tmp_path):
-    import sys
     rc, wall, rss, timed_out = run_process(
         [sys.executable, '-c', 'import time; print("hi", flush=True); time.sleep(30)'],
         str(tmp_path / 'log.txt'), timeout=1.0, poll_s=0.05)
-    assert timed_out and rc == 124 and wall < 20
+    assert timed_out and rc == 124
     assert 'hi' in (tmp_path / 'log.txt').read_text()
     rc, wall, rss, timed_out = run_process(
-        [sys.executable, '-c', 'x = bytearray(200 * 1024 * 1024); x[::4096] = b"1" * len(x[::4096])'],
+        [sys.executable, '-c',
+         'x = bytearray(200 * 1024 * 1024); x[::4096] = b"1" * len(x[::4096])'],
         str(tmp_path / 'log2.txt'), poll_s=0.05)
     assert rc == 0 and not timed_out and rss > 200
 
 
 def test_launch_options_validation():
-    with pytest.raises(ValueError, match="launcher must be 'none', 'pytorch' or 'slurm'"):
-        LaunchOptions(launcher='mpi')
-    with pytest.raises(ValueError, match='needs --partition'):
-        LaunchOptions(launcher='slurm')
+    with pytest.raises(ValueError, match='--jobs must be an integer >= 1, got 0'):
+        LaunchOptions(jobs=0)
+    with pytest.raises(ValueError, match='--vis-backend must be one of'):
+        LaunchOptions(vis_backends=['neptune'])

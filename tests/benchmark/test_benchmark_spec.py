@@ -1,18 +1,26 @@
+"""Benchmark presets are mmengine configs: loading, validation, the merge order of a run's
+config, recipes taken from regularizer configs, fingerprints and the run plan."""
 import os.path as osp
 import textwrap
 
 import pytest
+from mmengine.config import Config
 
 from mmvitreg.benchmark.spec import (build_run_config, config_fingerprint, load_spec, plan_runs,
-                                     select)
+                                     recipe_delta, select)
 
 BASE = """
 default_scope = 'mmpretrain'
-custom_imports = dict(imports=['mmvitreg'], allow_failed_imports=False)
-model = dict(type='ImageClassifier', backbone=dict(type='VisionTransformer', drop_rate=0.0))
+model = dict(type='ImageClassifier', backbone=dict(type='VisionTransformer', drop_rate=0.0,
+                                                   layer_cfgs=dict(attn_drop_rate=0.1)))
 train_cfg = dict(by_epoch=True, max_epochs=30)
 custom_hooks = [dict(type='EMAHook')]
 randomness = dict(seed=0, deterministic=False)
+"""
+RECIPE = """
+_base_ = ['./base.py']
+model = dict(backbone=dict(type='Regularized', host='VisionTransformer',
+                           dropkey=dict(ratio=0.1, schedule='decrease')))
 """
 
 
@@ -25,95 +33,100 @@ def _write(tmp_path, name, text):
 @pytest.fixture
 def preset(tmp_path):
     _write(tmp_path, 'base.py', BASE)
+    _write(tmp_path, 'recipe.py', RECIPE)
     _write(tmp_path, 'other.py', BASE.replace('VisionTransformer', 'SwinTransformer'))
     return _write(tmp_path, 'p.py', """
-        base = 'base.py'
-        seeds = [0, 1]
-        metric = 'accuracy/top1'
-        cfg_options = {'train_cfg.max_epochs': 4}
-        variants = dict(
-            baseline=dict(),
-            dropkey=dict(cfg_options={'model.backbone.type': 'Regularized',
-                                      'model.backbone.host': 'VisionTransformer',
-                                      'model.backbone.dropkey': dict(ratio=0.1),
-                                      'train_cfg.max_epochs': 6}),
-            swin=dict(config='other.py', description='another backbone'),
-        )
+        _base_ = ['./base.py']
+        train_cfg = dict(max_epochs=4)
+        benchmark = dict(
+            seeds=[0, 1],
+            metrics='accuracy/top1',
+            cfg_options={'train_cfg.val_interval': 2},
+            variants=dict(
+                baseline=dict(),
+                dropkey=dict(recipe='recipe.py', cfg_options={'train_cfg.max_epochs': 6}),
+                swin=dict(config='other.py', description='another backbone'),
+            ))
         """)
 
 
-def test_load_spec_defaults_and_order(preset):
+def test_preset_is_a_runnable_mmengine_config(preset):
+    cfg = Config.fromfile(preset)
+    assert cfg.model.backbone.type == 'VisionTransformer' and cfg.train_cfg.max_epochs == 4
     spec = load_spec(preset)
-    assert spec.name == 'p' and [v.name for v in spec.variants] == ['baseline', 'dropkey', 'swin']
-    assert spec.metrics == ['accuracy/top1'] and spec.baseline == 'baseline'
-    assert spec.test and spec.test_checkpoint == 'last' and spec.higher_is_better
-    runs = plan_runs(spec, 'wd')
-    # seed-major: every variant's first seed before any second seed
-    assert [r.key for r in runs] == ['baseline/seed0', 'dropkey/seed0', 'swin/seed0',
-                                     'baseline/seed1', 'dropkey/seed1', 'swin/seed1']
-    assert runs[4].work_dir == osp.join('wd', 'dropkey', 'seed1')
-    sub = select(spec, ['swin', 'baseline'], [3])
-    assert [v.name for v in sub.variants] == ['swin', 'baseline'] and sub.seeds == [3]
-    with pytest.raises(KeyError, match="unknown variant 'nope'"):
-        select(spec, ['nope'])
+    assert [v.name for v in spec.variants] == ['baseline', 'dropkey', 'swin']
+    assert spec.baseline == 'baseline' and spec.metrics == ['accuracy/top1']
+    assert spec.test and spec.alpha == 0.05 and spec.name == 'p'
 
 
-def test_build_run_config_merge_order_seed_and_hook(preset):
+def test_run_config_merge_order_recipe_seed_and_hook(preset):
     spec = load_spec(preset)
-    cfg = build_run_config(spec, spec.variant('dropkey'), seed=7,
-                           extra_options={'train_cfg.max_epochs': 1})
-    assert cfg.model.backbone.type == 'Regularized'
-    assert cfg.model.backbone.host == 'VisionTransformer'
-    assert cfg.model.backbone.dropkey == dict(ratio=0.1)
-    assert cfg.model.backbone.drop_rate == 0.0  # the rest of the inherited dict is kept
-    assert cfg.train_cfg.max_epochs == 1  # command line > variant > preset > config
-    assert cfg.randomness == dict(seed=7, deterministic=False)
-    assert [h['type'] for h in cfg.custom_hooks] == ['EMAHook', 'PeakMemoryHook']
-    assert build_run_config(spec, spec.variant('dropkey'), 7).train_cfg.max_epochs == 6
-    base = build_run_config(spec, spec.variant('baseline'), 7)
-    assert base.train_cfg.max_epochs == 4 and base.model.backbone.type == 'VisionTransformer'
-    swin = build_run_config(spec, spec.variant('swin'), 0)
-    assert swin.model.backbone.type == 'SwinTransformer'
-    # the fingerprint follows the config: same config -> same, other seed/override -> different
-    fp = config_fingerprint(base)
-    assert fp == config_fingerprint(build_run_config(spec, spec.variant('baseline'), 7))
-    assert fp != config_fingerprint(build_run_config(spec, spec.variant('baseline'), 8))
+    base = build_run_config(spec, spec.variant('baseline'), seed=7)
+    assert 'benchmark' not in base
+    assert base.train_cfg.max_epochs == 4 and base.train_cfg.val_interval == 2
+    assert base.randomness == dict(seed=7, deterministic=False)
+    assert [h['type'] for h in base.custom_hooks] == ['EMAHook', 'PeakMemoryHook']
+    assert base.custom_imports['imports'] == ['mmvitreg']
+    dk = build_run_config(spec, spec.variant('dropkey'), seed=1)
+    # the recipe's change, applied to the preset (not the recipe's own base), then the options
+    assert dk.model.backbone.type == 'Regularized'
+    assert dk.model.backbone.dropkey == dict(ratio=0.1, schedule='decrease')
+    assert dk.model.backbone.layer_cfgs.attn_drop_rate == 0.1
+    assert dk.train_cfg.max_epochs == 6 and dk.train_cfg.val_interval == 2
+    swin = build_run_config(spec, spec.variant('swin'), seed=0)
+    assert swin.model.backbone.type == 'SwinTransformer' and swin.train_cfg.max_epochs == 30
+    assert swin.train_cfg.val_interval == 2  # benchmark.cfg_options reach whole configs too
+    assert config_fingerprint(base) != config_fingerprint(
+        build_run_config(spec, spec.variant('baseline'), seed=8))
 
 
-def test_missing_variant_config_raises(tmp_path):
+def test_recipe_delta_handles_removed_keys(tmp_path):
     _write(tmp_path, 'base.py', BASE)
-    path = _write(tmp_path, 'p.py', """
-        base = 'base.py'
-        metrics = ['acc']
-        variants = dict(a=dict(config='missing.py'))
+    path = _write(tmp_path, 'r.py', """
+        _base_ = ['./base.py']
+        model = dict(backbone=dict(_delete_=True, type='DHVT', arch='tiny'))
         """)
-    spec = load_spec(path)
-    with pytest.raises(FileNotFoundError, match='config file not found: missing.py'):
-        build_run_config(spec, spec.variants[0], 0)
+    delta = recipe_delta(path)
+    assert delta == {'model': {'backbone': {'type': 'DHVT', 'arch': 'tiny', '_delete_': True}}}
+    with pytest.raises(ValueError, match='has no `_base_`'):
+        recipe_delta(str(tmp_path / 'base.py'))
 
 
-@pytest.mark.parametrize('body, error, match', [
-    ("metrics=['a']\nvariants=dict(a=dict())\nbogus=1", KeyError, r"unknown key\(s\) \['bogus'\]"),
-    ("base='b.py'\nmetrics=['a']\nvariants=dict()", ValueError, 'needs `variants`'),
-    ("base='b.py'\nvariants=dict(a=dict())", ValueError, 'needs `metrics`'),
-    ("base='b.py'\nmetrics=['a']\nvariants=dict(a=dict(cfg=1))", KeyError,
-     r"variant 'a' has unknown key\(s\) \['cfg'\]"),
-    ("base='b.py'\nmetrics=['a']\nvariants=dict(a=dict(cfg_options=3))", ValueError,
-     'must be a dict of config overrides'),
-    ("metrics=['a']\nvariants=dict(a=dict())", ValueError, 'has no `base` config'),
-    ("base='b.py'\nmetrics=['a']\nbaseline='z'\nvariants=dict(a=dict())", ValueError,
-     "baseline 'z' is not one of the variants"),
-    ("base='b.py'\nmetrics=['a']\nseeds=[]\nvariants=dict(a=dict())", ValueError,
-     '`seeds` must be a non-empty list of ints'),
-    ("base='b.py'\nmetrics=['a']\ntest_checkpoint='first'\nvariants=dict(a=dict())", ValueError,
-     "test_checkpoint must be 'last' or 'best', got 'first'"),
+def test_plan_is_seed_major_and_select(preset, tmp_path):
+    spec = select(load_spec(preset), ['swin', 'baseline'], [3, 4])
+    runs = plan_runs(spec, 'wd', 'task')
+    assert [r.key for r in runs] == ['task/swin/seed3', 'task/baseline/seed3',
+                                     'task/swin/seed4', 'task/baseline/seed4']
+    assert runs[0].work_dir == osp.join('wd', 'swin', 'seed3')
+    with pytest.raises(KeyError, match="unknown variant 'nope'"):
+        select(load_spec(preset), ['nope'])
+
+
+@pytest.mark.parametrize('body,error,match', [
+    ("x = 1", KeyError, 'is not a benchmark preset'),
+    ("base = 'b.py'\nvariants = dict(a=dict())", KeyError, 'old schema with a top-level `base`'),
+    ("benchmark = dict(metrics=['m'], variants=dict())", ValueError, 'non-empty dict'),
+    ("benchmark = dict(metrics=['m'], variants=dict(a=dict(conf='x')))", KeyError,
+     r"unknown key\(s\) \['conf'\]"),
+    ("benchmark = dict(variants=dict(a=dict()))", ValueError, 'must list metric names'),
+    ("benchmark = dict(metrics=['m'], seeds=[], variants=dict(a=dict()))", ValueError,
+     'non-empty list of ints'),
+    ("benchmark = dict(metrics=['m'], baseline='b', variants=dict(a=dict()))", ValueError,
+     "baseline 'b' is not one of the variants"),
+    ("benchmark = dict(metrics=['m'], alpha=2, variants=dict(a=dict()))", ValueError,
+     r'alpha` must be in \(0, 1\)'),
+    ("benchmark = dict(metrics=['m'], spam=1, variants=dict(a=dict()))", KeyError,
+     r"unknown key\(s\) \['spam'\]"),
 ])
 def test_bad_presets_give_one_sentence_errors(tmp_path, body, error, match):
-    path = _write(tmp_path, 'p.py', body)
     with pytest.raises(error, match=match):
-        load_spec(path)
+        load_spec(_write(tmp_path, 'bad.py', body))
 
 
-def test_missing_preset_file(tmp_path):
+def test_missing_files(tmp_path):
     with pytest.raises(FileNotFoundError, match='benchmark preset not found'):
         load_spec(str(tmp_path / 'nope.py'))
+    spec = load_spec(_write(tmp_path, 'p.py', "default_scope = 'mmpretrain'\nbenchmark = dict("
+                            "metrics=['m'], variants=dict(a=dict(config='gone.py')))"))
+    with pytest.raises(FileNotFoundError, match='config file not found: gone.py'):
+        build_run_config(spec, spec.variant('a'), 0)

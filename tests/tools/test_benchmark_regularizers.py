@@ -1,4 +1,5 @@
-"""tools/benchmark_regularizers.py end to end: real tools/train.py + tools/test.py runs."""
+"""tools/benchmark_regularizers.py end to end: real worker runs (mmengine Runner, train + test),
+two at a time, the table with paired statistics, the outputs, and a rerun that runs nothing."""
 import csv
 import glob
 import json
@@ -13,7 +14,7 @@ from tests._helpers import DIGITS_CONFIG, run_tool
 TOOL = 'tools/benchmark_regularizers.py'
 M = 'accuracy/top1'
 
-TINY = f"""
+PRESET = f"""
 _base_ = [{DIGITS_CONFIG!r}]
 model = dict(backbone=dict(arch=dict(embed_dims=32, num_layers=2, num_heads=2,
                                      feedforward_channels=64)),
@@ -24,25 +25,22 @@ test_dataloader = val_dataloader
 train_cfg = dict(max_epochs=1, val_interval=1)
 param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=3)]
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, save_best=None))
-"""
-
-PRESET = """
-base = 'tiny_digits.py'
-seeds = [0, 1]
-metrics = ['accuracy/top1']
-variants = dict(
-    baseline=dict(),
-    dropkey=dict(cfg_options={'model.backbone.type': 'Regularized',
-                              'model.backbone.host': 'VisionTransformer',
-                              'model.backbone.dropkey': dict(ratio=0.3, schedule='constant')}),
-    broken=dict(cfg_options={'model.backbone.not_an_argument': 1}),
-)
+benchmark = dict(
+    seeds=[0, 1],
+    metrics=['accuracy/top1'],
+    variants=dict(
+        baseline=dict(),
+        dropkey=dict(cfg_options={{'model.backbone.type': 'Regularized',
+                                   'model.backbone.host': 'VisionTransformer',
+                                   'model.backbone.dropkey': dict(ratio=0.3,
+                                                                  schedule='constant')}}),
+        broken=dict(cfg_options={{'model.backbone.not_an_argument': 1}}),
+    ))
 """
 
 
 @pytest.fixture
 def preset(tmp_path):
-    (tmp_path / 'tiny_digits.py').write_text(textwrap.dedent(TINY))
     (tmp_path / 'preset.py').write_text(textwrap.dedent(PRESET))
     return str(tmp_path / 'preset.py')
 
@@ -52,16 +50,14 @@ def _csv(path):
         return list(csv.DictReader(f))
 
 
-# the issue's acceptance test: real train/test runs (~2 min on 2 cores), kept in the CI set
+# the acceptance test: real runs through the worker module (~2 min on 2 cores), kept in CI
 def test_sweep_table_csv_plots_and_rerun(preset, tmp_path):
     wd = str(tmp_path / 'bench')
-    env = {'OMP_NUM_THREADS': '1'}
-    proc = run_tool([TOOL, preset, '--work-dir', wd], env=env, timeout=1500)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_tool([TOOL, preset, '--work-dir', wd, '--jobs', '2'],
+                    env={'OMP_NUM_THREADS': '1'}, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
     out = proc.stdout
-    assert '[1/6 baseline seed0]' in out and '[6/6 broken seed1]' in out  # progress
-    assert 'testing epoch_1.pth' in out
-
+    assert '2/3 variants x 2 seeds' not in out and '3 variants x 2 seeds = 6 runs' in out
     summary = {r['variant']: r for r in _csv(osp.join(wd, 'summary.csv'))}
     assert list(summary) == ['baseline', 'dropkey', 'broken']
     runs = _csv(osp.join(wd, 'runs.csv'))
@@ -71,37 +67,33 @@ def test_sweep_table_csv_plots_and_rerun(preset, tmp_path):
     values = {}
     for r in runs[:4]:
         run_dir = osp.join(wd, r['variant'], f"seed{r['seed']}")
-        # the metric in the table is the one tools/test.py logged for this very run
+        # the metric in the table is the one the test stage of this very run logged
         (test_json, ) = [p for p in glob.glob(osp.join(run_dir, 'test', '2*', '2*.json'))
                          if osp.basename(p)[:-5] == osp.basename(osp.dirname(p))]
         logged = json.load(open(test_json))[M]
         assert float(r[M]) == pytest.approx(logged, abs=1e-4)
-        values.setdefault(r['variant'], []).append(logged)
-        # the run used its seed and the variant's override, and the memory hook logged
+        values.setdefault(r['variant'], {})[int(r['seed'])] = logged
         cfg_text = open(osp.join(run_dir, 'config.py')).read()
         assert f"seed={r['seed']}" in cfg_text.replace(' ', '')
         assert ("'Regularized'" in cfg_text) == (r['variant'] == 'dropkey')
-        (scalars, ) = glob.glob(osp.join(run_dir, '2*', 'vis_data', 'scalars.json'))
-        lines = [json.loads(ln) for ln in open(scalars)]
-        assert any('loss' in ln and 'peak_rss_mb' in ln for ln in lines)
+        assert '[benchmark] testing epoch_1.pth' in open(osp.join(run_dir, 'run.log')).read()
         assert float(r['peak_rss_mb']) > 100 and float(r['wall_s']) > 0
-    for name in ('baseline', 'dropkey'):
-        mean = sum(values[name]) / 2
-        assert float(summary[name][f'{M}/mean']) == pytest.approx(mean, abs=1e-4)
-        assert summary[name]['runs_ok'] == '2' and summary[name]['status'] == 'ok'
-    assert float(summary['dropkey'][f'{M}/delta']) == pytest.approx(
-        sum(values['dropkey']) / 2 - sum(values['baseline']) / 2, abs=1e-4)
+    # paired by seed
+    diffs = [values['dropkey'][s] - values['baseline'][s] for s in (0, 1)]
+    assert float(summary['dropkey'][f'{M}/delta']) == pytest.approx(sum(diffs) / 2, abs=1e-4)
+    assert summary['dropkey'][f'{M}/n_pairs'] == '2'
     assert summary['broken']['status'] == 'failed'
+    assert "train: TypeError" in summary['broken']['errors']
     assert "unexpected keyword argument 'not_an_argument'" in summary['broken']['errors']
     md = open(osp.join(wd, 'results.md')).read()
-    assert md in out  # the table is printed
-    assert '| baseline | 2/2 |' in md and '| broken | 0/2 |' in md
-    for name in ('metrics.png', 'curves.png'):
+    assert md in out and 'n = 2 seeds per variant' in md and 'ttest_rel' in md
+    for name in ('forest.png', 'metrics.png', 'curves.png'):
         with open(osp.join(wd, name), 'rb') as f:
             assert f.read(8) == b'\x89PNG\r\n\x1a\n'
 
-    logs_before = {p: os.path.getmtime(p) for p in glob.glob(osp.join(wd, '*', '*', 'train.log'))}
-    proc = run_tool([TOOL, preset, '--work-dir', wd, '--no-retry-failed'], env=env, timeout=600)
+    logs_before = {p: os.path.getmtime(p) for p in glob.glob(osp.join(wd, '*', '*', 'run.log'))}
+    proc = run_tool([TOOL, preset, '--work-dir', wd, '--no-retry-failed'],
+                    env={'OMP_NUM_THREADS': '1'}, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count('finished earlier (ok), skipped') == 4
     assert proc.stdout.count('finished earlier (failed), skipped') == 2
@@ -117,4 +109,7 @@ def test_dry_run_and_one_line_errors(preset, tmp_path):
     assert 'dropkey/seed2' in proc.stdout and 'to run' in proc.stdout
     proc = run_tool([TOOL, preset, '--variants', 'nope', '--dry-run'])
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: KeyError: unknown variant 'nope'")
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: KeyError: unknown variant 'nope'")
+    proc = run_tool([TOOL, DIGITS_CONFIG, '--dry-run'])
+    assert proc.returncode == 1 and 'is not a benchmark preset' in proc.stderr

@@ -1,0 +1,228 @@
+"""How runs are started: one worker process (or ``torchrun`` group) per run, ``--jobs`` at once.
+
+Each run is ``python -m mmvitreg.benchmark.worker RUN_CONFIG --work-dir RUN [--resume]
+[--test last|best]``, an importable module that drives mmengine's ``Runner``, so the benchmark
+works from an installed package. ``MMVITREG_BENCHMARK_WORKER`` replaces that command prefix (e.g.
+a site wrapper; the tests use a stand-in).
+
+Parallel runs get *slots*: on GPUs each slot is ``gpus_per_run`` devices exported as
+``CUDA_VISIBLE_DEVICES`` (a run with K > 1 devices is ``torchrun`` with K processes); on CPU the
+cores are split between the slots (``OMP_NUM_THREADS``/``MKL_NUM_THREADS``). A run holds an
+exclusive ``flock`` on ``<run dir>.lock`` while it executes, so two benchmark processes sharing a
+work dir never run the same run at once (the lock dies with its process).
+"""
+import fcntl
+import os
+import os.path as osp
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+__all__ = ['LaunchOptions', 'Slot', 'make_slots', 'worker_command', 'run_process', 'run_lock',
+           'Interrupted', 'visible_devices']
+
+WORKER_ENV = 'MMVITREG_BENCHMARK_WORKER'
+WORKER_MODULE = 'mmvitreg.benchmark.worker'
+
+
+class Interrupted(Exception):
+    """The benchmark was asked to stop while a run was in progress (the run stays resumable)."""
+
+
+def visible_devices() -> List[str]:
+    """GPU ids this process may use: ``CUDA_VISIBLE_DEVICES`` if set, else all CUDA devices."""
+    env = os.environ.get('CUDA_VISIBLE_DEVICES')
+    if env is not None:
+        return [d.strip() for d in env.split(',') if d.strip() and d.strip() != '-1']
+    try:
+        import torch
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # no torch / broken driver: CPU
+        return []
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass
+class LaunchOptions:
+    """How runs are started; see the module docstring.
+
+    Args:
+        jobs: runs at once.
+        gpus_per_run: devices (= processes) per run on GPUs.
+        devices: GPU ids to share out (default: :func:`visible_devices`; ``[]`` forces CPU).
+        cpus: cores split between CPU runs (default: those this process may use).
+        timeout: seconds after which a run's process is stopped and the run recorded failed.
+    """
+    jobs: int = 1
+    gpus_per_run: int = 1
+    devices: Optional[List[str]] = None
+    cpus: Optional[int] = None
+    python: str = sys.executable
+    worker: Optional[List[str]] = None
+    timeout: Optional[float] = None
+    poll_s: float = 2.0
+    progress_every_s: float = 15.0
+    env: Dict[str, str] = field(default_factory=dict)
+    vis_backends: List[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        if not isinstance(self.jobs, int) or self.jobs < 1:
+            raise ValueError(f'--jobs must be an integer >= 1, got {self.jobs!r}')
+        if not isinstance(self.gpus_per_run, int) or self.gpus_per_run < 1:
+            raise ValueError(f'--gpus-per-run must be an integer >= 1, got {self.gpus_per_run!r}')
+        bad = [b for b in self.vis_backends if b not in VIS_BACKENDS]
+        if bad:
+            raise ValueError(f'--vis-backend must be one of {sorted(VIS_BACKENDS)}, got {bad}')
+        if self.worker is None:
+            env = os.environ.get(WORKER_ENV)
+            self.worker = shlex.split(env) if env else [self.python, '-m', WORKER_MODULE]
+
+
+VIS_BACKENDS = {'tensorboard': 'TensorboardVisBackend', 'wandb': 'WandbVisBackend',
+                'mlflow': 'MLflowVisBackend'}
+
+
+@dataclass
+class Slot:
+    """Where one run executes: extra environment and the number of processes."""
+    index: int
+    env: Dict[str, str]
+    nproc: int = 1
+    label: str = 'cpu'
+
+
+def make_slots(opts: LaunchOptions) -> List[Slot]:
+    """``opts.jobs`` slots: disjoint GPU groups, or an even split of the CPU cores."""
+    devices = visible_devices() if opts.devices is None else list(opts.devices)
+    cpus = opts.cpus or _cpu_count()
+    if devices:
+        k = opts.gpus_per_run
+        if opts.jobs * k > len(devices):
+            raise ValueError(f'--jobs {opts.jobs} x --gpus-per-run {k} needs {opts.jobs * k} '
+                             f'GPUs, but {len(devices)} are visible ({",".join(devices)})')
+        threads = str(max(1, cpus // (opts.jobs * k)))
+        return [Slot(i, {'CUDA_VISIBLE_DEVICES': ','.join(devices[i * k:(i + 1) * k]),
+                         'OMP_NUM_THREADS': threads, 'MKL_NUM_THREADS': threads}, k,
+                     'gpu ' + ','.join(devices[i * k:(i + 1) * k])) for i in range(opts.jobs)]
+    if opts.gpus_per_run > 1:
+        raise ValueError(f'--gpus-per-run {opts.gpus_per_run} needs CUDA devices, none is visible')
+    threads = max(1, cpus // opts.jobs)
+    return [Slot(i, {'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads)}, 1,
+                 f'cpu x{threads}') for i in range(opts.jobs)]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def worker_command(cfg_path: str, work_dir: str, opts: LaunchOptions, slot: Slot, resume: bool,
+                   test: Optional[str]) -> List[str]:
+    """The command line of one run (``torchrun`` when the slot has several processes)."""
+    args = [cfg_path, '--work-dir', work_dir] + (['--resume'] if resume else []) + \
+        (['--test', test] if test else [])
+    prefix = list(opts.worker)
+    if slot.nproc == 1:
+        return prefix + args
+    target = prefix[1:] if len(prefix) > 1 else prefix  # '-m module' or 'script.py'
+    return [opts.python, '-m', 'torch.distributed.run', f'--nproc_per_node={slot.nproc}',
+            f'--master_port={_free_port()}'] + target + args + ['--launcher', 'pytorch']
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Stop the process group of a child we started (it runs in its own session)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        for _ in range(50):
+            if proc.poll() is not None:
+                return
+            time.sleep(0.1)
+
+
+def run_process(cmd: Sequence[str], log_path: str, env: Optional[Dict[str, str]] = None,
+                timeout: Optional[float] = None, poll_s: float = 2.0,
+                on_poll: Optional[Callable[[float], None]] = None,
+                should_stop: Callable[[], bool] = lambda: False,
+                cwd: Optional[str] = None) -> Tuple[int, float, float, bool]:
+    """Run ``cmd`` with stdout+stderr to ``log_path``; return ``(returncode, wall_s,
+    max_rss_mb, timed_out)``. Raises :class:`Interrupted` (after stopping the child) when
+    ``should_stop()`` turns true.
+
+    ``max_rss_mb`` is the peak resident set size of the child (and of its waited-for
+    descendants), from ``os.wait4`` of that very child, so parallel runs do not mix.
+    """
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    full_env.setdefault('PYTHONUNBUFFERED', '1')
+    start = time.time()
+    timed_out = False
+    usage = None
+    with open(log_path, 'w') as log:
+        log.write('$ ' + ' '.join(cmd) + '\n')
+        log.flush()
+        proc = subprocess.Popen(list(cmd), stdout=log, stderr=subprocess.STDOUT, env=full_env,
+                                cwd=cwd, start_new_session=True)
+        try:
+            while True:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid == proc.pid:
+                    break
+                elapsed = time.time() - start
+                if should_stop():
+                    raise Interrupted(f'stopped: {cmd[0]}')
+                if timeout is not None and elapsed > timeout:
+                    timed_out = True
+                    _kill_group(proc)
+                    pid, status, usage = (os.wait4(proc.pid, 0) if proc.returncode is None
+                                          else (proc.pid, 0, None))
+                    break
+                if on_poll is not None:
+                    on_poll(elapsed)
+                time.sleep(poll_s)
+        except BaseException:
+            _kill_group(proc)
+            raise
+    if proc.returncode is None:
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    rc = 124 if timed_out else proc.returncode
+    rss = usage.ru_maxrss / 1024.0 if usage is not None else float('nan')
+    if sys.platform == 'darwin' and usage is not None:  # pragma: no cover
+        rss = usage.ru_maxrss / (1024.0 * 1024.0)
+    return rc, time.time() - start, rss, timed_out
+
+
+@contextmanager
+def run_lock(run_dir: str) -> Iterator[bool]:
+    """Hold an exclusive, non-blocking lock on ``<run_dir>.lock``; yields whether it was got."""
+    os.makedirs(osp.dirname(osp.abspath(run_dir)), exist_ok=True)
+    fd = os.open(run_dir.rstrip('/') + '.lock', os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, f'{socket.gethostname()} {os.getpid()}\n'.encode())
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

@@ -1,0 +1,203 @@
+"""Benchmark suites: the same regularizers on several tasks, one cross-task table.
+
+A suite is an mmengine config with one ``suite`` dict listing presets::
+
+    suite = dict(
+        variants=['baseline', 'dropkey'],   # row names of the table; the first is the baseline
+        seeds=[0, 1, 2],                    # default seeds of every task
+        tasks=dict(
+            digits=dict(preset='digits_regularizers.py',
+                        variants=dict(dropkey='dropkey_decrease')),  # suite name -> preset name
+            coco_mini=dict(preset='coco_mini_detr_dropkey.py', seeds=[0, 1],
+                           cfg_options={'train_cfg.max_epochs': 10}),
+        ))
+
+A suite variant a task does not map keeps its name in that preset; a task without one of the
+variants leaves that cell empty. Task runs go to ``<work_dir>/<task>/<variant>/seed<k>``; each
+task also gets its own preset report there. The cross-task table gives per task the paired Δ of
+the task's primary metric with its 95 % CI and significance, and across tasks the mean
+probability of improvement with a stratified bootstrap 95 % CI (:mod:`.stats`).
+"""
+import copy
+import os
+import os.path as osp
+import sys
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+from mmengine.config import Config
+
+from . import aggregate, stats
+from .runner import _write_json, collect_results
+from .spec import BenchmarkSpec, load_spec, resolve_path
+
+__all__ = ['SuiteSpec', 'Task', 'load_suite', 'suite_table', 'write_suite_report']
+
+_SUITE_KEYS = {'variants', 'seeds', 'tasks', 'description', 'bootstrap_reps'}
+_TASK_KEYS = {'preset', 'variants', 'seeds', 'cfg_options'}
+
+
+@dataclass
+class Task:
+    name: str
+    spec: BenchmarkSpec  # restricted to the suite's variants, renamed to the suite's names
+
+
+@dataclass
+class SuiteSpec:
+    name: str
+    path: str
+    variants: List[str]
+    tasks: List[Task] = field(default_factory=list)
+    description: str = ''
+    bootstrap_reps: int = 2000
+
+    @property
+    def baseline(self) -> str:
+        return self.variants[0]
+
+
+def load_suite(path: str, cfg: Optional[Config] = None,
+               seeds: Optional[Sequence[int]] = None) -> SuiteSpec:
+    """Read a suite config; ``seeds`` (e.g. from the command line) override every task's."""
+    cfg = cfg or Config.fromfile(path, import_custom_modules=False)
+    raw = cfg.get('suite')
+    if not isinstance(raw, dict):
+        raise KeyError(f'{path} is not a benchmark suite: it has no `suite = dict(tasks=...)`')
+    raw = raw.to_dict() if hasattr(raw, 'to_dict') else dict(raw)
+    bad = sorted(set(raw) - _SUITE_KEYS)
+    if bad:
+        raise KeyError(f'unknown key(s) {bad} in `suite` of {path}; allowed: {sorted(_SUITE_KEYS)}')
+    names = list(raw.get('variants') or [])
+    if not names or not all(isinstance(n, str) for n in names):
+        raise ValueError(f'`suite.variants` of {path} must list variant names, the first being '
+                         f'the baseline, got {names!r}')
+    if not isinstance(raw.get('tasks'), dict) or not raw['tasks']:
+        raise ValueError(f'`suite.tasks` of {path} must be a non-empty dict of '
+                         "name -> dict(preset='...py', ...)")
+    suite = SuiteSpec(osp.splitext(osp.basename(path))[0], osp.abspath(path), names,
+                      description=raw.get('description', ''),
+                      bootstrap_reps=int(raw.get('bootstrap_reps', 2000)))
+    for tname, t in raw['tasks'].items():
+        bad = sorted(set(t) - _TASK_KEYS) if isinstance(t, dict) else ['(not a dict)']
+        if bad or 'preset' not in t:
+            raise KeyError(f'suite task {tname!r} needs preset= and may have '
+                           f'{sorted(_TASK_KEYS - {"preset"})}; got unknown {bad}')
+        spec = load_spec(resolve_path(t['preset'], osp.dirname(osp.abspath(path))))
+        mapping = dict(t.get('variants') or {})
+        available = [v.name for v in spec.variants]
+        chosen = []
+        for name in names:
+            src = mapping.get(name, name)
+            if src in available:
+                v = copy.deepcopy(spec.variant(src))
+                v.name, v.baseline = name, None
+                chosen.append(v)
+            elif name in mapping:
+                raise KeyError(f'suite task {tname!r}: variant {src!r} (for {name!r}) is not in '
+                               f'{spec.path}; it has {available}')
+        if not chosen or chosen[0].name != suite.baseline:
+            raise ValueError(f'suite task {tname!r}: preset {spec.path} has no variant for the '
+                             f'baseline {suite.baseline!r} (map it with variants=dict('
+                             f"{suite.baseline}='...'))")
+        spec.variants, spec.baseline = chosen, suite.baseline
+        spec.seeds = list(seeds or t.get('seeds') or raw.get('seeds') or spec.seeds)
+        spec.cfg_options = dict(spec.cfg_options, **(t.get('cfg_options') or {}))
+        suite.tasks.append(Task(tname, spec))
+    return suite
+
+
+def suite_table(suite: SuiteSpec, work_dir: str) -> List[dict]:
+    """One row per non-baseline variant: per task ``<task>/delta``, ``/ci_low``, ``/ci_high``,
+    ``/p_value``, ``/sig``, ``/prob_improvement``, ``/n``, ``/metric``; and ``pi_mean``,
+    ``pi_ci_low``, ``pi_ci_high``, ``pi_tasks`` across tasks."""
+    per_task = {}
+    for task in suite.tasks:
+        spec = task.spec
+        _, results = collect_results(spec, osp.join(work_dir, task.name))
+        per_task[task.name] = (spec, results)
+    rows = []
+    for name in suite.variants[1:]:
+        row, diffs = dict(variant=name), []
+        for task in suite.tasks:
+            spec, results = per_task[task.name]
+            m = spec.primary_metric
+            row[f'{task.name}/metric'] = m
+            mine = stats.by_seed(results, name, m)
+            base = stats.by_seed(results, suite.baseline, m)
+            cmp = stats.paired_comparison(mine, base, spec.higher_is_better, alpha=spec.alpha)
+            row.update({f'{task.name}/n': cmp['n'], f'{task.name}/delta': cmp['delta'],
+                        f'{task.name}/ci_low': cmp['ci_low'],
+                        f'{task.name}/ci_high': cmp['ci_high'],
+                        f'{task.name}/p_value': cmp['p_value'],
+                        f'{task.name}/prob_improvement': cmp['prob_improvement'],
+                        f'{task.name}/sig': stats.significance_label(cmp['p_value'], spec.alpha)
+                        if cmp['n'] else ''})
+            if cmp['n']:
+                diffs.append([mine[s] - base[s] for s in cmp['seeds']] if spec.higher_is_better
+                             else [base[s] - mine[s] for s in cmp['seeds']])
+        pi, lo, hi = stats.stratified_bootstrap_pi(diffs, True, reps=suite.bootstrap_reps)
+        row.update(pi_mean=pi, pi_ci_low=lo, pi_ci_high=hi, pi_tasks=len(diffs))
+        rows.append(row)
+    return rows
+
+
+def _cell(row: dict, task: str, digits: int) -> str:
+    d = row.get(f'{task}/delta')
+    if not stats._finite(d):
+        return '-'
+    lo, hi = row[f'{task}/ci_low'], row[f'{task}/ci_high']
+    ci = f' [{lo:+.{digits}f}, {hi:+.{digits}f}]' if stats._finite(lo) else ''
+    return f"{d:+.{digits}f}{ci} {row[f'{task}/sig']} (n={row[f'{task}/n']})"
+
+
+def write_suite_report(suite: SuiteSpec, work_dir: str, notes: Sequence[str] = (),
+                       plots: bool = True) -> Dict[str, str]:
+    """``suite.md``, ``suite.csv``, ``suite.json`` and ``suite_forest.png`` in ``work_dir``."""
+    rows = suite_table(suite, work_dir)
+    tasks = [t.name for t in suite.tasks]
+    header = ['variant'] + [f'{t}: Δ {t_.spec.primary_metric} [95% CI]'
+                            for t, t_ in zip(tasks, suite.tasks)] + [
+        'P(improve), mean over tasks [95% CI]']
+    body = []
+    for r in rows:
+        cells = [r['variant']]
+        for t in suite.tasks:
+            digits = 3 if 'mAP' in t.spec.primary_metric else 2
+            cells.append(_cell(r, t.name, digits))
+        pi = r['pi_mean']
+        cells.append('-' if not stats._finite(pi) else f'{pi:.2f}' + (
+            f" [{r['pi_ci_low']:.2f}, {r['pi_ci_high']:.2f}]" if stats._finite(r['pi_ci_low'])
+            else '') + f" ({r['pi_tasks']} tasks)")
+        body.append(cells)
+    md = [f'## Suite {suite.name}: every variant vs {suite.baseline}, per task and across tasks',
+          '', aggregate._md_table(header, body, 'l' + 'r' * (len(header) - 1)), '',
+          'Per task: mean paired difference (variant - baseline, same seeds) of the task\'s '
+          'primary metric, t-based 95 % CI, paired t-test significance (* p < 0.05, ** p < 0.01, '
+          'n.s.), n = pairs. Across tasks: probability of improvement (share of seeds on which '
+          'the variant beats the baseline, ties 1/2) averaged over tasks, with a stratified '
+          f'bootstrap 95 % CI ({suite.bootstrap_reps} resamples of the seeds within each task). '
+          'No correction for multiple comparisons.']
+    md += [''] + list(notes) if notes else []
+    md = '\n'.join(md) + '\n'
+    paths = dict(markdown_file=osp.join(work_dir, 'suite.md'),
+                 csv=osp.join(work_dir, 'suite.csv'), json=osp.join(work_dir, 'suite.json'))
+    os.makedirs(work_dir, exist_ok=True)
+    with open(paths['markdown_file'], 'w') as f:
+        f.write(md)
+    cols = ['variant'] + [f'{t}/{k}' for t in tasks for k in (
+        'metric', 'n', 'delta', 'ci_low', 'ci_high', 'p_value', 'sig', 'prob_improvement')] + [
+        'pi_mean', 'pi_ci_low', 'pi_ci_high', 'pi_tasks']
+    with open(paths['csv'], 'w') as f:
+        f.write(aggregate.to_csv(rows, cols))
+    _write_json(paths['json'], dict(suite=suite.path, baseline=suite.baseline, tasks=tasks,
+                                    rows=rows))
+    if plots and rows:
+        try:
+            from .plots import plot_suite
+            paths['forest_plot'] = plot_suite(rows, tasks, osp.join(work_dir, 'suite_forest.png'),
+                                              title=f'Suite {suite.name}')
+        except Exception as exc:  # pragma: no cover - depends on the matplotlib install
+            print(f'warning: suite plot not written: {type(exc).__name__}: {exc}', file=sys.stderr)
+    paths['markdown'] = md
+    return paths

@@ -1,0 +1,157 @@
+"""Suites: one cross-task table; a half-finished suite, interrupted with Ctrl-C, continues where
+it stopped (finished runs never run again, the interrupted one resumes); slurm job arrays."""
+import json
+import os
+import os.path as osp
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from mmvitreg.benchmark import load_suite
+from mmvitreg.benchmark.slurm import write_sbatch
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+FAKE = osp.join(osp.dirname(osp.abspath(__file__)), '_fake_worker.py')
+BASE = """
+default_scope = 'mmpretrain'
+model = dict(type='ImageClassifier', backbone=dict(type='VisionTransformer', drop_rate=0.0))
+train_cfg = dict(by_epoch=True, max_epochs=2)
+randomness = dict(seed=0)
+"""
+PRESET_A = """
+_base_ = ['base.py']
+benchmark = dict(metrics=['accuracy/top1'], variants=dict(
+    baseline=dict(), dk=dict(cfg_options={'model.backbone.drop_rate': 0.3})))
+"""
+PRESET_B = """
+_base_ = ['base.py']
+benchmark = dict(metrics=['accuracy/top1'], baseline='stock', variants=dict(
+    stock=dict(), dropkey=dict(cfg_options={'model.backbone.drop_rate': -0.2}),
+    extra=dict()))
+"""
+SUITE = """
+suite = dict(
+    variants=['baseline', 'dk'],
+    seeds=[0, 1, 2],
+    tasks=dict(
+        a=dict(preset='a.py'),
+        b=dict(preset='b.py', variants=dict(baseline='stock', dk='dropkey')),
+    ))
+"""
+
+
+@pytest.fixture
+def suite_dir(tmp_path):
+    for name, text in (('base.py', BASE), ('a.py', PRESET_A), ('b.py', PRESET_B),
+                       ('suite.py', SUITE)):
+        (tmp_path / name).write_text(textwrap.dedent(text))
+    return tmp_path
+
+
+def _env(tmp_path, **extra):
+    env = dict(os.environ, BENCH_CALLS=str(tmp_path / 'calls.jsonl'), OMP_NUM_THREADS='1',
+               MMVITREG_BENCHMARK_WORKER=f'{sys.executable} {FAKE}',
+               PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    env.update(extra)
+    return env
+
+
+def _calls(tmp_path):
+    path = tmp_path / 'calls.jsonl'
+    lines = [json.loads(ln) for ln in path.read_text().splitlines()] if path.exists() else []
+    return [c for c in lines if 'start' in c]
+
+
+def test_load_suite_maps_variants_per_task(suite_dir):
+    suite = load_suite(str(suite_dir / 'suite.py'))
+    assert suite.baseline == 'baseline' and [t.name for t in suite.tasks] == ['a', 'b']
+    b = suite.tasks[1].spec
+    assert [v.name for v in b.variants] == ['baseline', 'dk'] and b.baseline == 'baseline'
+    assert b.variant('dk').cfg_options == {'model.backbone.drop_rate': -0.2}
+    assert b.seeds == [0, 1, 2]
+    (suite_dir / 'bad.py').write_text("suite = dict(variants=['base'], tasks=dict(a=dict("
+                                      "preset='a.py')))")
+    with pytest.raises(ValueError, match="has no variant for the baseline 'base'"):
+        load_suite(str(suite_dir / 'bad.py'))
+
+
+def test_interrupted_suite_resumes_and_writes_one_table(suite_dir):
+    wd = suite_dir / 'wd'
+    cmd = [sys.executable, '-m', 'mmvitreg.benchmark', str(suite_dir / 'suite.py'),
+           '--work-dir', str(wd), '--jobs', '2']
+    slow = osp.join('b', 'dk', 'seed2')  # the last run of the plan hangs until interrupted
+    proc = subprocess.Popen(cmd, env=_env(suite_dir, FAKE_SLOW=slow), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    results = [wd / t / v / f'seed{s}' / 'result.json' for t in 'ab' for v in ('baseline', 'dk')
+               for s in range(3)]
+    deadline = time.time() + 240
+    while time.time() < deadline and not (
+            sum(p.exists() for p in results) == 11 and (wd / slow / 'last_checkpoint').exists()):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert 'interrupted: rerun the same command' in out
+    assert not (wd / slow / 'result.json').exists()
+    first = _calls(suite_dir)
+    assert len(first) == 12
+
+    proc = subprocess.run(cmd, env=_env(suite_dir), cwd=REPO, capture_output=True, text=True,
+                          timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    calls = _calls(suite_dir)
+    assert len(calls) == 13  # only the interrupted run ran again, resuming its checkpoint
+    assert calls[-1]['work_dir'].endswith(slow) and calls[-1]['resume'] is True
+    assert proc.stdout.count('finished earlier (ok), skipped') == 11
+    # the cross-task table: task a: dk - baseline = +3 on every seed; task b: -2 on every seed
+    rows = json.load(open(wd / 'suite.json'))['rows']
+    assert [r['variant'] for r in rows] == ['dk']
+    (dk,) = rows
+    assert dk['a/delta'] == pytest.approx(3.0) and dk['a/prob_improvement'] == 1.0
+    assert dk['b/delta'] == pytest.approx(-2.0) and dk['b/prob_improvement'] == 0.0
+    assert dk['a/sig'] == '**' and dk['a/n'] == 3
+    assert dk['pi_mean'] == pytest.approx(0.5) and dk['pi_tasks'] == 2
+    assert dk['pi_ci_low'] == pytest.approx(0.5) and dk['pi_ci_high'] == pytest.approx(0.5)
+    md = open(wd / 'suite.md').read()
+    assert '| dk | +3.00 [+3.00, +3.00] ** (n=3) | -2.00 [-2.00, -2.00] ** (n=3) | 0.50' in md
+    assert md in proc.stdout
+    with open(wd / 'suite_forest.png', 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    for task in 'ab':  # each task also has its own report
+        assert (wd / task / 'results.md').exists() and (wd / task / 'forest.png').exists()
+
+
+def test_slurm_array_scripts(suite_dir):
+    paths = write_sbatch(str(suite_dir / 'w'), 'bench-x', 12, ['python', '-m',
+                         'mmvitreg.benchmark', 'suite.py', '--work-dir', 'w'], 'gpu',
+                         gpus_per_run=8, max_parallel=4, extra=['--time=48:00:00'])
+    array = open(paths['array']).read()
+    assert '#SBATCH --array=0-11%4' in array and '#SBATCH --gres=gpu:8' in array
+    assert '#SBATCH --partition=gpu' in array and '#SBATCH --time=48:00:00' in array
+    assert array.rstrip().endswith('--work-dir w --run-index "$SLURM_ARRAY_TASK_ID"')
+    report = open(paths['report']).read()
+    assert report.rstrip().endswith('--work-dir w --report-only') and '--array' not in report
+    # through the command line: the plan size and the same arguments, minus the slurm ones
+    proc = subprocess.run(
+        [sys.executable, '-m', 'mmvitreg.benchmark', str(suite_dir / 'suite.py'), '--work-dir',
+         str(suite_dir / 'w2'), '--seeds', '0', '1', '--slurm', 'p1', '--gpus-per-run', '2',
+         '--slurm-args=--account=me'], env=_env(suite_dir), cwd=REPO, capture_output=True,
+        text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    array = open(suite_dir / 'w2' / 'slurm' / 'array.sbatch').read()
+    assert '#SBATCH --array=0-7\n' in array and '#SBATCH --account=me' in array
+    assert '--seeds 0 1 --gpus-per-run 2 --run-index' in array and '--slurm' not in array
+    assert not _calls(suite_dir)  # nothing ran
+    # one array task = one run of the plan, with the sweep's bookkeeping
+    proc = subprocess.run([sys.executable, '-m', 'mmvitreg.benchmark', str(suite_dir / 'suite.py'),
+                           '--work-dir', str(suite_dir / 'w2'), '--seeds', '0', '1',
+                           '--run-index', '5'], env=_env(suite_dir), cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    (call,) = _calls(suite_dir)
+    # plan order is seed-major: seed 0 of a/baseline, a/dk, b/baseline, b/dk, then seed 1 ...
+    assert call['work_dir'] == str(suite_dir / 'w2' / 'a' / 'dk' / 'seed1')
