@@ -49,7 +49,8 @@ optim_wrapper = dict(
 )
 param_scheduler = [
     dict(type='LinearLR', start_factor=4e-3, by_epoch=True, begin=0, end=10),  # 1e-6 -> 2.5e-4
-    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=10, end=300),
+    dict(type='OffsetCosineAnnealingLR', T_max=300, offset=10, eta_min=1e-5, by_epoch=True,
+         begin=10, end=300),  # timm: one cosine over 0..300, the warm-up overrides 0..10
 ]
 train_cfg = dict(by_epoch=True, max_epochs=300, val_interval=1)
 val_cfg = dict()

@@ -5,8 +5,8 @@
 # 0.1), repeated augmentation (3 repeats), EMA 0.99996. 32x32 inputs: RandomCrop(32, pad 4) + flip
 # replace the random resized crop, images normalised with the ImageNet mean/std.
 # Deliberate differences: the official code evaluates the raw weights and keeps the EMA copy on the
-# side, mmengine's EMAHook validates with the EMA weights; timm's cosine spans all 300 epochs
-# (warm-up included), mmengine's runs over epochs 5..300.
+# side, mmengine's EMAHook validates with the EMA weights. The cosine spans all 300 epochs with the
+# warm-up overriding its first 5, as timm's scheduler (OffsetCosineAnnealingLR).
 _base_ = ['mmpretrain::_base_/default_runtime.py']
 custom_imports = dict(imports=['mmvitreg'], allow_failed_imports=False)
 
@@ -82,7 +82,8 @@ optim_wrapper = dict(
 )
 param_scheduler = [  # stepped per epoch, as timm's scheduler in the official code
     dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=5),  # 1e-6 -> 1e-3
-    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=5, end=300),
+    dict(type='OffsetCosineAnnealingLR', T_max=300, offset=5, eta_min=1e-5, by_epoch=True,
+         begin=5, end=300),
 ]
 train_cfg = dict(by_epoch=True, max_epochs=300, val_interval=1)
 val_cfg = dict()
