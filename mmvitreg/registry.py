@@ -23,7 +23,8 @@ from mmdet import registry as mmdet_registry
 from mmengine.registry import DefaultScope, Registry
 from mmpretrain import registry as mmpretrain_registry
 
-__all__ = ['MODELS', 'DATASETS', 'TRANSFORMS', 'METRICS', 'HOOKS', 'MultiScopeRegistry']
+__all__ = ['MODELS', 'DATASETS', 'TRANSFORMS', 'METRICS', 'HOOKS', 'VISUALIZERS',
+           'MultiScopeRegistry']
 
 
 class MultiScopeRegistry:
@@ -84,3 +85,4 @@ DATASETS = _both('DATASETS')
 TRANSFORMS = _both('TRANSFORMS')
 METRICS = _both('METRICS')
 HOOKS = _both('HOOKS')
+VISUALIZERS = _both('VISUALIZERS')

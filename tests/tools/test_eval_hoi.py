@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os.path as osp
 
+import numpy as np
 import pytest
 
 from mmvitreg.testing import make_hico_dataset
@@ -75,3 +76,60 @@ def test_errors_are_one_line(files, capsys, tmp_path):
     with pytest.raises(SystemExit):
         run(capsys, '--ann', ann, '--pred', str(path))
     assert 'hoi_prediction[0] has no "score"' in capsys.readouterr().err
+
+
+def test_wrong_hoi_key_is_a_one_line_error(files, capsys, tmp_path):
+    _, ann, _, preds = files
+    wrong = [dict(file_name=p['file_name'], predictions=p['predictions'],
+                  hoi_annotation=p['hoi_prediction']) for p in preds]
+    path = tmp_path / 'wrong_key.json'
+    path.write_text(json.dumps(wrong))
+    with pytest.raises(SystemExit) as exc:
+        run(capsys, '--ann', ann, '--pred', str(path))
+    assert exc.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith('error: ValueError: ') and 'has no "hoi_prediction" list' in err
+
+
+def test_fresh_process_imports_no_toolbox_and_matches_the_metric(files):
+    """The user's case: a fresh interpreter runs the tool; it must not import torch, mmdet,
+    mmpretrain or mmengine, and must print what the in-package evaluation computes."""
+    import subprocess
+    import sys
+
+    from mmvitreg.datasets.hico_meta import hico_meta
+    from mmvitreg.evaluation.functional import evaluate_hoi
+    from mmvitreg.evaluation.metrics.hico_metric import (dets_from_triplets, format_summary,
+                                                         gt_from_images)
+    from mmvitreg.datasets.hico_det import load_hico_json, parse_hico_entry
+    _, ann, pred, _ = files
+    probe = ('import runpy, sys\n'
+             f'sys.argv = ["eval_hoi.py", "--ann", {ann!r}, "--pred", {pred!r}]\n'
+             'try:\n'
+             f'    runpy.run_path({osp.join(REPO, "tools/analysis_tools/eval_hoi.py")!r}, '
+             'run_name="__main__")\n'
+             'except SystemExit as exc:\n'
+             '    assert not exc.code, exc.code\n'
+             'heavy = [m for m in ("torch", "mmdet", "mmpretrain", "mmengine", "mmcv") '
+             'if m in sys.modules]\n'
+             'print("HEAVY", heavy)\n')
+    res = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True,
+                         cwd=REPO, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert 'HEAVY []' in res.stdout
+    # reference: the per-entry parser + in-package metric helpers
+    meta = hico_meta()
+    gts = [parse_hico_entry(e, i, ann) for i, e in enumerate(load_hico_json(ann))]
+    index = {g['file_name']: i for i, g in enumerate(gts)}
+    dets = [dict(sub=np.zeros((0, 4)), obj=np.zeros((0, 4)), cls=np.zeros(0, int),
+                 score=np.zeros(0)) for _ in gts]
+    for i, e in enumerate(load_hico_json(pred)):
+        p = parse_hico_entry(e, i, pred, prediction=True)
+        h = p['hois']
+        dets[index[p['file_name']]] = dict(sub=p['bboxes'][h[:, 0]], obj=p['bboxes'][h[:, 1]],
+                                           cls=meta.hoi_class(h[:, 2], p['labels'][h[:, 1]]),
+                                           score=p['scores'])
+    result = evaluate_hoi(gt_from_images(gts)[0], dets_from_triplets(dets), meta.hoi_object,
+                          meta.rare)
+    assert format_summary(result.summary, 'HICO-DET (official)') in res.stdout

@@ -8,22 +8,36 @@ The prediction file is a JSON list in the style of the annotations, one entry pe
       "hoi_prediction": [{"subject_id": 0, "object_id": 1, "category_id": 37,  # verb 1..117
                           "score": 0.83}, ...]}, ...]
 
-(``annotations`` is accepted instead of ``predictions``.) Boxes are in original image pixels.
+(``annotations`` is accepted instead of ``predictions``; ``hoi_prediction`` is required, an
+entry with ``hoi_annotation`` instead is an error.) Boxes are in original image pixels.
 Images of the annotation file without an entry have no detections.
+``tools/analysis_tools/dump_hoi_predictions.py`` writes this file from ``tools/test.py --out``.
 
 Example::
 
     python tools/analysis_tools/eval_hoi.py \
         --ann data/hico_20160224_det/annotations/test_hico.json \
         --pred results/preds.json --per-class-out results/per_class_ap.csv
+
+Only ``numpy`` and the package's pure evaluation modules are imported (not mmdet/mmpretrain/
+torch), so the tool costs little more than reading its two JSON files.
 """
 import argparse
+import os
 import os.path as osp
 import sys
+import types
+from contextlib import contextmanager
+from typing import Iterator
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
 
-from mmvitreg.utils.cli import one_line_errors  # noqa: E402
+DEBUG_ENV = 'MMVITREG_DEBUG'
+# Packages whose __init__ is skipped: the modules used here import only numpy and each other.
+_LIGHT_PACKAGES = ('mmvitreg', 'mmvitreg.datasets', 'mmvitreg.evaluation',
+                   'mmvitreg.evaluation.functional')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,65 +57,75 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_predictions(pred_path: str, ann_names: dict) -> list:
-    """Per-annotation-image triplet dicts (sub, obj, cls, score) from a prediction file."""
-    import numpy as np
-    from mmvitreg.datasets.hico_det import load_hico_json, parse_hico_entry
-    from mmvitreg.datasets.hico_meta import hico_meta
-    meta = hico_meta()
-    preds = [dict(sub=np.zeros((0, 4)), obj=np.zeros((0, 4)), cls=np.zeros(0, np.int64),
-                  score=np.zeros(0)) for _ in ann_names]
-    seen = {}
-    for idx, entry in enumerate(load_hico_json(pred_path, what='prediction file')):
-        item = parse_hico_entry(entry, idx, pred_path, prediction=True)
-        name = item['file_name']
-        if name not in ann_names:
-            raise ValueError(f'{pred_path} entry {idx} is for image {name!r}, which is not in '
-                             'the annotation file')
-        if name in seen:
-            raise ValueError(f'{pred_path} entries {seen[name]} and {idx} are both for image '
-                             f'{name!r}')
-        seen[name] = idx
-        hois = item['hois']
-        preds[ann_names[name]] = dict(
-            sub=item['bboxes'][hois[:, 0]], obj=item['bboxes'][hois[:, 1]],
-            cls=meta.hoi_class(hois[:, 2], item['labels'][hois[:, 1]]), score=item['scores'])
-    return preds
+def import_light():
+    """The package's ``hico_io`` and ``hoi_eval`` modules, without ``import mmvitreg``.
+
+    ``mmvitreg/__init__.py`` imports mmdet, mmpretrain and torch to register its types (several
+    seconds). When mmvitreg is not imported yet, its packages are entered as bare namespace
+    modules just long enough to import the pure modules, then removed again, so that a later
+    ``import mmvitreg`` in the same process is the normal one.
+    """
+    import importlib
+    if 'mmvitreg' in sys.modules:
+        return (importlib.import_module('mmvitreg.evaluation.functional.hico_io'),
+                importlib.import_module('mmvitreg.evaluation.functional.hoi_eval'))
+    before = set(sys.modules)
+    for name in _LIGHT_PACKAGES:
+        module = types.ModuleType(name)
+        module.__path__ = [osp.join(REPO, *name.split('.'))]
+        sys.modules[name] = module
+    try:
+        hico_io = importlib.import_module('mmvitreg.evaluation.functional.hico_io')
+        hoi_eval = importlib.import_module('mmvitreg.evaluation.functional.hoi_eval')
+    finally:
+        for name in set(sys.modules) - before:
+            if name == 'mmvitreg' or name.startswith('mmvitreg.'):
+                del sys.modules[name]
+    return hico_io, hoi_eval
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Bad input -> ``error: <Type>: <message>`` on stderr and exit status 1 (as the other
+    tools; ``MMVITREG_DEBUG=1`` shows the traceback). Kept here so that no toolbox is imported.
+    """
+    try:
+        yield
+    except (FileNotFoundError, KeyError, ValueError, TypeError) as exc:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        first = str(msg).splitlines()[0] if str(msg) else ''
+        print(f'error: {type(exc).__name__}: {first}  [{DEBUG_ENV}=1 shows the traceback]',
+              file=sys.stderr)
+        sys.exit(1)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     with one_line_errors():
-        from mmvitreg.datasets.hico_det import load_hico_json, parse_hico_entry
-        from mmvitreg.datasets.hico_meta import hico_meta
-        from mmvitreg.evaluation.functional.hoi_eval import evaluate_hoi
-        from mmvitreg.evaluation.metrics.hico_metric import (dets_from_triplets,
-                                                             format_summary, gt_from_images,
-                                                             write_per_class_ap)
         if args.max_per_image is not None and args.max_per_image < 1:
             raise ValueError(f'--max-per-image must be >= 1, got {args.max_per_image}')
-        gts, names = [], {}
-        for idx, entry in enumerate(load_hico_json(args.ann)):
-            item = parse_hico_entry(entry, idx, args.ann)
-            if item['file_name'] in names:
-                raise ValueError(f'{args.ann} entry {idx} repeats image {item["file_name"]!r}')
-            names[item['file_name']] = len(gts)
-            gts.append(item)
-        preds = load_predictions(args.pred, names)
-        gt, invalid = gt_from_images(gts)
-        meta = hico_meta()
-        result = evaluate_hoi(gt, dets_from_triplets(preds), meta.hoi_object, meta.rare,
-                              mode=args.mode, ap_method=args.ap_method,
-                              max_per_image=args.max_per_image,
-                              classes_without_gt=args.classes_without_gt)
-        n_dets = sum(len(p['score']) for p in preds)
-        print(f'{len(gts)} images, {len(gt.cls)} GT pairs of {int((result.npos > 0).sum())} '
-              f'classes, {n_dets} predicted triplets, mode={args.mode}')
+        hico_io, hoi_eval = import_light()
+        ann = hico_io.read_hico_file(args.ann)
+        gt, invalid, names = hico_io.gt_from_file(ann)
+        del ann
+        pred = hico_io.read_hico_file(args.pred, prediction=True)
+        dets = hico_io.dets_from_file(pred, names)
+        del pred
+        meta = hico_io.hico_meta()
+        result = hoi_eval.evaluate_hoi(gt, dets, meta.hoi_object, meta.rare, mode=args.mode,
+                                       ap_method=args.ap_method,
+                                       max_per_image=args.max_per_image,
+                                       classes_without_gt=args.classes_without_gt)
+        print(f'{gt.num_images} images, {len(gt.cls)} GT pairs of '
+              f'{int((result.npos > 0).sum())} classes, {len(dets.score)} predicted triplets, '
+              f'mode={args.mode}')
         if invalid:
             print(f'note: {invalid} GT HOIs are none of the 600 classes and were left out')
-        print(format_summary(result.summary, f'HICO-DET ({args.mode})'))
+        print(hico_io.format_summary(result.summary, f'HICO-DET ({args.mode})'))
         if args.per_class_out:
-            write_per_class_ap(args.per_class_out, result)
+            hico_io.write_per_class_ap(args.per_class_out, result)
             print(f'per-class AP written to {args.per_class_out}')
     return 0
 

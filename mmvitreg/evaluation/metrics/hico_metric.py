@@ -1,8 +1,5 @@
 """HICO-DET mAP (official protocol, Default and Known-Object settings) as an mmengine metric."""
-import csv
-import os
-import os.path as osp
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from mmengine.evaluator import BaseMetric
@@ -10,8 +7,9 @@ from mmengine.logging import print_log
 
 from mmvitreg.datasets.hico_det import load_hico_json, parse_hico_entry
 from mmvitreg.datasets.hico_meta import hico_meta
-from mmvitreg.evaluation.functional.hoi_eval import (AP_METHODS, EVAL_MODES, HOIDetections,
-                                                     HOIEvalResult, HOIGroundTruth,
+from mmvitreg.evaluation.functional.hico_io import (dets_from_triplets, format_summary,
+                                                    gt_from_images, write_per_class_ap)
+from mmvitreg.evaluation.functional.hoi_eval import (AP_METHODS, EVAL_MODES, HOIEvalResult,
                                                      evaluate_hoi)
 from mmvitreg.registry import METRICS
 
@@ -29,70 +27,6 @@ def _get(obj, key: str, default=None):
     if isinstance(obj, dict):
         return obj.get(key, default)
     return getattr(obj, key, default)
-
-
-def gt_from_images(images: Sequence[dict]) -> Tuple[HOIGroundTruth, int]:
-    """Flat GT pairs of per-image dicts (``bboxes`` (N, 4), ``labels`` (N,) 0..79, ``hois``
-    (M, 3) rows subject, object, verb 0..116). Returns the GT and the number of annotated HOIs
-    that are none of the 600 classes (left out)."""
-    meta = hico_meta()
-    if not images:
-        return HOIGroundTruth(np.zeros(0), np.zeros(0), np.zeros((0, 4)), np.zeros((0, 4)),
-                              num_images=0), 0
-    boxes = [np.asarray(g['bboxes'], dtype=np.float64).reshape(-1, 4) for g in images]
-    hois = [np.asarray(g['hois'], dtype=np.int64).reshape(-1, 3) for g in images]
-    n_box = np.array([len(b) for b in boxes])
-    n_hoi = np.array([len(h) for h in hois])
-    offset = np.repeat(np.cumsum(n_box) - n_box, n_hoi)  # image's first box in the flat list
-    boxes = np.concatenate(boxes)
-    labels = np.concatenate([np.asarray(g['labels'], dtype=np.int64).reshape(-1)
-                             for g in images])
-    hois = np.concatenate(hois)
-    sub, obj = hois[:, 0] + offset, hois[:, 1] + offset
-    cls = meta.hoi_class(hois[:, 2], labels[obj])
-    ok = cls >= 0
-    img = np.repeat(np.arange(len(images)), n_hoi)
-    return HOIGroundTruth(img=img[ok], cls=cls[ok], sub=boxes[sub[ok]], obj=boxes[obj[ok]],
-                          num_images=len(images)), int((~ok).sum())
-
-
-def dets_from_triplets(preds: Sequence[dict]) -> HOIDetections:
-    """Flat detections of per-image dicts (``sub`` (K, 4), ``obj`` (K, 4), ``cls`` (K,) HOI
-    class or -1, ``score`` (K,)); the list position is the image index."""
-    n = [len(p['score']) for p in preds]
-    cat = (lambda key, shape: np.concatenate([np.asarray(p[key]).reshape(shape) for p in preds])
-           if preds else np.zeros((0,) + shape[1:]))
-    return HOIDetections(img=np.repeat(np.arange(len(preds)), n), cls=cat('cls', (-1,)),
-                         sub=cat('sub', (-1, 4)), obj=cat('obj', (-1, 4)),
-                         score=cat('score', (-1,)))
-
-
-def format_summary(summary: Dict[str, float], title: str = 'HICO-DET') -> str:
-    """Two-row table (Default, Known Object) of Full/Rare/Non-rare mAP in percent."""
-    row = '{:<16}{:>9}{:>9}{:>10}'
-    pct = (lambda key: f'{100 * summary[key]:.2f}')
-    lines = [f'{title} mAP (%)', row.format('setting', 'Full', 'Rare', 'Non-rare'),
-             row.format('Default', pct('mAP'), pct('mAP_rare'), pct('mAP_non_rare'))]
-    if 'mAP_ko' in summary:
-        lines.append(row.format('Known Object', pct('mAP_ko'), pct('mAP_ko_rare'),
-                                pct('mAP_ko_non_rare')))
-    lines.append(f'mean max recall (%): {pct("mRec")}')
-    return '\n'.join(lines)
-
-
-def write_per_class_ap(path: str, result: HOIEvalResult) -> None:
-    """CSV with one row per HOI class: id, verb, object, rare, GT count, AP, KO AP, recall."""
-    meta = hico_meta()
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    with open(path, 'w', newline='') as f:
-        writer = csv.writer(f)
-        writer.writerow(['hoi_id', 'verb', 'object', 'rare', 'n_gt', 'ap', 'ap_ko', 'recall'])
-        for c in range(len(result.ap)):
-            writer.writerow([
-                c + 1, meta.verb_names[meta.hoi_verb[c]], meta.object_names[meta.hoi_object[c]],
-                int(meta.rare[c]), int(result.npos[c]), f'{result.ap[c]:.6f}',
-                '' if result.ap_ko is None else f'{result.ap_ko[c]:.6f}',
-                f'{result.recall[c]:.6f}'])
 
 
 @METRICS.register_module()
