@@ -1,8 +1,9 @@
 import os
+import os.path as osp
 
 import pytest
 
-from tests._helpers import REPO
+from tests._helpers import DIGITS_CONFIG, REPO, TINY_DIGITS_OPTIONS, run_main
 
 
 def pytest_collection_modifyitems(config, items):
@@ -18,6 +19,19 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def repo_root() -> str:
     return REPO
+
+
+@pytest.fixture(scope='session')
+def digits_run(tmp_path_factory) -> dict:
+    """One tiny digits training run (1 epoch with validation, in-process ``tools/train.py``),
+    shared by the tests that need a real mmengine checkpoint: ``work_dir``, ``checkpoint``
+    (``epoch_1.pth``: weights, optimizer, message hub, meta)."""
+    work = str(tmp_path_factory.mktemp('digits_run'))
+    run_main('train', [DIGITS_CONFIG, '--work-dir', work, '--cfg-options',
+                       'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+                       *TINY_DIGITS_OPTIONS])
+    return dict(work_dir=work, checkpoint=osp.join(work, 'epoch_1.pth'))
+
 
 @pytest.fixture(autouse=True)
 def _isolated_default_scope():

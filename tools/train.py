@@ -11,16 +11,17 @@ Examples::
 import argparse
 import os.path as osp
 import sys
+from typing import List, Optional
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
 from mmvitreg.utils.cli import (  # noqa: E402
-    add_launch_args, build_runner, enable_amp, load_config,
+    add_launch_args, build_runner, check_resume_trusted, enable_amp, load_config,
     one_line_errors, parse_launch_args, set_work_dir, setup_cpu_distributed,
     shutdown_distributed)
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Train a model (mmpretrain or mmdet config)')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
@@ -35,13 +36,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--no-validate', action='store_true',
                         help='do not evaluate checkpoints during training')
     add_launch_args(parser, 'model.backbone.drop_path_rate=0.1')
-    return parse_launch_args(parser)
+    return parse_launch_args(parser, argv)
 
 
-def main() -> None:
-    args = parse_args()
-    with one_line_errors():
+def main(argv: Optional[List[str]] = None) -> None:
+    """Run the tool; ``argv`` defaults to ``sys.argv[1:]``."""
+    with one_line_errors() as guard:
+        args = parse_args(argv)
         import mmvitreg  # noqa: F401  (registers mmvitreg types in both toolboxes)
+        from mmvitreg.utils.checkpoint import trusted_checkpoints
         cfg = load_config(args.config, args.cfg_options)
         cfg.launcher = args.launcher
         set_work_dir(cfg, args.config, args.work_dir)
@@ -55,9 +58,14 @@ def main() -> None:
             cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
         if args.auto_scale_lr:
             cfg.setdefault('auto_scale_lr', {})['enable'] = True
+        # full unpickling only for the run's own resume checkpoint (or with --trust-checkpoint);
+        # load_from / init_cfg weights are loaded with the safe loader
+        resume_from = check_resume_trusted(cfg, args.trust_checkpoint)
         setup_cpu_distributed(cfg, args.launcher)
-        runner = build_runner(cfg)
-        runner.train()
+        with trusted_checkpoints(resume_from, trust_all=args.trust_checkpoint):
+            runner = build_runner(cfg)
+            guard.watch(runner)
+            runner.train()
         shutdown_distributed()
 
 

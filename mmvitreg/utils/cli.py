@@ -1,37 +1,96 @@
 """Shared plumbing of ``tools/train.py`` and ``tools/test.py`` (one generic pair for mmpretrain
-and mmdet configs): config loading, CPU distributed set-up, AMP selection and one-line errors."""
+and mmdet configs): config loading, CPU distributed set-up, AMP selection, checkpoint trust and
+one-line errors for bad input."""
+import ast
 import os
 import os.path as osp
 import re
 import sys
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Iterator, List, Optional, Sequence
 
 import torch
-from mmengine.config import Config, DictAction  # noqa: F401  (re-exported for the tools)
+from mmengine.config import Config, DictAction
+from mmengine.hooks import Hook
 
 DEBUG_ENV = 'MMVITREG_DEBUG'
 
 
+class CLIError(Exception):
+    """An error whose message is the whole story (printed without a traceback)."""
+
+
+def _flatten_dict_literal(prefix: str, text: str) -> Optional[List[str]]:
+    """``'dict(a=1, b=dict(c=2))'`` -> ``['prefix.a=1', 'prefix.b.c=2']`` (None if not a literal)."""
+    try:
+        node = ast.parse(text.strip(), mode='eval').body
+    except SyntaxError:
+        return None
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == 'dict' \
+            and not node.args and all(kw.arg for kw in node.keywords):
+        items = [(kw.arg, kw.value) for kw in node.keywords]
+    elif isinstance(node, ast.Dict) and all(
+            isinstance(k, ast.Constant) and isinstance(k.value, str) for k in node.keys):
+        items = [(k.value, v) for k, v in zip(node.keys, node.values)]
+    else:
+        return None
+    pairs: List[str] = []
+    for key, value in items:
+        source = ast.get_source_segment(text.strip(), value)
+        nested = _flatten_dict_literal(f'{prefix}.{key}', source)
+        pairs += nested if nested is not None else [f'{prefix}.{key}={source}']
+    return pairs
+
+
+class CfgOptionsAction(DictAction):
+    """mmengine's ``DictAction`` with one-line errors for two common mistakes: ``key value``
+    (a space instead of ``=``) and a whole dict as a value (``key=dict(a=1)``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        for i, item in enumerate(values):
+            if '=' not in item:
+                prev = values[i - 1] if i else ''
+                if prev.endswith('='):
+                    fix = f'write {prev}{item} (no space after =)'
+                elif item.endswith('.py'):
+                    fix = 'put the config file before --cfg-options'
+                elif i + 1 < len(values) and '=' not in values[i + 1]:
+                    fix = f'write {item}={values[i + 1]}'
+                else:
+                    fix = f'write {item}=VALUE'
+                raise CLIError(f"{option_string} takes key=value pairs, got {item!r} without "
+                               f"'='; {fix}")
+            key, value = item.split('=', maxsplit=1)
+            if re.match(r'\s*(dict\s*\(|\{)', value):
+                pairs = _flatten_dict_literal(key, value)
+                fix = ' '.join(pairs) if pairs else f'{key}.NAME=VALUE'
+                raise CLIError(f'{option_string} cannot take a dict as a value ({item!r}); set '
+                               f'its keys one by one: {fix}')
+        super().__call__(parser, namespace, values, option_string)
+
+
 def add_launch_args(parser, cfg_options_example: str) -> None:
-    """The arguments train.py and test.py share: ``--cfg-options``, ``--launcher``, local rank."""
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help=f'override config settings, e.g. {cfg_options_example}')
+    """The arguments train.py and test.py share: ``--cfg-options``, ``--trust-checkpoint``,
+    ``--launcher``, local rank."""
+    parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction,
+                        help=f'override config settings as key=value pairs, e.g. '
+                        f'{cfg_options_example} (a dict value: one pair per key)')
+    parser.add_argument(
+        '--trust-checkpoint', action='store_true',
+        help='fully unpickle the checkpoints this run loads (load_from, init_cfg, the test '
+        'checkpoint, --resume from outside the work dir). By default they are loaded with '
+        "torch's safe weights-only loader; pass this only for files you trust")
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 
-def parse_launch_args(parser):
+def parse_launch_args(parser, argv: Optional[Sequence[str]] = None):
     """Parse, and export ``LOCAL_RANK`` for launchers that pass it as an argument only."""
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
+    args = parser.parse_args(argv)
+    if args.launcher != 'none' and 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
-
-
-class CLIError(Exception):
-    """An error whose message is the whole story (printed without a traceback)."""
 
 
 def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
@@ -138,17 +197,79 @@ def describe_error(exc: BaseException) -> str:
     return f'{type(exc).__name__}: {first}' if not isinstance(exc, CLIError) else first
 
 
-@contextmanager
-def one_line_errors() -> Iterator[None]:
-    """Turn configuration/data errors into ``error: ...`` on stderr and exit status 1.
+def resume_checkpoint(cfg: Config) -> Optional[str]:
+    """The checkpoint a resuming run will restore (``None`` when not resuming or none exists)."""
+    if not cfg.get('resume', False):
+        return None
+    if cfg.get('load_from'):
+        return cfg.load_from
+    from mmengine.runner import find_latest_checkpoint
+    return find_latest_checkpoint(cfg.work_dir)
 
-    Set ``MMVITREG_DEBUG=1`` to get the full traceback instead.
+
+def check_resume_trusted(cfg: Config, trust_all: bool) -> Optional[str]:
+    """Return the resume checkpoint when it may be unpickled in full, else raise a
+    :class:`CLIError`: full training state is only restored from the run's own work dir or
+    with ``--trust-checkpoint``."""
+    path = resume_checkpoint(cfg)
+    if path is None or trust_all:
+        return path
+    work_dir = osp.realpath(cfg.work_dir)
+    if not osp.realpath(path).startswith(work_dir.rstrip(os.sep) + os.sep):
+        raise CLIError(
+            f'--resume restores the full training state, which unpickles arbitrary objects, and '
+            f'{path} is outside this run\'s work dir {cfg.work_dir}; pass --trust-checkpoint if '
+            'you trust the file, or start a new run from its weights with '
+            f'--cfg-options load_from={path}')
+    return path
+
+
+class _RunStartedHook(Hook):
+    """Marks the end of set-up: the first hook call of the train/test loop itself."""
+    priority = 'LOWEST'
+
+    def __init__(self, guard: 'ErrorGuard') -> None:
+        self.guard = guard
+
+    def before_train(self, runner) -> None:
+        self.guard.running = True
+
+    def before_test(self, runner) -> None:
+        self.guard.running = True
+
+
+class ErrorGuard:
+    """Tells :func:`one_line_errors` whether the run has left set-up (then errors keep their
+    traceback)."""
+
+    def __init__(self) -> None:
+        self.running = False
+
+    def watch(self, runner) -> None:
+        """Call with the built runner, before ``runner.train()``/``runner.test()``."""
+        runner.register_hook(_RunStartedHook(self), priority='LOWEST')
+
+
+INPUT_ERRORS = (CLIError, FileNotFoundError, KeyError, ValueError, TypeError, ImportError,
+                NotImplementedError)
+
+
+@contextmanager
+def one_line_errors() -> Iterator[ErrorGuard]:
+    """Turn bad input (config, data paths, checkpoints, arguments) into ``error: ...`` on stderr
+    and exit status 1.
+
+    Only set-up is covered: parsing, loading the config, building the runner, its datasets,
+    hooks and evaluators, and loading checkpoints. Once the train/test loop has started
+    (``guard.watch(runner)`` tells), any exception propagates with its full traceback, since it
+    is a failure of the run rather than of its input. ``MMVITREG_DEBUG=1`` shows the traceback
+    of set-up errors too.
     """
+    guard = ErrorGuard()
     try:
-        yield
-    except (CLIError, FileNotFoundError, KeyError, ValueError, TypeError, ImportError,
-            NotImplementedError) as exc:
-        if os.environ.get(DEBUG_ENV):
+        yield guard
+    except INPUT_ERRORS as exc:
+        if guard.running or os.environ.get(DEBUG_ENV):
             raise
         print(f'error: {describe_error(exc)}  [{DEBUG_ENV}=1 shows the traceback]',
               file=sys.stderr)

@@ -1,9 +1,14 @@
-"""Shared test helpers (constants, running the repo's tools in a subprocess)."""
+"""Shared test helpers: constants, running the repo's tools in a subprocess or in-process."""
+import glob
+import importlib.util
+import logging
 import os
 import os.path as osp
 import subprocess
 import sys
-from typing import List, Optional
+from contextlib import contextmanager
+from types import ModuleType
+from typing import Iterator, List, Optional
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DIGITS_CONFIG = osp.join(REPO, 'configs/vit/vit-tiny-p4_1xb32-15e_digits-16px.py')
@@ -25,3 +30,58 @@ def run_tool(args: List[str], cwd: Optional[str] = None, timeout: int = 600,
         full_env.update(env)
     return subprocess.run([sys.executable] + args, cwd=cwd or REPO, capture_output=True,
                           text=True, timeout=timeout, env=full_env)
+
+
+def load_tool(name: str) -> ModuleType:
+    """Import ``tools/<name>.py`` of this repo as a module (cached), to call its ``main(argv)``."""
+    module_name = f'_mmvitreg_tool_{name.replace("/", "_")}'
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name,
+                                                      osp.join(REPO, 'tools', f'{name}.py'))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[module_name]
+
+
+@contextmanager
+def fresh_mmengine_globals() -> Iterator[None]:
+    """Run a block as if in a fresh process as far as mmengine's named global instances go.
+
+    A Runner registers its logger, message hub and visualizer under ``<config>_<timestamp>``
+    (seconds), so two runs of one config in the same second would share them. Instances created
+    in the block are dropped afterwards (log files closed), the previous ones restored.
+    """
+    from mmengine.logging import MessageHub, MMLogger
+    from mmengine.registry import DefaultScope
+    from mmengine.visualization import Visualizer
+    classes = (MMLogger, MessageHub, Visualizer, DefaultScope)
+    saved = {cls: dict(cls._instance_dict) for cls in classes}
+    try:
+        yield
+    finally:
+        for cls in classes:
+            for name, instance in list(cls._instance_dict.items()):
+                if name not in saved[cls] and isinstance(instance, logging.Logger):
+                    for handler in list(instance.handlers):
+                        handler.close()
+                        instance.removeHandler(handler)
+            cls._instance_dict.clear()
+            cls._instance_dict.update(saved[cls])
+
+
+def run_main(tool: str, args: List[str]) -> None:
+    """Call ``tools/<tool>.py``'s ``main(args)`` in this process (exceptions propagate; bad input
+    raises ``SystemExit(1)`` after printing its ``error:`` line on stderr)."""
+    main = load_tool(tool).main
+    with fresh_mmengine_globals():
+        main([str(a) for a in args])
+
+
+def read_logs(work_dir: str) -> str:
+    """The text of the runner logs (``WORK_DIR/<timestamp>/<timestamp>.log``) of a work dir."""
+    text = []
+    for path in sorted(glob.glob(osp.join(work_dir, '*', '*.log'))):
+        with open(path) as f:
+            text.append(f.read())
+    return '\n'.join(text)

@@ -1,6 +1,7 @@
-"""End to end: tools/train.py trains the tiny QPIC, tools/test.py prints the HICO-DET mAP.
+"""End to end: tools/train.py trains the tiny QPIC, tools/test.py prints the HICO-DET mAP (both
+called in-process through their ``main(argv)``; the analysis tools run as subprocesses).
 
-CI part (~1-2 min): 8 generated images, two (person, object) pairs each, 400 iterations; the
+CI part (~1 min): 8 generated images, two (person, object) pairs each, 400 iterations; the
 evaluated split is the training images themselves, so the test measures whether the model
 *fits* its HOI annotations (object class, verbs, both boxes at IoU >= 0.5). An untrained model
 scores 0; broken matching (queries get inconsistent targets), a broken box/class/verb loss or
@@ -23,6 +24,7 @@ import pytest
 import torch
 
 from mmvitreg.testing.hico import make_hico_dataset
+from tests._helpers import read_logs, run_main
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(ROOT, 'configs', 'qpic', 'qpic_tiny_hico-mini.py')
@@ -67,8 +69,8 @@ def _untrained_checkpoint(path: str) -> str:
 
 
 def _test_map(checkpoint: str, opts: list, work_dir: str, *extra: str) -> float:
-    out = _tool('test.py', CONFIG, checkpoint, '--work-dir', work_dir, *extra,
-                '--cfg-options', *opts)
+    run_main('test', [CONFIG, checkpoint, '--work-dir', work_dir, *extra, '--cfg-options', *opts])
+    out = read_logs(work_dir)
     found = re.findall(r'hico/mAP: ([0-9.]+)', out)
     assert found, out[-3000:]
     assert 'HICO-DET (qpic)' in out  # the metric's summary table is printed
@@ -78,8 +80,8 @@ def _test_map(checkpoint: str, opts: list, work_dir: str, *extra: str) -> float:
 def _train_and_compare(tmp_path, data: str, iters: int, eval_split: str):
     opts = _data_opts(data, eval_split)
     work = str(tmp_path / 'work')
-    _tool('train.py', CONFIG, '--work-dir', work, '--no-validate', '--cfg-options',
-          *opts, *_schedule(iters))
+    run_main('train', [CONFIG, '--work-dir', work, '--no-validate', '--cfg-options',
+                       *opts, *_schedule(iters)])
     trained_ckpt = osp.join(work, f'iter_{iters}.pth')
     assert osp.isfile(trained_ckpt)
     dump = str(tmp_path / 'preds.pkl')

@@ -44,8 +44,12 @@ def strip_checkpoint(src: str, dst: str, keep_training_state: bool = False) -> i
     """Write ``src`` without DRLoc weights to ``dst``; return the number of removed tensors."""
     if not osp.isfile(src):
         raise FileNotFoundError(f'checkpoint not found: {src}')
-    # mmengine checkpoints are full pickles (message hub etc.): load only files you trust.
-    ckpt = torch.load(src, map_location='cpu', weights_only=False)
+    # safe load (weights + meta); the pickled training state only from a file the user trusts
+    from mmvitreg.utils.checkpoint import TRUST_ENV, is_trusted, load_checkpoint_file
+    if keep_training_state and not is_trusted(src):
+        raise ValueError(f'--keep-training-state unpickles the full training state of {src}; '
+                         f'set {TRUST_ENV}=1 if you trust the file')
+    ckpt = load_checkpoint_file(src, map_location='cpu')
     if isinstance(ckpt, Mapping) and 'state_dict' in ckpt:
         state_dict, removed = strip_drloc_state_dict(ckpt['state_dict'])
         out = dict(ckpt) if keep_training_state else {'meta': ckpt.get('meta', {})}
