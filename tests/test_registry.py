@@ -68,7 +68,7 @@ def test_regularized_errors():
         with pytest.raises(ValueError, match='needs `host`'):
             MODELS.build(dict(type='Regularized', host=''))
     with pytest.raises(KeyError, match='unknown regularizer'):
-        mmvitreg.models.apply_regularizers(torch.nn.Linear(2, 2), nosuchreg=dict())
+        mmvitreg.regularizers.apply_regularizers(torch.nn.Linear(2, 2), nosuchreg=dict())
 
 
 def test_digits_dataset_errors():

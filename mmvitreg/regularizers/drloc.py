@@ -261,6 +261,9 @@ def attach_drloc(model: nn.Module, cfg: dict) -> List[SummaryRow]:
     """Attach DRLoc heads to ``model`` and add ``loss_drloc`` to its ``loss`` (in place)."""
     if not isinstance(cfg, dict):
         raise TypeError(f'drloc options must be a dict (or True for the defaults), got {cfg!r}')
+    if not callable(getattr(model, 'loss', None)):
+        raise ValueError(f'DRLoc adds a loss and needs a model with loss(inputs, data_samples) '
+                         f"(e.g. host='ImageClassifier' or a detector), got {type(model).__name__}")
     cfg = dict(cfg)
     cfg.pop('type', None)
     source, index = cfg.pop('source', None), cfg.pop('index', -1)

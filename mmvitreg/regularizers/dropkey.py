@@ -111,7 +111,7 @@ def attach_dropkey(model: nn.Module, cfg: dict) -> List[SummaryRow]:
                     "object queries); use variant='random' for it (a separate `targets` group)")
             dropkey = DropKey(ratio, group['variant'], group['block_size'],
                               chunk_size=group['chunk_size'], backend=group['backend'],
-                              layer_id=layer_id)
+                              layer_id=layer_id, name=name)
             module.add_module(DROPKEY_CHILD, dropkey)
             claimed.add(id(module))
             layer_id += 1

@@ -6,7 +6,7 @@ import os.path as osp
 import pytest
 import torch
 
-from mmvitreg.models.layers.dropkey import DropKey, dropkey_modules, set_dropkey_enabled
+from mmvitreg.ops.dropkey import DropKey, dropkey_modules, set_dropkey_enabled
 from mmvitreg.testing import last_losses, smoke_train
 
 CFG_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),

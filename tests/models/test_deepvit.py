@@ -4,7 +4,7 @@ from mmpretrain.models.utils.attention import MultiheadAttention
 
 import mmvitreg  # noqa: F401
 from mmvitreg.models.backbones.deepvit import DeepViT, DeepViTConvStem, DeepViTLayer
-from mmvitreg.models.layers.reattention import ReAttention, reattention_layer_indices
+from mmvitreg.regularizers.reattention import reattention_layer_indices
 from mmvitreg.registry import MODELS
 
 
@@ -37,11 +37,12 @@ def test_arch_layout():
     assert isinstance(s.patch_embed, DeepViTConvStem) and s.patch_resolution == (14, 14)
     assert all(isinstance(layer, DeepViTLayer) and layer.residual_scale == 0.5
                for layer in s.layers)
-    assert s.layers[15].attn.reatten_scale == pytest.approx(33**-0.5)  # transform_scale
-    assert type(s.layers[10].attn) is MultiheadAttention
+    assert s.layers[15].attn.reattention.scale == pytest.approx(33**-0.5)  # transform_scale
+    assert type(s.layers[15].attn) is MultiheadAttention
+    assert 'reattention' not in s.layers[10].attn._modules
     pure = MODELS.build(dict(type='DeepViT', arch='deepvit-16'))
     assert reattention_layer_indices(pure) == list(range(16))
-    assert pure.layers[0].residual_scale == 1.0 and pure.layers[0].attn.reatten_scale == 1.0
+    assert pure.layers[0].residual_scale == 1.0 and pure.layers[0].attn.reattention.scale == 1.0
     assert pure.layers[0].ln1.eps == 1e-6
 
 
@@ -76,12 +77,12 @@ def test_reattention_override_and_training_step():
     model = MODELS.build(dict(type='DeepViT', arch=TINY, img_size=32, patch_size=4,
                               reattention=dict(layers=[0], norm_cfg=None)))
     assert reattention_layer_indices(model) == [0]
-    assert not hasattr(model.layers[0].attn.var_norm, 'weight')
+    assert not hasattr(model.layers[0].attn.reattention.var_norm, 'weight')
     model.init_weights()
     assert model.cls_token.abs().sum() > 0  # trunc-normal, as in the official code
     model.train()
     model(torch.randn(2, 3, 32, 32))[0].sum().backward()
-    assert model.layers[0].attn.reatten_matrix.weight.grad is not None
+    assert model.layers[0].attn.reattention.reatten_matrix.weight.grad is not None
 
 
 def test_bad_arguments():
@@ -98,4 +99,4 @@ def test_bad_arguments():
 def test_frozen_stages_freeze_the_conv_stem():
     model = DeepViT(arch=TINY, img_size=32, patch_size=4, frozen_stages=1)
     assert not any(p.requires_grad for p in model.patch_embed.parameters())
-    assert isinstance(model.layers[2].attn, ReAttention)
+    assert 'reattention' in model.layers[2].attn._modules

@@ -9,8 +9,9 @@ from mmvitreg.models.backbones.dhvt import DHVT
 from mmvitreg.models.layers.dhvt_layers import (DAFF, HIMHSA, SOPE, head_tokens,
                                                 insert_head_tokens, merge_head_tokens,
                                                 sope_channels, tokens_to_map)
-from mmvitreg.models.utils.attention_adapters import attention_probs, find_attention_modules
 from mmvitreg.registry import MODELS
+from mmvitreg.regularizers import apply_regularizers
+from mmvitreg.regularizers.attention import attention_probs, find_attention_modules
 
 TINY = dict(embed_dims=32, num_layers=2, num_heads=4, feedforward_channels=64)
 
@@ -156,14 +157,15 @@ def test_himhsa_core_receives_head_tokens_and_grid_hints():
     x = torch.randn(2, 1 + 2 * 3, 16)
     calls = []
 
-    def core(q, k, v, attn_mask=None, dropout_p=0., scale=None, grid_hw=None,
-             num_extra_tokens=None):
-        calls.append((tuple(k.shape), grid_hw, num_extra_tokens, scale))
+    def core(q, k, v, attn_mask=None, dropout_p=0., scale=None, grid=None):
+        calls.append((tuple(k.shape), grid.hw, grid.num_extra_tokens, scale))
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
 
     with torch.no_grad():
         plain = attn(x, (2, 3))
-        custom = attn.attend(x, core, (2, 3))
+        attn.attention = core  # the attention step is one overridable method
+        custom = attn(x, (2, 3))
+        del attn.attention
         out, maps = attention_probs(attn, x, (2, 3))
     assert calls == [((2, 4, 1 + 4 + 6, 4), (2, 3), 1 + 4, 0.5)]
     assert torch.allclose(plain, custom, atol=1e-6) and torch.allclose(plain, out, atol=1e-5)
@@ -173,8 +175,8 @@ def test_himhsa_core_receives_head_tokens_and_grid_hints():
 
 def test_dhvt_with_dropkey_changes_training_output_only():
     torch.manual_seed(0)
-    model = DHVT(arch=TINY, patch_size=4, drop_path_rate=0.,
-                 dropkey=dict(ratio=0.5, schedule='constant', variant='block'))
+    model = apply_regularizers(DHVT(arch=TINY, patch_size=4, drop_path_rate=0.),
+                               dropkey=dict(ratio=0.5, schedule='constant', variant='block'))
     assert len(find_attention_modules(model)) == 2
     assert all(layer.attn.dropkey.ratio == 0.5 for layer in model.layers)
     assert not any('dropkey' in k for k in model.state_dict())
@@ -220,8 +222,9 @@ def test_bad_inputs_have_clear_errors():
         DHVT(arch=TINY, out_type='tokens')
     with pytest.raises(ValueError, match=r'DHVT out_indices must be in \[-2, 1\], got 2'):
         DHVT(arch=TINY, out_indices=2)
-    with pytest.raises(KeyError, match='unknown regularizer'):
-        DHVT(arch=TINY, not_a_regularizer=dict())
+    with pytest.raises(TypeError, match="'not_a_regularizer'.*known regularizer keys"):
+        MODELS.build(dict(type='Regularized', host='DHVT', arch=TINY,
+                          not_a_regularizer=dict()))
 
 
 def test_official_init_and_norm_eval():

@@ -8,11 +8,11 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 import mmvitreg  # noqa: F401  (registration)
-from mmvitreg.models.layers import dropkey as dk
-from mmvitreg.models.layers.dropkey import DropKey, dropkey_modules, set_dropkey_enabled
-from mmvitreg.models.utils.attention_adapters import (attention_probs, find_attention_modules,
-                                                      match_target)
+from mmvitreg.ops.dropkey import (DropKey, dropkey_modules, set_dropkey_enabled,
+                                  set_dropkey_sampling)
 from mmvitreg.registry import MODELS
+from mmvitreg.regularizers.attention import (attention_probs, find_attention_modules,
+                                             match_target)
 
 TINY_ARCH = dict(embed_dims=32, num_layers=4, num_heads=2, feedforward_channels=64)
 
@@ -70,25 +70,43 @@ def test_backbone_hosts_train_eval_and_checkpoint(host, tmp_path):
         assert torch.allclose(_flat(model(x)), _flat(plain(x)), atol=1e-5)
 
 
-def test_masked_fraction_follows_schedule_per_layer(monkeypatch):
+def _record_calls(model):
+    """Forward pre-hooks on every DropKey module recording its calls: the module, the shapes
+    of q and k, and the key grid the attention site gave it."""
+    calls = []
+
+    def hook(module, args, kwargs):
+        q, k = args[:2]
+        calls.append((module, tuple(q.shape), tuple(k.shape), kwargs.get('grid')))
+
+    for m in dropkey_modules(model):
+        m.register_forward_pre_hook(hook, with_kwargs=True)
+    return calls
+
+
+def _dropped_fraction(module, q_shape, k_shape, grid):
+    """Fraction of keys DropKey ``module`` drops in a call of these shapes: with zero queries
+    and identity values, each output row is uniform over the kept keys (zero where dropped)."""
+    nk = k_shape[-2]
+    q = torch.zeros(q_shape[:-1] + (nk, ))  # head size = nk, like the identity values
+    k = torch.zeros(k_shape[:-1] + (nk, ))
+    v = torch.eye(nk).expand(k_shape[:-1] + (nk, ))
+    out = module(q, k, v, grid=grid)
+    return (out == 0).float().mean().item(), out.numel()
+
+
+def test_masked_fraction_follows_schedule_per_layer():
     torch.manual_seed(0)
     model = _build(HOSTS['vit'], ratio=0.6, schedule='decrease', min_ratio=0.2)
     model.train()  # (mmpretrain's ViT.train returns None)
-    seen = []
-    real = dk.sample_keep_mask
-
-    def spy(shape, ratio, *args, **kwargs):
-        keep = real(shape, ratio, *args, **kwargs)
-        seen.append((ratio, 1 - keep.float().mean().item(), keep.numel()))
-        return keep
-
-    monkeypatch.setattr(dk, 'sample_keep_mask', spy)
+    calls = _record_calls(model)
     with torch.no_grad():
         model(torch.randn(8, 3, 32, 32))
-    expected = [0.6, 0.6 - 0.4 / 3, 0.2 + 0.4 / 3, 0.2]
-    assert [r for r, _, _ in seen] == pytest.approx(expected)
-    for (ratio, frac, n), want in zip(seen, expected):
-        assert abs(frac - want) < 5 * (want * (1 - want) / n)**0.5 + 1e-3
+        expected = [0.6, 0.6 - 0.4 / 3, 0.2 + 0.4 / 3, 0.2]
+        assert [m.ratio for m, *_ in calls] == pytest.approx(expected)  # one call per layer
+        for (module, q_shape, k_shape, grid), want in zip(calls, expected):
+            frac, n = _dropped_fraction(module, q_shape, k_shape, grid)
+            assert abs(frac - want) < 5 * (want * (1 - want) / n)**0.5 + 1e-3
 
 
 def test_regularized_model_host_targets_and_mc_averaging():
@@ -110,13 +128,13 @@ def test_regularized_model_host_targets_and_mc_averaging():
         scores = torch.stack([p.pred_score for p in preds])
         assert torch.allclose(scores.sum(1), torch.ones(3), atol=1e-5)
         assert not torch.allclose(scores, single, atol=1e-4)  # MC differs from the plain pass
-        # MC = mean of N sampled passes: reproduce it with the same RNG stream
-        torch.manual_seed(1)
+        # MC = mean of N sampled passes: reproduce it with the same mask stream (a copy: masks
+        # depend on each module's call counter, not on the global RNG)
+        twin = copy.deepcopy(model)
         preds = model.predict(x)
-        torch.manual_seed(1)
-        dk.set_dropkey_sampling(model, True)
-        manual = sum(model.head(model.extract_feat(x)).softmax(1) for _ in range(4)) / 4
-        dk.set_dropkey_sampling(model, False)
+        set_dropkey_sampling(twin, True)
+        manual = sum(twin.head(twin.extract_feat(x)).softmax(1) for _ in range(4)) / 4
+        set_dropkey_sampling(twin, False)
         assert torch.allclose(torch.stack([p.pred_score for p in preds]), manual, atol=1e-5)
     assert not any(m.sampling for m in dropkey_modules(model))
 
@@ -132,12 +150,19 @@ def test_mc_samples_needs_classifier_and_unknown_keys_raise():
         _build(HOSTS['vit'], ratio=1.5)
 
 
-def test_block_variant_reads_grid_from_patch_embed():
+def test_block_variant_on_a_non_square_vit_grid_is_a_clear_error():
+    """mmpretrain ViT attention knows its class token but not the patch grid's shape: square
+    grids work, a non-square input is refused with one error instead of a wrong layout."""
     cfg = dict(HOSTS['vit'], img_size=(32, 48))
     model = _build(cfg, ratio=0.3, variant='cross', block_size=3, schedule='constant')
     model.train()
-    model(torch.randn(1, 3, 32, 48))  # 4x6 grid + 1 class token = 25 keys, not a square
-    assert dropkey_modules(model)[0].grid_source.hw == (4, 6)
+    calls = _record_calls(model)
+    assert torch.isfinite(_flat(model(torch.randn(1, 3, 32, 32)))).all()
+    assert calls[0][3].hw == (4, 4) and calls[0][3].num_extra_tokens == 1
+    with pytest.raises(ValueError, match='grid'):
+        model(torch.randn(1, 3, 32, 48))  # 4x6 grid + 1 class token = 25 keys, not a square
+    model.eval()
+    assert torch.isfinite(_flat(model(torch.randn(1, 3, 32, 48)))).all()  # eval: host forward
 
 
 def test_match_target_rules():
@@ -286,8 +311,9 @@ def test_plain_vit_dropkey_non_square(variant):
                pretrain_img_size=32, drop_path_rate=0.0)
     torch.manual_seed(0)
     plain = MODELS.build(cfg)
-    model = MODELS.build(dict(cfg, dropkey=dict(ratio=0.4, schedule='constant', variant=variant,
-                                                block_size=2)))
+    model = MODELS.build(dict(cfg, type='Regularized', host='PlainViT',
+                              dropkey=dict(ratio=0.4, schedule='constant', variant=variant,
+                                           block_size=2)))
     model.load_state_dict(plain.state_dict(), strict=True)
     assert len(dropkey_modules(model)) == 4
     x = torch.randn(2, 3, 72, 40)  # 9x5 token grid: windows of 3 pad, global blocks see 9x5
@@ -298,18 +324,9 @@ def test_plain_vit_dropkey_non_square(variant):
         assert ref.shape == (2, 32, 9, 5)
         assert torch.equal(model(x)[0], ref)
     model.train()
-    seen = []
-    real = dk.sample_keep_mask
-
-    def spy(shape, ratio, variant='random', **kw):
-        seen.append(kw.get('grid_hw'))
-        return real(shape, ratio, variant, **kw)
-
-    dk.sample_keep_mask, saved = spy, dk.sample_keep_mask
-    try:
-        out = model(x)[0]
-    finally:
-        dk.sample_keep_mask = saved
+    calls = _record_calls(model)
+    out = model(x)[0]
+    seen = [grid.hw for *_, grid in calls]
     assert not torch.allclose(out, ref, atol=1e-5)
     out.sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

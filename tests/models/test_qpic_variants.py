@@ -19,7 +19,7 @@ def _train(variant: str, tmp_path):
 
 def test_dropkey_variant_trains_one_iteration(tmp_path):
     from mmvitreg.models.detectors import QPIC
-    from mmvitreg.models.layers.dropkey import dropkey_modules
+    from mmvitreg.ops.dropkey import dropkey_modules
     runner, _ = _train('dropkey_', tmp_path)
     model = runner.model
     assert isinstance(model, QPIC)

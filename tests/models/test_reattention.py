@@ -4,10 +4,13 @@ import torch.nn as nn
 from mmpretrain.models.utils.attention import MultiheadAttention
 
 import mmvitreg  # noqa: F401
-from mmvitreg.models import apply_regularizers
-from mmvitreg.models.layers.reattention import (ReAttention, apply_reattention, find_mha_modules,
-                                                reattend, reattention_layer_indices)
+from mmvitreg.models.layers.reattention import ReAttention
 from mmvitreg.registry import MODELS
+from mmvitreg.regularizers import apply_regularizers
+from mmvitreg.regularizers.attention import attention_probs, find_attention_modules
+from mmvitreg.regularizers.reattention import (attach_reattention, reattend,
+                                               reattention_layer_indices)
+from mmvitreg.regularizers.site import site_of
 
 TINY_VIT = dict(type='VisionTransformer',
                 arch=dict(embed_dims=32, num_layers=4, num_heads=4, feedforward_channels=64),
@@ -57,20 +60,24 @@ def test_gradients_reach_the_head_transform():
     _, reatt = _pair()
     reatt.train()
     reatt(torch.randn(2, 9, 32)).sum().backward()
-    for p in (reatt.reatten_matrix.weight, reatt.reatten_matrix.bias, reatt.var_norm.weight,
+    mixing = reatt.reattention
+    for p in (mixing.reatten_matrix.weight, mixing.reatten_matrix.bias, mixing.var_norm.weight,
               reatt.qkv.weight):
         assert p.grad is not None and p.grad.abs().sum() > 0
 
 
 def test_official_parameters_and_init():
     reatt = ReAttention(32, 4, transform_scale=True)
-    assert isinstance(reatt.reatten_matrix, nn.Conv2d) and reatt.reatten_matrix.bias is not None
-    assert isinstance(reatt.var_norm, nn.BatchNorm2d)
-    assert reatt.reatten_scale == pytest.approx(8**-0.5)
+    mixing = reatt.reattention
+    assert isinstance(mixing.reatten_matrix, nn.Conv2d) and mixing.reatten_matrix.bias is not None
+    assert isinstance(mixing.var_norm, nn.BatchNorm2d)
+    assert mixing.scale == pytest.approx(8**-0.5)
+    assert {'reattention.reatten_matrix.weight', 'reattention.reatten_matrix.bias',
+            'reattention.var_norm.running_mean'} <= set(reatt.state_dict())
     with torch.no_grad():
-        reatt.reatten_matrix.weight.fill_(3.)
+        mixing.reatten_matrix.weight.fill_(3.)
     reatt.init_weights()  # restores PyTorch's default conv init (official)
-    assert reatt.reatten_matrix.weight.abs().max() <= 4**-0.5 + 1e-6
+    assert mixing.reatten_matrix.weight.abs().max() <= 4**-0.5 + 1e-6
     with pytest.raises(ValueError, match="transform_init must be one of"):
         ReAttention(32, 4, transform_init='eye')
 
@@ -78,7 +85,7 @@ def test_official_parameters_and_init():
 def test_attention_map_matches_forward():
     _, reatt = _pair(norm_cfg=None, transform_init='identity')
     x = torch.randn(1, 5, 32)
-    maps = reatt.attention_map(x)
+    _, (maps, ) = attention_probs(reatt, x, stage='mixed')  # the re-generated maps
     assert maps.shape == (1, 4, 5, 5)
     assert torch.allclose(maps.sum(-1), torch.ones(1, 4, 5), atol=1e-5)
 
@@ -91,30 +98,32 @@ def test_regularized_swaps_last_k_keeping_weights():
                               reattention=dict(last_k=2)))
     assert type(model).__name__ == 'VisionTransformer'
     assert reattention_layer_indices(model) == [2, 3]
-    assert isinstance(model.layers[3].attn, ReAttention)
-    assert type(model.layers[1].attn) is MultiheadAttention
+    assert type(model.layers[3].attn) is MultiheadAttention  # the host class is kept ...
+    assert 'reattention' in model.layers[3].attn._modules  # ... with a head-mixing child
+    assert 'reattention' not in model.layers[1].attn._modules
     sd_plain = plain.state_dict()
     for k, v in model.state_dict().items():
         if k in sd_plain:
             assert torch.equal(v, sd_plain[k]), k
     extra = set(model.state_dict()) - set(sd_plain)
-    assert extra and all('reatten_matrix' in k or 'var_norm' in k for k in extra)
+    assert extra and all('.attn.reattention.reatten_matrix.' in k or
+                         '.attn.reattention.var_norm.' in k for k in extra)
     model.eval()
     assert model(torch.randn(2, 3, 16, 16))[0].shape == (2, 32)
 
 
 def test_regularizer_all_layers_explicit_layers_and_errors():
     model = MODELS.build(TINY_VIT)
-    apply_reattention(model, dict(layers=[0, -1], transform_init='identity', norm_cfg=None))
+    attach_reattention(model, dict(layers=[0, -1], transform_init='identity', norm_cfg=None))
     assert reattention_layer_indices(model) == [0, 3]
     apply_regularizers(model, reattention=True)  # all layers; existing ones are kept
     assert reattention_layer_indices(model) == [0, 1, 2, 3]
     with pytest.raises(ValueError, match=r'last_k must be in \[0, 4\], got 9'):
-        apply_reattention(MODELS.build(TINY_VIT), dict(last_k=9))
+        attach_reattention(MODELS.build(TINY_VIT), dict(last_k=9))
     with pytest.raises(KeyError, match='unknown reattention option'):
-        apply_reattention(MODELS.build(TINY_VIT), dict(last=2))
-    with pytest.raises(ValueError, match='found no mmpretrain MultiheadAttention'):
-        apply_reattention(nn.Linear(2, 2), {})
+        attach_reattention(MODELS.build(TINY_VIT), dict(last=2))
+    with pytest.raises(ValueError, match='found no supported attention module in Linear'):
+        attach_reattention(nn.Linear(2, 2), {})
 
 
 def test_swapped_model_trains_and_checkpoints_roundtrip():
@@ -122,11 +131,11 @@ def test_swapped_model_trains_and_checkpoints_roundtrip():
                               reattention=dict(last_k=1)))
     model.train()
     model(torch.randn(2, 3, 16, 16))[0].sum().backward()
-    assert model.layers[3].attn.reatten_matrix.weight.grad is not None
+    assert model.layers[3].attn.reattention.reatten_matrix.weight.grad is not None
     fresh = MODELS.build(dict(TINY_VIT, type='Regularized', host='VisionTransformer',
                               reattention=dict(last_k=1)))
     fresh.load_state_dict(model.state_dict(), strict=True)
-    assert len(find_mha_modules(fresh)) == 4
+    assert len(find_attention_modules(fresh)) == 4
 
 
 def test_pickle_and_deepcopy():
@@ -135,27 +144,38 @@ def test_pickle_and_deepcopy():
     model = MODELS.build(dict(TINY_VIT, type='Regularized', host='VisionTransformer',
                               reattention=dict(last_k=1)))
     clone = pickle.loads(pickle.dumps(copy.deepcopy(model)))
-    assert isinstance(clone.layers[3].attn, ReAttention)
+    attn = clone.layers[3].attn
+    assert 'reattention' in attn._modules
+    site = site_of(attn, type(vars(attn)['scaled_dot_product_attention']))
+    assert site is not None and site.host is attn
 
 
 # ---------------------------------------------------------------- DropKey composition
-def test_adapter_masks_logits_before_softmax_and_transforms_after():
-    import torch.nn.functional as F
-    from mmvitreg.models.utils.attention_adapters import get_attention_adapter
+class _FixedDrop(nn.Module):
+    """Stands in for DropKey with a known keep mask."""
+    active = True
+
+    def __init__(self, keep):
+        super().__init__()
+        self.keep = keep
+
+    def keep_mask(self, q, k, attn_mask=None, grid=None):
+        return self.keep
+
+
+def test_site_masks_logits_before_softmax_and_transforms_after():
     _, reatt = _pair(seed=1)
     reatt.eval()
     x = torch.randn(2, 6, 32)
     keep = torch.rand(2, 4, 6, 6) > 0.3
     keep[..., 0] = True
-
-    def masked_core(q, k, v, attn_mask=None, dropout_p=0.0, scale=None, **kwargs):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=keep, scale=scale)
-
-    out = get_attention_adapter(reatt).forward(reatt, x, attention_fn=masked_core)
-    q, k, v = reatt._qkv(x)
-    logits = (q @ k.transpose(-2, -1)) * reatt.scale
+    reatt.dropkey = _FixedDrop(keep)
+    out = reatt(x)
+    q, k, v = reatt.qkv(x).reshape(2, 6, 3, 4, 8).permute(2, 0, 3, 1, 4)
+    logits = (q @ k.transpose(-2, -1)) * 8**-0.5
     probs = logits.masked_fill(~keep, float('-inf')).softmax(-1)
-    maps = reatt.var_norm(reatt.reatten_matrix(probs))
+    mixing = reatt.reattention
+    maps = mixing.var_norm(mixing.reatten_matrix(probs))
     expected = reatt.proj((maps @ v).transpose(1, 2).reshape(2, 6, 32))
     assert torch.allclose(out, expected, atol=1e-5)
 
@@ -165,7 +185,7 @@ def test_reattention_composes_with_dropkey_regularizer():
                reattention=dict(last_k=2), dropkey=dict(ratio=0.5, schedule='constant'))
     model = MODELS.build(cfg)
     attn = model.layers[3].attn
-    assert isinstance(attn, ReAttention) and attn.dropkey.ratio == 0.5
+    assert 'reattention' in attn._modules and attn.dropkey.ratio == 0.5
     x = torch.randn(2, 3, 16, 16)
     model.eval()  # DropKey inactive: exactly the Re-attention forward
     with torch.no_grad():
@@ -177,7 +197,7 @@ def test_reattention_composes_with_dropkey_regularizer():
     torch.manual_seed(0)
     with_dk = model(x)[0]
     with_dk.sum().backward()
-    assert attn.reatten_matrix.weight.grad.abs().sum() > 0
+    assert attn.reattention.reatten_matrix.weight.grad.abs().sum() > 0
     for layer in model.layers:
         layer.attn.dropkey.ratio = 0.0
     torch.manual_seed(0)

@@ -12,7 +12,7 @@ from typing import Optional
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
-from mmvitreg.models.layers.dropkey import dropkey_modules
+from mmvitreg.ops.dropkey import dropkey_modules
 from mmvitreg.registry import HOOKS
 
 __all__ = ['DropKeyScheduleHook']
