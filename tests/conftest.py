@@ -35,17 +35,22 @@ def digits_run(tmp_path_factory) -> dict:
 
 @pytest.fixture(autouse=True)
 def _isolated_default_scope():
-    """Each test starts without a default scope, as in a fresh process, and cannot leak one.
+    """Each test starts without a default scope or visualizer, as in a fresh process, and cannot
+    leak one.
 
-    mmengine keeps the default scope in a process-wide registry (the latest ``DefaultScope``
-    instance wins), so a test that builds an mmdet Runner would otherwise change how unprefixed
-    type names resolve in every later test.
+    mmengine keeps the default scope and the visualizers in process-wide registries (the latest
+    instance wins; an instance is reused by name, and runner names are timestamps to the second),
+    so a test that builds an mmdet Runner would otherwise change how unprefixed type names
+    resolve, or which visualizer a visualization hook draws with, in later tests.
     """
     from mmengine.registry import DefaultScope
-    saved = DefaultScope._instance_dict.copy()
-    DefaultScope._instance_dict.clear()
+    from mmengine.visualization import Visualizer
+    saved = [(cls, cls._instance_dict.copy()) for cls in (DefaultScope, Visualizer)]
+    for cls, _ in saved:
+        cls._instance_dict.clear()
     try:
         yield
     finally:
-        DefaultScope._instance_dict.clear()
-        DefaultScope._instance_dict.update(saved)
+        for cls, instances in saved:
+            cls._instance_dict.clear()
+            cls._instance_dict.update(instances)

@@ -5,22 +5,23 @@ import os.path as osp
 import numpy as np
 from PIL import Image
 
-from tests._helpers import DIGITS_CONFIG, TINY_DIGITS_OPTIONS, run_tool
+import pytest
 
-TOOL = 'tools/analysis_tools/attention_collapse.py'
-VIS = 'tools/visualization/vis_attention.py'
+from tests._helpers import DIGITS_CONFIG, TINY_DIGITS_OPTIONS, run_main
+
+TOOL = 'analysis_tools/attention_collapse'
+VIS = 'visualization/vis_attention'
 REATT = ['model.backbone.type=Regularized', 'model.backbone.host=VisionTransformer',
          'model.backbone.reattention.last_k=2']
 
 
-def test_tool_prints_matrix_and_writes_heatmap(tmp_path):
+def test_tool_prints_matrix_and_writes_heatmap(tmp_path, capsys):
     out = tmp_path / 'collapse'
-    proc = run_tool([TOOL, DIGITS_CONFIG, '--num-batches', '2', '--batch-size', '4',
-                     '--out-dir', str(out), '--cfg-options',
-                     'val_dataloader.dataset.num_samples=8', *REATT])
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert '6 layers, 3 heads, 8 images' in proc.stdout
-    assert 'adjacent layers:' in proc.stdout
+    run_main(TOOL, [DIGITS_CONFIG, '--num-batches', '2', '--batch-size', '4', '--out-dir', out,
+                    '--cfg-options', 'val_dataloader.dataset.num_samples=8', *REATT])
+    printed = capsys.readouterr().out
+    assert '6 layers, 3 heads, 8 images' in printed
+    assert 'adjacent layers:' in printed
     assert (out / 'similarity.png').stat().st_size > 1000
     sim = np.load(out / 'similarity.npy')
     assert sim.shape == (6, 6, 3)
@@ -30,26 +31,25 @@ def test_tool_prints_matrix_and_writes_heatmap(tmp_path):
     assert summary['images'] == 8 and len(summary['similarity']) == 6
 
 
-def test_tool_errors_are_one_line(tmp_path):
-    proc = run_tool([TOOL, DIGITS_CONFIG, str(tmp_path / 'missing.pth'), '--out-dir',
-                     str(tmp_path)])
-    assert proc.returncode == 1
-    assert 'error: ' in proc.stderr and 'missing.pth' in proc.stderr
-    assert 'Traceback' not in proc.stderr
+def test_tool_errors_are_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(TOOL, [DIGITS_CONFIG, tmp_path / 'missing.pth', '--out-dir', tmp_path])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert 'error: ' in err and 'missing.pth' in err and len(err.strip().splitlines()) == 1
 
 
-def test_vis_attention_writes_png(tmp_path):
+def test_vis_attention_writes_png(tmp_path, capsys):
     img = np.zeros((40, 40, 3), np.uint8)
     img[8:24, 10:30] = (255, 0, 0)
     Image.fromarray(img).save(tmp_path / 'in.png')
     out = tmp_path / 'vis' / 'attn.png'
-    proc = run_tool([VIS, DIGITS_CONFIG, '--img', str(tmp_path / 'in.png'), '--out', str(out),
-                     '--layers', '0', '5', '--head', '1', '--cfg-options', *REATT])
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert 'of 2 layers' in proc.stdout and out.stat().st_size > 1000
-    bad = run_tool([VIS, DIGITS_CONFIG, '--img', str(tmp_path / 'in.png'), '--out', str(out),
-                    '--layers', '9'])
-    assert bad.returncode == 1 and 'out of range for 6 attention layers' in bad.stderr
+    run_main(VIS, [DIGITS_CONFIG, '--img', tmp_path / 'in.png', '--out', out, '--layers', '0',
+                   '5', '--head', '1', '--cfg-options', *REATT])
+    assert 'of 2 layers' in capsys.readouterr().out and out.stat().st_size > 1000
+    with pytest.raises(SystemExit):
+        run_main(VIS, [DIGITS_CONFIG, '--img', tmp_path / 'in.png', '--out', out, '--layers', '9'])
+    assert 'out of range for 6 attention layers' in capsys.readouterr().err
 
 
 def test_hook_runs_after_validation(tmp_path):

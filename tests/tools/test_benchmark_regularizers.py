@@ -101,15 +101,18 @@ def test_sweep_table_csv_plots_and_rerun(preset, tmp_path):
     assert _csv(osp.join(wd, 'runs.csv')) == runs
 
 
-def test_dry_run_and_one_line_errors(preset, tmp_path):
-    proc = run_tool([TOOL, preset, '--work-dir', str(tmp_path / 'w'), '--dry-run',
-                     '--variants', 'dropkey', '--repeats', '3'])
-    assert proc.returncode == 0, proc.stderr
-    assert '1 variants x 3 seeds = 3 runs' in proc.stdout
-    assert 'dropkey/seed2' in proc.stdout and 'to run' in proc.stdout
-    proc = run_tool([TOOL, preset, '--variants', 'nope', '--dry-run'])
-    assert proc.returncode == 1
-    last = proc.stderr.strip().splitlines()[-1]
+def test_dry_run_and_one_line_errors(preset, tmp_path, capsys):
+    from mmvitreg.benchmark.cli import main
+    main([preset, '--work-dir', str(tmp_path / 'w'), '--dry-run', '--variants', 'dropkey',
+          '--repeats', '3'])
+    out = capsys.readouterr().out
+    assert '1 variants x 3 seeds = 3 runs' in out
+    assert 'dropkey/seed2' in out and 'to run' in out
+    with pytest.raises(SystemExit) as exit_info:
+        main([preset, '--variants', 'nope', '--dry-run'])
+    assert exit_info.value.code == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("error: KeyError: unknown variant 'nope'")
-    proc = run_tool([TOOL, DIGITS_CONFIG, '--dry-run'])
-    assert proc.returncode == 1 and 'is not a benchmark preset' in proc.stderr
+    with pytest.raises(SystemExit):
+        main([DIGITS_CONFIG, '--dry-run'])
+    assert 'is not a benchmark preset' in capsys.readouterr().err
