@@ -35,7 +35,7 @@ from mmvitreg.ops.token_grid import TokenGrid, square_grid
 from .site import Site, site_of
 
 __all__ = [
-    'AttentionSite', 'SlotAttentionSite', 'ATTENTION_SITES', 'register_attention_site',
+    'AttentionSite', 'SlotAttentionSite', 'AttentionSlot', 'ATTENTION_SITES', 'register_attention_site',
     'attention_site_class', 'attend', 'find_attention_modules', 'match_target',
     'attention_probs', 'active_mechanisms', 'AttentionRecorder', 'install_attention_site',
     'supported_attention_types', 'DROPKEY_CHILD', 'REATTENTION_CHILD'
@@ -190,6 +190,21 @@ class SlotAttentionSite(AttentionSite):
 ATTENTION_SITES: Dict[type, Type[AttentionSite]] = {}
 
 
+class AttentionSlot:
+    """Base of mmvitreg's own attention modules: :meth:`attention` is their softmax step.
+
+    Subclasses compute ``q, k, v`` and call ``self.attention(..., grid=TokenGrid(...))``; the
+    :class:`SlotAttentionSite` (registered for this class, so for every subclass) routes it.
+    """
+
+    def attention(self, q: Tensor, k: Tensor, v: Tensor, *, attn_mask: Optional[Tensor] = None,
+                  dropout_p: float = 0.0, scale: Optional[float] = None,
+                  grid: Optional[TokenGrid] = None) -> Tensor:
+        """Plain SDPA; the key ``grid`` is for the mechanisms routed here by the site."""
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
+                                              scale=scale)
+
+
 def register_attention_site(*host_classes: type) -> Callable:
     """Class decorator: ``site_cls`` routes instances of ``host_classes`` (and subclasses)."""
 
@@ -199,6 +214,9 @@ def register_attention_site(*host_classes: type) -> Callable:
         return site_cls
 
     return _register
+
+
+ATTENTION_SITES[AttentionSlot] = SlotAttentionSite
 
 
 def attention_site_class(module: nn.Module) -> Optional[Type[AttentionSite]]:

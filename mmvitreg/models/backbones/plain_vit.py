@@ -32,13 +32,13 @@ from mmpretrain.models.backbones.vit_sam import (add_decomposed_rel_pos, window_
 from mmpretrain.models.utils import LayerNorm2d, build_norm_layer, resize_pos_embed
 
 from mmvitreg.ops.token_grid import TokenGrid
-from mmvitreg.regularizers.attention import SlotAttentionSite, register_attention_site
+from mmvitreg.regularizers.attention import AttentionSlot
 from mmvitreg.registry import MODELS
 
 __all__ = ['PlainViT', 'PlainViTAttention', 'PlainViTBlock', 'SimpleFeaturePyramid']
 
 
-class PlainViTAttention(BaseModule):
+class PlainViTAttention(AttentionSlot, BaseModule):
     """Multi-head self-attention on a ``(B, H, W, C)`` token grid, optional decomposed rel-pos.
 
     Args:
@@ -70,14 +70,6 @@ class PlainViTAttention(BaseModule):
             trunc_normal_(self.rel_pos_h, std=0.02)
             trunc_normal_(self.rel_pos_w, std=0.02)
 
-    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
-                  attn_mask: Optional[torch.Tensor] = None, dropout_p: float = 0.0,
-                  scale: Optional[float] = None,
-                  grid: Optional[TokenGrid] = None) -> torch.Tensor:
-        """The attention step (plain SDPA); regularizers reach it through its site."""
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
-                                              scale=scale)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
         N = H * W
@@ -94,9 +86,6 @@ class PlainViTAttention(BaseModule):
                              grid=TokenGrid((H, W), 0))
         out = out.transpose(1, 2).reshape(B, H, W, C)
         return self.proj_drop(self.proj(out))
-
-
-register_attention_site(PlainViTAttention)(SlotAttentionSite)
 
 
 class PlainViTBlock(BaseModule):

@@ -21,8 +21,8 @@ The one generalisation: the official code hard-codes square token grids (``sqrt(
 grid ``(H, W)`` is passed explicitly, so non-square inputs (detection) work unchanged.
 
 HI-MHSA computes its attention step in the :meth:`HIMHSA.attention` method with the key grid
-given, and registers the generic attention site for it, so the ``dropkey``/``reattention``
-regularizers and the attention-map diagnostics work on DHVT without DHVT-specific code.
+given (it is an ``AttentionSlot``), so the ``dropkey``/``reattention`` regularizers and the
+attention-map diagnostics work on DHVT without DHVT-specific code.
 """
 import math
 from typing import Callable, List, Optional, Tuple, Union
@@ -35,12 +35,12 @@ from mmcv.cnn.bricks import DropPath
 from mmengine.model.weight_init import trunc_normal_
 
 from mmvitreg.ops.token_grid import TokenGrid
-from mmvitreg.regularizers.attention import SlotAttentionSite, register_attention_site
+from mmvitreg.regularizers.attention import AttentionSlot
 from mmvitreg.registry import MODELS
 
 __all__ = [
     'sope_channels', 'tokens_to_map', 'map_to_tokens', 'head_tokens', 'insert_head_tokens',
-    'merge_head_tokens', 'cls_token_reweight', 'Affine', 'SOPE', 'DAFF', 'HIMHSA', 'HIMHSAAdapter',
+    'merge_head_tokens', 'cls_token_reweight', 'Affine', 'SOPE', 'DAFF', 'HIMHSA',
     'DHVTBlock'
 ]
 
@@ -282,7 +282,7 @@ class DAFF(nn.Module):
 
 
 @MODELS.register_module()
-class HIMHSA(nn.Module):
+class HIMHSA(AttentionSlot, nn.Module):
     """Head-Interacting Multi-Head Self-Attention.
 
     :func:`head_tokens` adds one token per head to the sequence, standard multi-head attention
@@ -293,7 +293,7 @@ class HIMHSA(nn.Module):
 
     The attention step is :meth:`attention` (plain SDPA; keys ``[cls; head tokens; H x W]``,
     i.e. ``num_extra_tokens = 1 + h``). DropKey (``Regularized(..., dropkey=...)``) reaches it
-    through the attention site registered for this class: it masks keys of the pre-softmax
+    through the attention site of ``AttentionSlot`` modules: it masks keys of the pre-softmax
     logits, head tokens included.
     """
 
@@ -331,14 +331,6 @@ class HIMHSA(nn.Module):
                          self.head_token_norm.eps, self.head_act)
         return insert_head_tokens(x, ht)
 
-    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
-                  attn_mask: Optional[torch.Tensor] = None, dropout_p: float = 0.,
-                  scale: Optional[float] = None,
-                  grid: Optional[TokenGrid] = None) -> torch.Tensor:
-        """The attention step (plain SDPA); regularizers reach it through its site."""
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
-                                              scale=scale)
-
     def forward(self, x: torch.Tensor, hw_shape: Optional[Tuple[int, int]] = None) -> torch.Tensor:
         """HI-MHSA of ``x`` ``(B, 1 + H*W, C)``; keys are ``[cls; head tokens; H x W grid]``."""
         x_ext = self.extend(x)
@@ -350,9 +342,6 @@ class HIMHSA(nn.Module):
                              scale=self.scale, grid=grid)
         out = self.proj(out.transpose(1, 2).reshape(B, N, C))
         return self.proj_drop(merge_head_tokens(out, self.num_heads))
-
-
-register_attention_site(HIMHSA)(SlotAttentionSite)
 
 
 @MODELS.register_module()
