@@ -16,7 +16,6 @@ train>}``. Prediction files (``tools/analysis_tools/eval_hoi.py``) use the same 
 ``score`` on every ``hoi_prediction`` entry and boxes under ``predictions`` (or
 ``annotations``).
 """
-import json
 import os.path as osp
 from typing import Dict, List, Optional
 
@@ -26,6 +25,7 @@ from mmengine.fileio import exists, get_local_path
 from mmengine.logging import print_log
 
 from mmvitreg.registry import DATASETS
+from .hico_json import read_json_list
 from .hico_meta import NUM_HOI_CLASSES, NUM_VERBS, hico_meta
 
 __all__ = ['HICODetDataset', 'load_hico_json', 'parse_hico_entry', 'HOIIndexError']
@@ -43,16 +43,7 @@ def load_hico_json(path: str, backend_args: Optional[dict] = None,
     if not exists(path, backend_args=backend_args):
         raise FileNotFoundError(f'{what} not found: {path}')
     with get_local_path(path, backend_args=backend_args) as local:
-        with open(local, 'r') as f:
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f'{what} {path} is not valid JSON ({exc.msg} at line '
-                                 f'{exc.lineno}, column {exc.colno})') from None
-    if not isinstance(data, list):
-        raise ValueError(f'{what} {path} must contain a JSON list of image entries, got '
-                         f'{type(data).__name__}')
-    return data
+        return read_json_list(local, what, path)
 
 
 def _num(value, where: str) -> float:

@@ -13,7 +13,6 @@ names the file, the entry and the offending item.
 """
 import csv
 import gc
-import json
 import os
 import os.path as osp
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from mmvitreg.datasets.hico_json import read_json_list
 from mmvitreg.datasets.hico_meta import NUM_HOI_CLASSES, NUM_VERBS, hico_meta
 from mmvitreg.evaluation.functional.hoi_eval import (HOIDetections, HOIEvalResult,
                                                      HOIGroundTruth)
@@ -78,22 +78,6 @@ def _no_gc() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-def _load_list(path: str, what: str) -> list:
-    """The JSON list in ``path`` (same messages as ``hico_det.load_hico_json``)."""
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'{what} not found: {path}')
-    with open(path, 'r') as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f'{what} {path} is not valid JSON ({exc.msg} at line '
-                             f'{exc.lineno}, column {exc.colno})') from None
-    if not isinstance(data, list):
-        raise ValueError(f'{what} {path} must contain a JSON list of image entries, got '
-                         f'{type(data).__name__}')
-    return data
 
 
 _INT = {int}
@@ -227,7 +211,7 @@ def read_hico_file(path: str, prediction: bool = False, what: Optional[str] = No
     """
     what = what or ('prediction file' if prediction else 'HICO-DET annotation file')
     with _no_gc():
-        entries = _load_list(path, what)
+        entries = read_json_list(path, what)
         try:
             return _flatten(entries, path, prediction)
         except _Reject:
