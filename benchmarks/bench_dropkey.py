@@ -1,16 +1,24 @@
-"""DropKey speed and memory, measured side by side in one run (CPU; CUDA too when available).
+"""DropKey speed and memory at the training shapes of the shipped configs (CPU; CUDA if present).
 
-1. ViT-S/16 (224x224, batch 8) training step (forward + backward + SGD step) of an mmpretrain
-   ``ImageClassifier``: plain vs DropKey (ratio 0.1, linear decrease, random) vs the paper's naive
-   two-line version (explicit logits + float Bernoulli mask * -1e12) on the same model.
-   Steps of the three variants are interleaved and the median is reported.
-2. One global attention layer (mmpretrain ``MultiheadAttention``, N=4096 tokens, 12 heads, dim
-   768, batch 1), forward + backward peak memory: plain SDPA without mask vs DropKey (chunked,
-   recomputed) vs naive. On CPU each variant runs in a fresh subprocess and the peak is the
-   growth of the process' peak RSS (``VmHWM``, reset through ``/proc/self/clear_refs`` right before
-   the step) over its RSS at that moment; on CUDA it is ``torch.cuda.max_memory_allocated`` growth.
+Measured side by side in one run: plain attention (``F.scaled_dot_product_attention``, no mask),
+DropKey (``mmvitreg.ops.dropkey``, default memory budget) and the paper's two lines (explicit
+logits + float Bernoulli mask * -1e12, ``naive_dropkey_attention``).
 
-Usage: ``python benchmarks/bench_dropkey.py [--reps 5] [--threads 2] [--device cpu|cuda]``
+1. One attention layer (q/k/v projection + attention + output projection), forward + backward,
+   at the per-GPU training shape of every shipped DropKey config: DeiT-S ImageNet (batch 256),
+   ViT-B ImageNet (batch 128), ViT-S/4 CIFAR-100 32 px (65 tokens, batch 256), DETR-R50 encoder
+   at 800x1333 (850 tokens, batch 2, width 256, 8 heads) and decoder cross-attention (100
+   queries x 850 keys), PlainViT-B global attention (N = 4096, batch 1). Median of ``--reps``
+   interleaved repetitions; ``op`` is the same ratio for the attention op alone (no
+   projections). Peak memory: each variant runs once more in a fresh process (CPU: growth of
+   the peak RSS over one step, ``VmHWM`` reset right before it, after a tiny warm-up step that
+   only initialises the libraries; CUDA: ``max_memory_allocated``).
+2. A timm ViT-S/16 training step (224 px, batch 64; forward + backward + SGD), DropKey ratio 0.1
+   decreasing with depth, attached through mmvitreg's timm attention site; median of
+   ``--step-reps`` interleaved steps.
+
+Usage: ``python benchmarks/bench_dropkey.py [--reps 3] [--step-reps 3] [--threads 2]
+[--device cpu|cuda] [--skip-train] [--skip-memory]``
 """
 import argparse
 import json
@@ -21,112 +29,167 @@ import sys
 import time
 
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
 
-
-def _vit_s(dropkey=None):
-    import mmvitreg  # noqa: F401
-    from mmvitreg.registry import MODELS
-    backbone = dict(type='VisionTransformer', arch='deit-small', img_size=224, patch_size=16,
-                    drop_path_rate=0.0)
-    if dropkey is not None:
-        backbone = dict(backbone, type='Regularized', host='VisionTransformer', dropkey=dropkey)
-    return MODELS.build(dict(type='ImageClassifier', backbone=backbone,
-                             head=dict(type='VisionTransformerClsHead', num_classes=100,
-                                       in_channels=384,
-                                       loss=dict(type='CrossEntropyLoss'))))
-
-
-def _naivify(model):
-    """Swap every DropKey core for the paper's two lines (same per-layer ratios)."""
-    from mmvitreg.models.layers.dropkey import DropKey, naive_dropkey_attention
-
-    class NaiveDropKey(DropKey):
-
-        def forward(self, q, k, v, attn_mask=None, dropout_p=0.0, scale=None, **kwargs):
-            if not self.active:
-                return torch.nn.functional.scaled_dot_product_attention(q, k, v)
-            return naive_dropkey_attention(q, k, v, self.ratio, scale)
-
-    for m in model.modules():
-        if isinstance(m, DropKey):
-            m.__class__ = NaiveDropKey
-    return model
+# (name, batch, queries, keys, width, heads)
+LAYERS = [
+    ('DeiT-S IN1k b256, N=197', 256, 197, 197, 384, 6),
+    ('ViT-B IN1k b128, N=197', 128, 197, 197, 768, 12),
+    ('ViT-S/4 CIFAR b256, N=65', 256, 65, 65, 384, 6),
+    ('DETR-R50 enc b2, N=850', 2, 850, 850, 256, 8),
+    ('DETR-R50 dec cross b2, 100x850', 2, 100, 850, 256, 8),
+    ('PlainViT-B global b1, N=4096', 1, 4096, 4096, 768, 12),
+]
+VARIANTS = ('plain', 'dropkey', 'naive (paper)')
+RATIO = 0.1
 
 
-def bench_train_step(device, reps, batch=8):
-    torch.manual_seed(0)
-    dk_cfg = dict(ratio=0.1, schedule='decrease', variant='random')
-    models = {'plain': _vit_s(), 'dropkey': _vit_s(dk_cfg), 'naive (paper)': _naivify(_vit_s(dk_cfg))}
-    state = models['plain'].state_dict()
-    x = torch.randn(batch, 3, 224, 224, device=device)
-    y = torch.randint(0, 100, (batch, ), device=device)
-    opts = {}
-    for name, m in models.items():
-        m.load_state_dict(state)
-        m.to(device).train()
-        opts[name] = torch.optim.SGD(m.parameters(), lr=1e-3)
+class AttentionLayer(nn.Module):
+    """q/k/v projections + attention core + output projection (queries may differ from keys)."""
 
-    def step(name):
-        m, opt = models[name], opts[name]
-        opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(m.head(m.extract_feat(x)), y)
-        loss.backward()
-        opt.step()
-        if device == 'cuda':
-            torch.cuda.synchronize()
+    def __init__(self, dim: int, heads: int, variant: str):
+        super().__init__()
+        self.heads, self.variant = heads, variant
+        self.q, self.kv = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+        from mmvitreg.ops.dropkey import DropKey
+        self.dropkey = DropKey(RATIO)
 
-    times = {n: [] for n in models}
-    for n in models:  # warm-up
-        step(n)
-    for _ in range(reps):
-        for n in models:
-            t0 = time.perf_counter()
-            step(n)
-            times[n].append(time.perf_counter() - t0)
-    med = {n: statistics.median(t) for n, t in times.items()}
-    print(f'\n[1] ViT-S/16 train step, 224px, batch {batch}, {device}, median of {reps} '
-          f'(interleaved)')
-    print(f'{"variant":<16}{"ms/step":>10}{"ratio":>8}')
-    for n in models:
-        print(f'{n:<16}{med[n] * 1e3:>10.1f}{med[n] / med["plain"]:>8.3f}')
-    return med
+    def forward(self, xq, xkv):
+        b, nq, c = xq.shape
+        nk, h = xkv.shape[1], self.heads
+        q = self.q(xq).view(b, nq, h, c // h).transpose(1, 2)
+        k, v = self.kv(xkv).view(b, nk, 2, h, c // h).permute(2, 0, 3, 1, 4)
+        out = attention(q, k, v, self.variant, self.dropkey)
+        return self.proj(out.transpose(1, 2).reshape(b, nq, c))
 
 
-def _layer_peak(variant, device, n_tokens, chunk):
-    """Peak bytes of one fwd+bwd of a global attention layer (run in a fresh process on CPU)."""
-    import mmvitreg  # noqa: F401
-    from mmpretrain.models.utils.attention import MultiheadAttention
+def attention(q, k, v, variant, dropkey):
+    if variant == 'plain':
+        return F.scaled_dot_product_attention(q, k, v)
+    if variant == 'dropkey':
+        return dropkey(q, k, v)
+    from mmvitreg.ops.dropkey import naive_dropkey_attention
+    return naive_dropkey_attention(q, k, v, RATIO)
 
-    from mmvitreg.models.layers.dropkey import apply_dropkey, set_dropkey_enabled
-    torch.manual_seed(0)
-    layer = torch.nn.Sequential(MultiheadAttention(768, 12))
-    if variant != 'plain':
-        apply_dropkey(layer, dict(ratio=0.1, schedule='constant', chunk_size=chunk))
-        if variant == 'naive (paper)':
-            _naivify(layer)
-    layer.to(device).train()
-    x = torch.randn(1, n_tokens, 768, device=device, requires_grad=True)
+
+def _inputs(shape, device, seed=0):
+    _, b, nq, nk, c, _ = shape
+    g = torch.Generator().manual_seed(seed)
+    xq = torch.randn(b, nq, c, generator=g).to(device).requires_grad_()
+    xkv = xq if nq == nk else torch.randn(b, nk, c, generator=g).to(device).requires_grad_()
+    return xq, xkv
+
+
+def _sync(device):
     if device == 'cuda':
+        torch.cuda.synchronize()
+
+
+def bench_layers(device, reps, threads, memory):
+    print(f'\n[1] one attention layer (projections + attention), forward + backward, {device}; '
+          f'DropKey ratio {RATIO}; median of {reps} interleaved')
+    head = (f'{"shape":<32}{"plain ms":>10}{"DropKey":>9}{"naive":>8}{"op: DK":>8}'
+            + (f'{"plain MB":>10}{"DK mem":>8}{"naive mem":>10}' if memory else ''))
+    print(head)
+    results = []
+    for shape in LAYERS:
+        name, _, _, _, c, h = shape
+        torch.manual_seed(0)
+        layers = {v: AttentionLayer(c, h, v).to(device).train() for v in VARIANTS}
+        for v in VARIANTS[1:]:
+            layers[v].load_state_dict(layers['plain'].state_dict())
+        xq, xkv = _inputs(shape, device)
+        b, nq, nk, d = shape[1], shape[2], shape[3], c // h
+        qkv = [torch.randn(b, h, n, d, device=device, requires_grad=True) for n in (nq, nk, nk)]
+
+        def layer_step(v):
+            _sync(device)
+            t0 = time.perf_counter()
+            layers[v](xq, xkv).sum().backward()
+            _sync(device)
+            return time.perf_counter() - t0
+
+        def op_step(v):
+            _sync(device)
+            t0 = time.perf_counter()
+            attention(*qkv, v, layers[v].dropkey).sum().backward()
+            _sync(device)
+            return time.perf_counter() - t0
+
+        times = {v: [] for v in VARIANTS}
+        op_times = {v: [] for v in VARIANTS[:2]}
+        for v in VARIANTS:
+            layer_step(v)
+        for _ in range(reps):
+            for v in VARIANTS:
+                times[v].append(layer_step(v))
+            for v in op_times:
+                op_times[v].append(op_step(v))
+        med = {v: statistics.median(t) for v, t in times.items()}
+        op_ratio = statistics.median(op_times['dropkey']) / statistics.median(op_times['plain'])
+        row = dict(name=name, ms={v: med[v] * 1e3 for v in VARIANTS}, op_ratio=op_ratio)
+        line = (f'{name:<32}{med["plain"] * 1e3:>10.1f}{med["dropkey"] / med["plain"]:>8.3f}x'
+                f'{med["naive (paper)"] / med["plain"]:>7.2f}x{op_ratio:>7.3f}x')
+        if memory:
+            peaks = {v: _peak_subprocess(shape, v, device, threads) for v in VARIANTS}
+            row['peak_mb'] = {v: p / 2**20 for v, p in peaks.items()}
+            line += (f'{peaks["plain"] / 2**20:>10.1f}{peaks["dropkey"] / peaks["plain"]:>7.3f}x'
+                     f'{peaks["naive (paper)"] / peaks["plain"]:>9.2f}x')
+        print(line, flush=True)
+        results.append(row)
+        del layers, xq, xkv, qkv
+    return results
+
+
+def _peak_subprocess(shape, variant, device, threads):
+    if device == 'cuda':
+        return _layer_peak(LAYERS.index(shape), variant, device)
+    code = ('import sys\n'
+            "for m in ('mmengine', 'mmcv', 'mmdet', 'mmpretrain'):\n"
+            '    sys.modules[m] = None  # the op needs torch only; keeps the process small\n'
+            f'sys.argv = [{__file__!r}, "--_peak", "{LAYERS.index(shape)}", "--_variant", '
+            f'{variant!r}, "--threads", "{threads}"]\n'
+            f'import runpy; runpy.run_path({__file__!r}, run_name="__main__")\n')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _layer_peak(index, variant, device):
+    """Peak bytes of one forward + backward of the layer (fresh process on CPU)."""
+    shape = LAYERS[index]
+    torch.manual_seed(0)
+    layer = AttentionLayer(shape[4], shape[5], variant).to(device).train()
+    xq, xkv = _inputs(shape, device)
+    if device == 'cuda':  # warm-up (kernel selection); on CPU the process is fresh and the
+        layer(xq, xkv).sum().backward()  # growth includes everything DropKey allocates
+        for p in list(layer.parameters()) + [xq, xkv]:
+            p.grad = None
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
-    else:
-        _reset_peak_rss()
-        before = _rss_bytes()
-    t0 = time.perf_counter()
-    layer(x).sum().backward()
+    else:  # one-time library initialisation (not the layer's memory) on a tiny input first;
+        # DropKey's mask workspace grows to its real size inside the measured step
+        tiny = torch.randn(1, 8, shape[4], requires_grad=True)
+        layer(tiny, tiny).sum().backward()
+        for p in layer.parameters():
+            p.grad = None
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')  # reset VmHWM
+        before = _status_bytes('VmRSS')
+    layer(xq, xkv).sum().backward()
     if device == 'cuda':
         torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - before
-    else:
-        peak = _peak_rss_bytes() - before
-    set_dropkey_enabled(layer, True)
-    return peak, time.perf_counter() - t0
+        return torch.cuda.max_memory_allocated() - before
+    return _status_bytes('VmHWM') - before
 
 
-def _status_kb(field):
+def _status_bytes(field):
     with open('/proc/self/status') as f:
         for line in f:
             if line.startswith(field + ':'):
@@ -134,60 +197,73 @@ def _status_kb(field):
     raise RuntimeError(f'{field} not in /proc/self/status')
 
 
-def _rss_bytes():
-    return _status_kb('VmRSS')
+def bench_train_step(device, reps, batch=64):
+    from gpu_acceptance import attach_dropkey_timm, build_vit, naivify
+    torch.manual_seed(0)
+    models = {'plain': build_vit('vit_small_patch16_224', False)}
+    state = models['plain'].state_dict()
+    for v in VARIANTS[1:]:
+        m = build_vit('vit_small_patch16_224', False)
+        m.load_state_dict(state)
+        how = attach_dropkey_timm(m, RATIO)
+        models[v] = naivify(m) if v.startswith('naive') else m
+    x = torch.randn(batch, 3, 224, 224, device=device)
+    y = torch.randint(0, 1000, (batch, ), device=device)
+    opts = {}
+    for v, m in models.items():
+        m.to(device).train()
+        opts[v] = torch.optim.SGD(m.parameters(), lr=1e-3)
 
+    def step(v):
+        _sync(device)
+        t0 = time.perf_counter()
+        opts[v].zero_grad(set_to_none=True)
+        F.cross_entropy(models[v](x), y).backward()
+        opts[v].step()
+        _sync(device)
+        return time.perf_counter() - t0
 
-def _reset_peak_rss():
-    """Reset the kernel's peak-RSS counter (VmHWM) so import-time peaks do not count."""
-    with open('/proc/self/clear_refs', 'w') as f:
-        f.write('5')
-
-
-def _peak_rss_bytes():
-    return _status_kb('VmHWM')
-
-
-def bench_layer_memory(device, n_tokens, threads):
-    print(f'\n[2] one global attention layer, N={n_tokens}, 12 heads, dim 768, batch 1, '
-          f'fwd+bwd, {device}')
-    print(f'{"variant":<16}{"peak MB":>10}{"ratio":>8}{"s":>8}')
-    res = {}
-    for variant in ('plain', 'dropkey', 'naive (paper)'):
-        if device == 'cuda':
-            peak, sec = _layer_peak(variant, device, n_tokens, None)
-        else:
-            cmd = [sys.executable, __file__, '--_layer', variant, '--tokens', str(n_tokens),
-                   '--threads', str(threads)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            peak, sec = json.loads(out.stdout.strip().splitlines()[-1])
-        res[variant] = peak
-        print(f'{variant:<16}{peak / 2**20:>10.1f}{peak / res["plain"]:>8.3f}{sec:>8.2f}')
-    dense = 12 * n_tokens * n_tokens * 4
-    print(f'(a dense fp32 (heads, N, N) mask alone would be {dense / 2**20:.0f} MB)')
-    return res
+    times = {v: [] for v in VARIANTS}
+    for v in VARIANTS:
+        step(v)
+    for _ in range(reps):
+        for v in VARIANTS:
+            times[v].append(step(v))
+    med = {v: statistics.median(t) for v, t in times.items()}
+    print(f'\n[2] timm ViT-S/16 train step, 224 px, batch {batch}, {device}, DropKey ratio {RATIO} '
+          f'decreasing with depth (attached via {how}), median of {reps} interleaved')
+    print(f'{"variant":<16}{"ms/step":>10}{"ratio":>8}')
+    for v in VARIANTS:
+        print(f'{v:<16}{med[v] * 1e3:>10.1f}{med[v] / med["plain"]:>8.3f}')
+    return med
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--reps', type=int, default=5)
+    parser.add_argument('--reps', type=int, default=3, help='layer repetitions')
+    parser.add_argument('--step-reps', type=int, default=3, help='train-step repetitions')
     parser.add_argument('--threads', type=int, default=2)
-    parser.add_argument('--tokens', type=int, default=4096)
     parser.add_argument('--device', default=None, help='cpu | cuda (default: both if any)')
     parser.add_argument('--skip-train', action='store_true')
-    parser.add_argument('--_layer', default=None, help=argparse.SUPPRESS)
+    parser.add_argument('--skip-memory', action='store_true')
+    parser.add_argument('--_peak', type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument('--_variant', default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args._layer:
-        print(json.dumps(_layer_peak(args._layer, 'cpu', args.tokens, None)))
+    if args._peak is not None:
+        print(json.dumps(_layer_peak(args._peak, args._variant, 'cpu')))
         return
     devices = [args.device] if args.device else ['cpu'] + (['cuda'] if torch.cuda.is_available()
                                                          else [])
-    print(f'torch {torch.__version__}, threads {torch.get_num_threads()}')
+    from mmvitreg.ops.dropkey import default_memory_budget
+    t0 = time.time()
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, DropKey memory budget '
+          f'{default_memory_budget("cpu") / 2**20:.0f} MiB (CPU)')
     for device in devices:
+        bench_layers(device, args.reps, args.threads, not args.skip_memory)
         if not args.skip_train:
-            bench_train_step(device, args.reps)
-        bench_layer_memory(device, args.tokens, args.threads)
+            bench_train_step(device, args.step_reps)
+    print(f'\ntotal {time.time() - t0:.0f} s')
 
 
 if __name__ == '__main__':

@@ -163,6 +163,16 @@ def shutdown_distributed() -> None:
         dist.destroy_process_group()
 
 
+def add_rng_state_hook(cfg: Config) -> None:
+    """Add ``RNGStateHook`` (random generators in checkpoints, DropKey's mask step) to the
+    config's ``custom_hooks`` unless it has one: ``--resume`` is then exact, stochastic depth,
+    dropout and DropKey included. ``custom_hooks=[dict(type='RNGStateHook', ...)]`` in a config
+    overrides the defaults."""
+    hooks = list(cfg.get('custom_hooks', None) or [])
+    if not any(isinstance(h, dict) and h.get('type') == 'RNGStateHook' for h in hooks):
+        cfg.custom_hooks = hooks + [dict(type='RNGStateHook')]
+
+
 def build_runner(cfg: Config):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner

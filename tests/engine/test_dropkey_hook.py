@@ -10,7 +10,7 @@ from mmengine.runner import Runner
 
 import mmvitreg  # noqa: F401
 from mmvitreg.engine.hooks.dropkey_hook import DropKeyScheduleHook
-from mmvitreg.models.layers.dropkey import DropKey, dropkey_modules
+from mmvitreg.ops.dropkey import DropKey, dropkey_modules
 
 DIGITS_CONFIG = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
                          'configs/vit/vit-tiny-p4_1xb32-15e_digits-16px.py')
@@ -103,3 +103,68 @@ def test_in_a_real_runner(tmp_path):
     runner.register_hook(rec)
     runner.train()
     assert rec.states == [True, True, False]
+
+
+def test_validation_after_the_final_phase_uses_the_test_estimator(tmp_path, monkeypatch):
+    """After the no-DropKey phase, in-process validation samples ``mc_samples`` passes exactly as
+    ``tools/test.py`` does on the saved checkpoint (same number of stochastic DropKey calls)."""
+    from mmvitreg.ops.dropkey import module as dk_module
+    from tests._helpers import run_main
+
+    calls = {'n': 0}
+    original = dk_module.DropKey.forward
+
+    def counting_forward(self, *args, **kwargs):
+        if self.active:
+            calls['n'] += 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(dk_module.DropKey, 'forward', counting_forward)
+
+    class ValCounter(Hook):
+        priority = 'LOW'
+
+        def __init__(self):
+            self.val_calls = []
+
+        def before_val(self, runner):
+            self.start = calls['n']
+
+        def after_val(self, runner):
+            self.val_calls.append(calls['n'] - self.start)
+
+    cfg = Config.fromfile(DIGITS_CONFIG)
+    cfg.work_dir = str(tmp_path)
+    cfg.model = dict(cfg.model, type='Regularized', host='ImageClassifier',
+                     dropkey=dict(ratio=0.3, mc_samples=3))
+    cfg.model.backbone.arch = dict(embed_dims=32, num_layers=2, num_heads=2,
+                                   feedforward_channels=64)
+    cfg.model.head.in_channels = 32
+    cfg.train_dataloader.dataset.num_samples = 16
+    cfg.train_dataloader.batch_size = 8
+    for split in ('val', 'test'):
+        cfg[f'{split}_dataloader'].dataset.num_samples = 16
+        cfg[f'{split}_dataloader'].batch_size = 8
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=4, val_interval=4)
+    cfg.param_scheduler = []
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=4,
+                                        save_best=None)
+    cfg.log_processor = dict(by_epoch=False)
+    cfg.custom_hooks = [dict(type='DropKeyScheduleHook', last_iters=2)]
+    config_path = str(tmp_path / 'mc_phase.py')
+    cfg.dump(config_path)
+    runner = Runner.from_cfg(Config.fromfile(config_path))
+    counter = ValCounter()
+    runner.register_hook(counter)
+    rec = _Recorder()
+    runner.register_hook(rec)
+    runner.train()
+    assert rec.states == [True, True, False, False]  # the final phase trained without DropKey
+    # validation ran after the phase and sampled (3 passes per batch through every layer)
+    assert len(counter.val_calls) == 1 and counter.val_calls[0] > 0
+    assert counter.val_calls[0] % 3 == 0
+    # a fresh tools/test.py on the checkpoint uses the same estimator
+    calls['n'] = 0
+    run_main('test', [config_path, osp.join(str(tmp_path), 'iter_4.pth'),
+                      '--work-dir', str(tmp_path / 'test')])
+    assert calls['n'] == counter.val_calls[0]

@@ -2,3 +2,4 @@
 from .peak_memory_hook import PeakMemoryHook  # noqa: F401
 from .attention_collapse_hook import AttentionCollapseHook  # noqa: F401
 from .dropkey_hook import DropKeyScheduleHook  # noqa: F401
+from .rng_state_hook import RNGStateHook  # noqa: F401

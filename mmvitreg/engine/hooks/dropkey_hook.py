@@ -6,6 +6,11 @@ The hook decides *before every training iteration* from the runner's current epo
 whether the run is inside the final phase, so it is correct after ``--resume`` as well, and it
 unwraps DDP/FSDP model wrappers. DropKey modules keep their ratios; only their ``enabled`` flag
 is switched (no parameters, so checkpoints are unaffected).
+
+The phase concerns *training iterations* only: DropKey is switched back on for validation and
+testing (and after training), so Monte-Carlo averaging (``mc_samples``) samples during the
+in-process validation after the phase exactly as ``tools/test.py`` does on the saved checkpoint:
+the validation curve and the best-checkpoint choice use the test estimator.
 """
 from typing import Optional
 
@@ -54,16 +59,36 @@ class DropKeyScheduleHook(Hook):
             runner.logger.warning('DropKeyScheduleHook: the model has no DropKey module')
         self._state = None
 
-    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        enabled = not self.in_final_phase(runner)
-        if enabled == self._state:
-            return
+    @staticmethod
+    def _set(runner, enabled: bool) -> list:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         mods = dropkey_modules(model)
         for m in mods:
             m.enabled = enabled
+        return mods
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        enabled = not self.in_final_phase(runner)
+        if enabled == self._state:
+            return
+        mods = self._set(runner, enabled)
         if self._state is not None or not enabled:
             runner.logger.info(f'DropKeyScheduleHook: DropKey {"on" if enabled else "off"} '
                                f'({len(mods)} modules) from epoch {runner.epoch} / iteration '
                                f'{runner.iter}')
         self._state = enabled
+
+    # validation / testing always see DropKey enabled (the estimator of tools/test.py)
+    def before_val(self, runner) -> None:
+        self._set(runner, True)
+
+    def after_val(self, runner) -> None:
+        if self._state is not None:
+            self._set(runner, self._state)
+
+    def before_test(self, runner) -> None:
+        self._set(runner, True)
+
+    def after_train(self, runner) -> None:
+        self._set(runner, True)
+        self._state = None

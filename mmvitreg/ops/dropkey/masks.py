@@ -1,0 +1,216 @@
+"""DropKey keep masks (True = key kept) from the counter-based generator, and row repair.
+
+* ``random`` (the paper's DropKey): every (sample, head, query, key) logit is dropped
+  independently with probability ``p`` (quantised to ``round(p * 65536) / 65536``).
+* ``block`` / ``cross``: seeds are drawn on the key grid padded by ``block_size - 1`` so every key
+  is covered by exactly :func:`block_footprint` seed positions, each firing with the calibrated
+  :func:`seed_probability`; the expected dropped fraction is ``p`` at every key, borders
+  included. Extra (class, distillation) tokens are not on the grid and are dropped i.i.d. with
+  probability ``p``.
+* **All-dropped rows** (every allowed key of a query dropped, probability ``p ** Nk``): that row
+  is left unmasked by DropKey, i.e. plain attention with the host's own mask. The paper's fp32
+  code would average uniformly over all keys there, its fp16 run gives NaN.
+"""
+import math
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+
+from .random import cpu_block_rows, for_each_block, lanes_below, next_key
+from .schedule import (block_footprint, check_block_size, check_ratio, check_variant,
+                       ratio_threshold, seed_probability)
+
+__all__ = ['sample_keep_mask', 'keep_mask_rows', 'keep_for_rows', 'additive_mask_region',
+           'region_rows', 'query_rows', 'repair_all_dropped', 'check_grid']
+
+
+def check_grid(variant: str, num_keys: int, grid_hw: Optional[Tuple[int, int]],
+               num_extra_tokens: int, where: str = '') -> None:
+    """Raise a one-line ``ValueError`` unless the keys are ``num_extra_tokens`` + an H x W grid."""
+    if variant == 'random':
+        return
+    where = f' in {where}' if where else ''
+    if grid_hw is None:
+        raise ValueError(
+            f'DropKey variant {variant!r}{where} needs keys on an image grid, but this attention '
+            f'has {num_keys} keys that are not on one (e.g. object queries); use '
+            f'variant="random" for it')
+    gh, gw = int(grid_hw[0]), int(grid_hw[1])
+    if num_extra_tokens < 0 or gh < 1 or gw < 1 or gh * gw + num_extra_tokens != num_keys:
+        raise ValueError(
+            f'DropKey variant {variant!r}{where}: grid {gh}x{gw} with {num_extra_tokens} extra '
+            f'tokens does not match the {num_keys} keys of the attention')
+
+
+def query_rows(lead: int, num_queries: int, q0: int, q1: int,
+               device: Union[str, torch.device]) -> torch.Tensor:
+    """Linear row indices ``l * Nq + q`` of queries ``[q0, q1)`` of every leading index ``l``."""
+    base = torch.arange(lead, dtype=torch.int64, device=device)[:, None] * num_queries
+    return (base + torch.arange(q0, q1, dtype=torch.int64, device=device)).reshape(-1)
+
+
+def keep_mask_rows(key: int,
+                   shape: Sequence[int],
+                   q0: int,
+                   q1: int,
+                   ratio: float,
+                   variant: str = 'random',
+                   grid_hw: Optional[Tuple[int, int]] = None,
+                   num_extra_tokens: int = 0,
+                   block_size: int = 3,
+                   device: Union[str, torch.device, None] = None) -> torch.Tensor:
+    """Keep mask of queries ``[q0, q1)`` of the full mask of ``shape = (..., Nq, Nk)``.
+
+    Returns ``(*shape[:-2], q1 - q0, Nk)`` bool: rows of the full mask, bit-identical whatever
+    the chunking. No repair of all-dropped rows (see :func:`repair_all_dropped`).
+    """
+    device = torch.device('cpu') if device is None else torch.device(device)
+    shape = tuple(int(s) for s in shape)
+    lead_shape, nq, nk = shape[:-2], shape[-2], shape[-1]
+    rows = query_rows(math.prod(lead_shape), nq, q0, q1, device)
+    keep = keep_for_rows(key, rows, nk, ratio, variant, grid_hw, num_extra_tokens, block_size)
+    return keep.view(lead_shape + (q1 - q0, nk))
+
+
+def keep_for_rows(key: int,
+                  rows: torch.Tensor,
+                  nk: int,
+                  ratio: float,
+                  variant: str = 'random',
+                  grid_hw: Optional[Tuple[int, int]] = None,
+                  num_extra_tokens: int = 0,
+                  block_size: int = 3) -> torch.Tensor:
+    """Bool ``(len(rows), Nk)`` keep mask of the given linear rows (no repair)."""
+    device = rows.device
+    if variant == 'random' or ratio == 0.0:
+        return ~lanes_below(key, rows, nk, ratio_threshold(ratio))
+    gh, gw = int(grid_hw[0]), int(grid_hw[1])
+    k = block_size
+    ph, pw = gh + k - 1, gw + k - 1
+    gamma = seed_probability(ratio, block_footprint(variant, k))
+    thr = torch.full((ph * pw + num_extra_tokens, ), ratio_threshold(gamma), dtype=torch.int32)
+    thr[ph * pw:] = ratio_threshold(ratio)
+    fired = lanes_below(key, rows, ph * pw + num_extra_tokens, thr.to(device))
+    n = rows.numel()
+    seeds = fired[:, :ph * pw].view(n, 1, ph, pw)
+    seeds = seeds.to(torch.float16 if device.type == 'cuda' else torch.float32)
+    if variant == 'block':
+        dropped = F.max_pool2d(seeds, kernel_size=k, stride=1)
+    else:  # cross: horizontal arm on the seed rows aligned with key rows, vertical arm likewise
+        off = (k - 1) // 2
+        horiz = F.max_pool2d(seeds[:, :, off:off + gh, :], kernel_size=(1, k), stride=1)
+        vert = F.max_pool2d(seeds[:, :, :, off:off + gw], kernel_size=(k, 1), stride=1)
+        dropped = torch.maximum(horiz, vert)
+    keep = dropped.view(n, gh * gw) == 0
+    if num_extra_tokens:
+        keep = torch.cat([~fired[:, ph * pw:], keep], dim=1)
+    return keep
+
+
+def sample_keep_mask(shape: Sequence[int],
+                     ratio: float,
+                     variant: str = 'random',
+                     *,
+                     grid_hw: Optional[Tuple[int, int]] = None,
+                     num_extra_tokens: int = 0,
+                     block_size: int = 3,
+                     key: Optional[int] = None,
+                     device: Union[str, torch.device, None] = None) -> torch.Tensor:
+    """Sample a boolean DropKey *keep* mask (True = key kept) of ``shape = (..., Nq, Nk)``.
+
+    Args:
+        shape: mask shape; every leading index and query gets an independent row.
+        ratio: expected dropped fraction in ``[0, 1)``.
+        variant: ``'random'`` | ``'block'`` (``block_size`` squares around seeds) | ``'cross'``
+            (a plus sign with arms of total length ``block_size`` through each seed).
+        grid_hw: ``(H, W)`` of the key grid (block/cross only); keys are ``num_extra_tokens``
+            extra tokens followed by ``H*W`` grid keys in row-major order.
+        num_extra_tokens: leading keys not on the grid, dropped i.i.d. with probability ``ratio``.
+        block_size: side of the block / length of the cross arms (>= 1).
+        key: the call key (:func:`~mmvitreg.ops.dropkey.random.call_key`); None = a fresh one.
+        device: device of the mask.
+
+    All-dropped rows are *not* repaired here (see :func:`repair_all_dropped`).
+    """
+    ratio = check_ratio(ratio)
+    check_variant(variant)
+    check_block_size(block_size)
+    shape = tuple(int(s) for s in shape)
+    if len(shape) < 2:
+        raise ValueError(f'DropKey mask shape needs (..., queries, keys), got {shape}')
+    check_grid(variant if ratio > 0 else 'random', shape[-1], grid_hw, num_extra_tokens)
+    key = next_key() if key is None else key
+    return keep_mask_rows(key, shape, 0, shape[-2], ratio, variant, grid_hw, num_extra_tokens,
+                          block_size, device)
+
+
+def repair_all_dropped(keep: torch.Tensor, allowed: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``keep & allowed``, with rows whose kept-and-allowed set is empty set back to ``allowed``."""
+    eff = keep if allowed is None else keep & allowed
+    empty = eff.view(torch.uint8).amax(-1, keepdim=True) == 0
+    if eff.device.type == 'cpu' and not bool(empty.any()):
+        return eff  # the common case on CPU: skip the full-size OR
+    if allowed is None:
+        return eff | empty
+    return eff | (empty & allowed)
+
+
+def region_rows(shape: Sequence[int], region: Sequence[Tuple[int, int]],
+                device: Union[str, torch.device]) -> torch.Tensor:
+    """Linear row indices of a box ``region = ((b0, b1), (h0, h1), (q0, q1))`` of a 4-D mask
+    ``shape = (B, H, Nq, Nk)`` (row ``(b * H + h) * Nq + q``), in row-major order of the box."""
+    _, heads, nq, _ = (int(s) for s in shape)
+    (b0, b1), (h0, h1), (q0, q1) = region
+    ar = lambda a, b: torch.arange(a, b, dtype=torch.int64, device=device)  # noqa: E731
+    rows = (ar(b0, b1)[:, None, None] * heads + ar(h0, h1)[None, :, None]) * nq
+    return (rows + ar(q0, q1)[None, None, :]).reshape(-1)
+
+
+def additive_mask_region(key: int,
+                         shape: Sequence[int],
+                         region: Sequence[Tuple[int, int]],
+                         ratio: float,
+                         dtype: torch.dtype,
+                         device: Union[str, torch.device, None] = None,
+                         out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Random variant, no host mask: the additive mask (0 kept, ``-inf`` dropped) of a box of
+    the 4-D mask ``shape``, written block by block straight from the random lanes.
+
+    Equals ``where(repair_all_dropped(keep), 0, -inf)`` for the same rows. Rows are checked for
+    being all dropped only when that has a probability above 1e-12 for the call (``p ** Nk``
+    per row); below, such a row would keep ``-inf`` everywhere (flash returns zeros there).
+    ``out``: optional flat buffer of at least ``rows * Nk`` elements to write into (reused
+    workspaces avoid the page faults of a fresh allocation on every call).
+    """
+    device = torch.device('cpu') if device is None else torch.device(device)
+    nk = int(shape[-1])
+    rows = region_rows(shape, region, device)
+    n = rows.numel()
+    if out is None:
+        out = torch.empty(n, nk, dtype=dtype, device=device)
+    else:
+        out = out[:n * nk].view(n, nk)
+    thr = ratio_threshold(ratio) - (1 << 15)
+    # (lane - thr + 0.5) * inf is -inf exactly for dropped lanes and +inf for kept ones, then
+    # clamp(max=0); in float32, where int16 lanes and the half offset are exact
+    offset = 0.5 - thr
+    check = ratio**nk * n > 1e-12
+    scratch = None if dtype == torch.float32 else torch.empty(
+        min(n, cpu_block_rows((nk + 3) // 4)) if device.type == 'cpu' else n, nk,
+        dtype=torch.float32, device=device)
+
+    def emit(r0, r1, lanes):
+        block = out[r0:r1] if scratch is None else scratch[:r1 - r0]
+        block.copy_(lanes)
+        block.add_(offset).mul_(float('inf')).clamp_(max=0.0)
+        if check:
+            empty = lanes.amax(-1) < thr
+            if bool(empty.any()):
+                block[empty] = 0.0
+        if scratch is not None:
+            out[r0:r1].copy_(block)
+
+    for_each_block(key, rows, nk, emit)
+    (b0, b1), (h0, h1), (q0, q1) = region
+    return out.view(b1 - b0, h1 - h0, q1 - q0, nk)
