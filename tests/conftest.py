@@ -35,22 +35,19 @@ def digits_run(tmp_path_factory) -> dict:
 
 @pytest.fixture(autouse=True)
 def _isolated_default_scope():
-    """Each test starts without a default scope or visualizer, as in a fresh process, and cannot
-    leak one.
+    """Each test starts without a default scope or visualizer, as in a fresh process, and leaks
+    no mmengine global instance (scope, visualizer, logger, message hub) to later tests.
 
-    mmengine keeps the default scope and the visualizers in process-wide registries (the latest
-    instance wins; an instance is reused by name, and runner names are timestamps to the second),
-    so a test that builds an mmdet Runner would otherwise change how unprefixed type names
-    resolve, or which visualizer a visualization hook draws with, in later tests.
+    mmengine keeps these in process-wide registries (the latest instance wins; an instance is
+    reused by name, and runner names are timestamps to the second), so a test that builds a
+    Runner would otherwise change how unprefixed type names resolve, which visualizer a hook
+    draws with, or which logged scalars a later run of the same config in the same second sees.
     """
     from mmengine.registry import DefaultScope
     from mmengine.visualization import Visualizer
-    saved = [(cls, cls._instance_dict.copy()) for cls in (DefaultScope, Visualizer)]
-    for cls, _ in saved:
-        cls._instance_dict.clear()
-    try:
-        yield
-    finally:
-        for cls, instances in saved:
+
+    from tests._helpers import fresh_mmengine_globals
+    with fresh_mmengine_globals():
+        for cls in (DefaultScope, Visualizer):
             cls._instance_dict.clear()
-            cls._instance_dict.update(instances)
+        yield

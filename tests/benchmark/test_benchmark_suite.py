@@ -125,7 +125,8 @@ def test_interrupted_suite_resumes_and_writes_one_table(suite_dir):
         assert (wd / task / 'results.md').exists() and (wd / task / 'forest.png').exists()
 
 
-def test_slurm_array_scripts(suite_dir):
+def test_slurm_array_scripts(suite_dir, monkeypatch):
+    from mmvitreg.benchmark.cli import main
     paths = write_sbatch(str(suite_dir / 'w'), 'bench-x', 12, ['python', '-m',
                          'mmvitreg.benchmark', 'suite.py', '--work-dir', 'w'], 'gpu',
                          gpus_per_run=8, max_parallel=4, extra=['--time=48:00:00'])
@@ -135,23 +136,20 @@ def test_slurm_array_scripts(suite_dir):
     assert array.rstrip().endswith('--work-dir w --run-index "$SLURM_ARRAY_TASK_ID"')
     report = open(paths['report']).read()
     assert report.rstrip().endswith('--work-dir w --report-only') and '--array' not in report
-    # through the command line: the plan size and the same arguments, minus the slurm ones
-    proc = subprocess.run(
-        [sys.executable, '-m', 'mmvitreg.benchmark', str(suite_dir / 'suite.py'), '--work-dir',
-         str(suite_dir / 'w2'), '--seeds', '0', '1', '--slurm', 'p1', '--gpus-per-run', '2',
-         '--slurm-args=--account=me'], env=_env(suite_dir), cwd=REPO, capture_output=True,
-        text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    # through the command line (in this process; runs still go to the fake worker process):
+    # the plan size and the same arguments, minus the slurm ones
+    for key, value in _env(suite_dir).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(REPO)
+    main([str(suite_dir / 'suite.py'), '--work-dir', str(suite_dir / 'w2'), '--seeds', '0', '1',
+          '--slurm', 'p1', '--gpus-per-run', '2', '--slurm-args=--account=me'])
     array = open(suite_dir / 'w2' / 'slurm' / 'array.sbatch').read()
     assert '#SBATCH --array=0-7\n' in array and '#SBATCH --account=me' in array
     assert '--seeds 0 1 --gpus-per-run 2 --run-index' in array and '--slurm' not in array
     assert not _calls(suite_dir)  # nothing ran
     # one array task = one run of the plan, with the sweep's bookkeeping
-    proc = subprocess.run([sys.executable, '-m', 'mmvitreg.benchmark', str(suite_dir / 'suite.py'),
-                           '--work-dir', str(suite_dir / 'w2'), '--seeds', '0', '1',
-                           '--run-index', '5'], env=_env(suite_dir), cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    main([str(suite_dir / 'suite.py'), '--work-dir', str(suite_dir / 'w2'), '--seeds', '0', '1',
+          '--run-index', '5'])
     (call,) = _calls(suite_dir)
     # plan order is seed-major: seed 0 of a/baseline, a/dk, b/baseline, b/dk, then seed 1 ...
     assert call['work_dir'] == str(suite_dir / 'w2' / 'a' / 'dk' / 'seed1')

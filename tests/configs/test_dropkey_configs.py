@@ -6,7 +6,7 @@ import os.path as osp
 import pytest
 import torch
 
-from mmvitreg.ops.dropkey import DropKey, dropkey_modules, set_dropkey_enabled
+from mmvitreg.ops.dropkey import DropKey, dropkey_modules
 from mmvitreg.testing import last_losses, smoke_train
 
 CFG_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
@@ -35,7 +35,7 @@ def test_every_config_is_listed():
 
 
 @pytest.mark.parametrize('name, task, num_dropkey', CONFIGS, ids=[c[0] for c in CONFIGS])
-def test_config_trains_one_iteration(name, task, num_dropkey, tmp_path):
+def test_config_trains_one_iteration(name, task, num_dropkey, tmp_path, capsys):
     torch.manual_seed(0)
     runner = smoke_train(osp.join(CFG_DIR, name), str(tmp_path), task=task)
     losses = last_losses(runner)
@@ -47,8 +47,9 @@ def test_config_trains_one_iteration(name, task, num_dropkey, tmp_path):
         return
     assert mods[0].ratio == pytest.approx(0.1) and mods[-1].ratio == pytest.approx(0.0)
     if 'aligned' in name:  # smoke run (1 iteration) lies inside the final no-DropKey phase
-        assert not any(m.enabled for m in mods)
-        set_dropkey_enabled(model, True)
+        assert f'DropKey off ({num_dropkey} modules)' in capsys.readouterr().out
+        # ... and after training DropKey is on again: val/test use the MC estimator
+        assert all(m.enabled for m in mods)
     model.train()
     assert all(m.active for m in mods if m.ratio > 0)
     model.eval()
