@@ -136,12 +136,16 @@ class AttentionSite(Site):
     installation (e.g. a ViT's class token) for hosts that do not know it themselves.
     """
 
-    grid_known: bool = False
-
     def __init__(self, host: nn.Module, num_extra_tokens: Optional[int] = None) -> None:
         super().__init__(host)
         self.num_extra_tokens = num_extra_tokens
         self.recorder: Optional[AttentionRecorder] = None
+
+    @property
+    def grid_known(self) -> bool:
+        """Whether the keys' grid is known: by default when the number of extra tokens before a
+        square patch grid was given at installation (ViT-family self-attention)."""
+        return self.num_extra_tokens is not None
 
     def num_heads(self) -> int:
         return int(self.host.num_heads)

@@ -24,10 +24,6 @@ __all__ = ['PretrainAttentionSite']
 class PretrainAttentionSite(AttentionSite):
     method = 'scaled_dot_product_attention'
 
-    @property
-    def grid_known(self) -> bool:
-        return self.num_extra_tokens is not None
-
     def __call__(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor] = None,
                  dropout_p: float = 0.0) -> Tensor:
         if not self.active:

@@ -22,10 +22,6 @@ __all__ = ['TimmAttentionSite']
 class TimmAttentionSite(AttentionSite):
     method = 'forward'
 
-    @property
-    def grid_known(self) -> bool:
-        return self.num_extra_tokens is not None
-
     def __call__(self, x: Tensor, attn_mask: Optional[Tensor] = None,
                  is_causal: bool = False) -> Tensor:
         module = self.host
