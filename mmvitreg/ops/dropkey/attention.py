@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from .masks import (additive_mask_region, check_grid, keep_for_rows, region_rows,
                     repair_all_dropped)
 from .random import next_key
-from .schedule import check_backend, check_block_size, check_ratio, check_variant
+from .schedule import (check_backend, check_block_size, check_positive_int, check_ratio,
+                       check_variant)
 
 __all__ = ['dropkey_attention', 'naive_dropkey_attention', 'default_memory_budget',
            'device_memory', 'plan_chunks', 'plan_regions', 'MaskSpec']
@@ -232,9 +233,8 @@ def dropkey_attention(q: torch.Tensor,
     nq, nk = q.shape[-2], k.shape[-2]
     check_grid(variant, nk, grid_hw, num_extra_tokens)
     key = next_key() if key is None else key
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
-                                   or chunk_size < 1):
-        raise ValueError(f'DropKey chunk_size must be an integer >= 1, got {chunk_size!r}')
+    if chunk_size is not None:
+        check_positive_int(chunk_size, 'chunk_size')
     from .flex import flex_applies, flex_dropkey_attention
     if backend == 'flex' or (backend == 'auto' and flex_applies(q, variant, dropout_p,
                                                                 attn_mask)):

@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from .attention import dropkey_attention
 from .masks import check_grid, keep_mask_rows, repair_all_dropped
 from .random import call_key, get_generation, get_step
-from .schedule import check_backend, check_block_size, check_ratio, check_variant
+from .schedule import (check_backend, check_block_size, check_positive_int, check_ratio,
+                       check_variant)
 
 __all__ = ['DropKey', 'dropkey_modules', 'set_dropkey_enabled', 'set_dropkey_sampling',
            'assign_layer_ids']
@@ -61,10 +62,8 @@ class DropKey(nn.Module):
         self.ratio = check_ratio(ratio)
         self.variant = check_variant(variant)
         self.block_size = check_block_size(block_size)
-        if chunk_size is not None and (isinstance(chunk_size, bool)
-                                       or not isinstance(chunk_size, int) or chunk_size < 1):
-            raise ValueError(f'DropKey chunk_size must be an integer >= 1, got {chunk_size!r}')
-        self.chunk_size = chunk_size
+        self.chunk_size = None if chunk_size is None else check_positive_int(chunk_size,
+                                                                             'chunk_size')
         self.backend = check_backend(backend)
         if isinstance(layer_id, bool) or not isinstance(layer_id, int):
             raise ValueError(f'DropKey layer_id must be an integer, got {layer_id!r}')

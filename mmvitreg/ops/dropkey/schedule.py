@@ -38,10 +38,15 @@ def check_variant(variant: str) -> str:
     return variant
 
 
+def check_positive_int(value: int, name: str) -> int:
+    """``value`` if it is an integer >= 1 (not a bool); one clear ``ValueError`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f'DropKey {name} must be an integer >= 1, got {value!r}')
+    return value
+
+
 def check_block_size(block_size: int) -> int:
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f'DropKey block_size must be an integer >= 1, got {block_size!r}')
-    return block_size
+    return check_positive_int(block_size, 'block_size')
 
 
 def check_backend(backend: str) -> str:
@@ -66,8 +71,7 @@ def dropkey_ratios(num_layers: int,
     if schedule not in DROPKEY_SCHEDULES:
         raise ValueError(
             f'DropKey schedule must be one of {list(DROPKEY_SCHEDULES)}, got {schedule!r}')
-    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-        raise ValueError(f'DropKey num_layers must be an integer >= 1, got {num_layers!r}')
+    check_positive_int(num_layers, 'num_layers')
     if schedule == 'constant' or num_layers == 1:
         return [ratio] * num_layers
     start, end = (ratio, min_ratio) if schedule == 'decrease' else (min_ratio, ratio)
