@@ -24,6 +24,7 @@ kernel (DropKey alone). A site also records attention probabilities for diagnost
 (:func:`attention_probs`).
 """
 import fnmatch
+import functools
 from typing import Callable, Dict, List, Optional, Tuple, Type
 
 import torch
@@ -257,12 +258,18 @@ def match_target(name: str, target: str) -> bool:
     return True
 
 
-def _is_deformable(module: nn.Module) -> bool:
+@functools.lru_cache(maxsize=None)
+def _deformable_attention_types() -> Tuple[type, ...]:
+    """mmcv's deformable attention class (looked up once; none on torch-only installs)."""
     try:
         from mmcv.ops import MultiScaleDeformableAttention
-    except ImportError:  # torch-only installs have no mmcv
-        return False
-    return isinstance(module, MultiScaleDeformableAttention)
+    except ImportError:
+        return ()
+    return (MultiScaleDeformableAttention, )
+
+
+def _is_deformable(module: nn.Module) -> bool:
+    return isinstance(module, _deformable_attention_types())
 
 
 def find_attention_modules(model: nn.Module, target: str = '',
