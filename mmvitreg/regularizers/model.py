@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from mmvitreg.ops.dropkey import set_dropkey_sampling
 from .site import Site
 
 __all__ = ['LossTerm', 'LossSite', 'add_loss_term', 'MCPredictSite']
@@ -104,7 +105,6 @@ class MCPredictSite(Site):
     def __call__(self, inputs, data_samples=None, **kwargs):
         if self.samples <= 1 or self.host.training:
             return self.original(inputs, data_samples, **kwargs)
-        from mmvitreg.ops.dropkey import set_dropkey_sampling
         head = self.host.head
         inverse = self.inverse_activation(head)
         set_dropkey_sampling(self.host, True)
