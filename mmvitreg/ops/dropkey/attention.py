@@ -6,15 +6,15 @@ Paths (chosen by :func:`dropkey_attention`):
   (:mod:`.flex`); no ``(B, heads, Nq, Nk)`` tensor exists.
 * ``sdpa``: the mask is generated from the hash (:mod:`.masks`) and given to scaled dot-product
   attention. On CPU (no attention dropout) it calls the fused flash kernel directly with an
-  additive mask written in cache-sized blocks into a reused workspace, and saves only the
+  additive mask written in cache-sized blocks into one buffer per pass, and saves only the
   kernel's log-sum-exp: backward regenerates the mask (bit-identical, from the call key) and never
   recomputes the forward. Masks larger than the memory budget are split into boxes of whole
   batch entries, then head groups, then queries (the largest that fit), so no full mask is held.
   Elsewhere (CUDA fallback, attention dropout, a trainable float bias) SDPA gets the boolean mask,
   chunked over queries with a recomputed backward when it does not fit.
 
-The memory budget (``memory_budget``: bytes for the mask of one box) defaults to 1/1024 of the
-device's memory (:func:`default_memory_budget`): 24 MiB on a 24 GiB CPU machine, 80 MiB on an
+The memory budget (``memory_budget``: bytes for the mask of one box) defaults to 1/2048 of the
+device's memory (:func:`default_memory_budget`): 12 MiB on a 24 GiB CPU machine, 40 MiB on an
 80 GB GPU. A mask costs ``itemsize`` bytes per logit on the CPU flash path (the additive mask
 only), ``1 + itemsize`` otherwise (bits + the additive mask SDPA derives from them).
 """
@@ -34,7 +34,7 @@ from .schedule import (check_backend, check_block_size, check_positive_int, chec
 __all__ = ['dropkey_attention', 'naive_dropkey_attention', 'default_memory_budget',
            'device_memory', 'plan_chunks', 'plan_regions', 'MaskSpec']
 
-MEMORY_FRACTION = 1024
+MEMORY_FRACTION = 2048
 
 
 def device_memory(device: Union[str, torch.device]) -> int:
@@ -49,7 +49,7 @@ def device_memory(device: Union[str, torch.device]) -> int:
 
 
 def default_memory_budget(device: Union[str, torch.device]) -> int:
-    """Default bytes for one chunk's mask: ``device_memory(device) // 1024``."""
+    """Default bytes for one chunk's mask: ``device_memory(device) // 2048`` (at least 1 MiB)."""
     return max(1 << 20, device_memory(device) // MEMORY_FRACTION)
 
 
@@ -100,7 +100,7 @@ def plan_regions(shape, bytes_per_logit: int, budget: int, chunk_size: Optional[
     elif min_heads * nq * row <= budget:
         cb, ch, cq = 1, plan_chunks(h, nq * row, budget), nq
     else:
-        cb, ch, cq = 1, plan_chunks(h, nq * row, min_heads * nq * row), None
+        cb, ch = 1, plan_chunks(h, nq * row, min_heads * nq * row)
         cq = plan_chunks(nq, ch * row, budget)
     return [((b0, min(b, b0 + cb)), (h0, min(h, h0 + ch)), (q0, min(nq, q0 + cq)))
             for b0 in range(0, b, cb) for h0 in range(0, h, ch) for q0 in range(0, nq, cq)]
@@ -135,17 +135,15 @@ class MaskSpec:
         return repair_all_dropped(keep, allowed)
 
     def sdpa_mask(self, region, dtype: Optional[torch.dtype] = None,
-                  workspace: bool = False) -> torch.Tensor:
+                  out: Optional[torch.Tensor] = None) -> torch.Tensor:
         """SDPA mask of a box: the bool keep mask, or additive (``dtype``) with -inf.
 
-        ``workspace``: write the additive mask into the shared per-device buffer (valid until
-        the next call; for masks consumed at once)."""
+        ``out``: a flat buffer to write an additive random-variant mask into (reused across the
+        boxes of a call)."""
         if (dtype is not None and self.variant == 'random' and self.bias is None
                 and self.allowed is None):
-            n = math.prod(b - a for a, b in region) * self.shape[-1]
-            buf = _workspace(self.device, dtype, n) if workspace else None
             return additive_mask_region(self.key, self.shape, region, self.ratio, dtype,
-                                        self.device, out=buf)
+                                        self.device, out=out)
         keep = self.keep(region)
         if self.bias is None and dtype is None:
             return keep
@@ -155,12 +153,21 @@ class MaskSpec:
         return torch.where(keep, base, torch.full((), float('-inf'), dtype=dtype,
                                                   device=keep.device))
 
+    def mask_buffer(self, regions, dtype: torch.dtype) -> Optional[torch.Tensor]:
+        """A flat buffer for the additive masks of the largest box (random variant, no host
+        mask; None otherwise): the per-device workspace shared by all calls, so no call touches
+        fresh memory (page faults would cost more than generating the mask)."""
+        if self.variant != 'random' or self.bias is not None or self.allowed is not None:
+            return None
+        numel = max(math.prod(b - a for a, b in region) for region in regions) * self.shape[-1]
+        return _workspace(self.device, dtype, numel)
+
 
 _WORKSPACES = {}
 
 
 def _workspace(device: torch.device, dtype: torch.dtype, numel: int) -> torch.Tensor:
-    """A flat buffer reused by every call on this device/dtype (grows to the largest chunk)."""
+    """A flat buffer reused by every call on this device/dtype (grows to the largest box)."""
     key = (str(device), dtype)
     buf = _WORKSPACES.get(key)
     if buf is None or buf.numel() < numel:
@@ -267,23 +274,26 @@ class _FlashCPUDropKey(torch.autograd.Function):
     """CPU flash attention per box of (batch, head, query) ranges with the DropKey mask.
 
     Backward uses the saved log-sum-exp (no recomputed forward) and regenerates each box's mask
-    from the call key (bit-identical) into the shared workspace, so masks are never held
-    between forward and backward and fresh memory is never touched.
+    from the call key (bit-identical) into one buffer per pass, so masks are never held
+    between forward and backward.
     """
 
     @staticmethod
     def forward(ctx, q, k, v, spec, regions, scale):
         flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+        buf = spec.mask_buffer(regions, q.dtype)
         if len(regions) == 1:
-            mask = spec.sdpa_mask(regions[0], q.dtype, workspace=True)
+            mask = spec.sdpa_mask(regions[0], q.dtype, out=buf)
             out, lse = flash(q, k, v, 0.0, False, attn_mask=mask, scale=scale)
         else:
             b, h, nq = q.shape[:3]
-            out = q.new_empty(b, h, nq, v.shape[-1])
+            # the flash kernel's own output layout: (B, N, heads, d) memory, so the host's
+            # ``transpose(1, 2).reshape(B, N, C)`` is a view, not a copy
+            out = q.new_empty(b, nq, h, v.shape[-1]).transpose(1, 2)
             lse = q.new_empty(b, h, nq, dtype=torch.float32)
             for region in regions:
                 (b0, b1), (h0, h1), (q0, q1) = region
-                mask = spec.sdpa_mask(region, q.dtype, workspace=True)
+                mask = spec.sdpa_mask(region, q.dtype, out=buf)
                 o, l = flash(q[b0:b1, h0:h1, q0:q1], k[b0:b1, h0:h1], v[b0:b1, h0:h1], 0.0,
                              False, attn_mask=mask, scale=scale)
                 out[b0:b1, h0:h1, q0:q1] = o
@@ -297,8 +307,9 @@ class _FlashCPUDropKey(torch.autograd.Function):
         q, k, v, out, lse = ctx.saved_tensors
         spec, regions, scale = ctx.spec, ctx.regions, ctx.scale
         flash_bwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
+        buf = spec.mask_buffer(regions, q.dtype)
         if len(regions) == 1:
-            mask = spec.sdpa_mask(regions[0], q.dtype, workspace=True)
+            mask = spec.sdpa_mask(regions[0], q.dtype, out=buf)
             dq, dk, dv = flash_bwd(grad_out, q, k, v, out, lse, 0.0, False, attn_mask=mask,
                                    scale=scale)
             return dq, dk, dv, None, None, None
@@ -307,7 +318,7 @@ class _FlashCPUDropKey(torch.autograd.Function):
         dv = torch.zeros_like(v)
         for region in regions:
             (b0, b1), (h0, h1), (q0, q1) = region
-            mask = spec.sdpa_mask(region, q.dtype, workspace=True)
+            mask = spec.sdpa_mask(region, q.dtype, out=buf)
             sl = (slice(b0, b1), slice(h0, h1), slice(q0, q1))
             dq_c, dk_c, dv_c = flash_bwd(grad_out[sl], q[sl], k[b0:b1, h0:h1], v[b0:b1, h0:h1],
                                          out[sl], lse[sl], 0.0, False, attn_mask=mask,

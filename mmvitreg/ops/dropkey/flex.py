@@ -18,7 +18,8 @@ from typing import Optional
 
 import torch
 
-from .random import GOLDEN, MUL1, MUL2, _signed, words_per_row
+from .random import words_per_row
+from .splitmix import GOLDEN, MUL1, MUL2, signed
 from .schedule import ratio_threshold
 
 __all__ = ['flex_available', 'flex_applies', 'flex_dropkey_attention']
@@ -59,7 +60,7 @@ def _lsr(x: torch.Tensor, shift: int) -> torch.Tensor:
 
 
 def _score_mod(params: torch.Tensor, allowed: Optional[torch.Tensor]):
-    golden, mul1, mul2 = _signed(GOLDEN), _signed(MUL1), _signed(MUL2)
+    golden, mul1, mul2 = signed(GOLDEN), signed(MUL1), signed(MUL2)
 
     def score_mod(score, b, h, q_idx, kv_idx):
         heads, nq, words, offset, thr = params[0], params[1], params[2], params[3], params[4]
@@ -104,7 +105,7 @@ def flex_dropkey_attention(q: torch.Tensor,
     nk = k.shape[-2]
     k = k.expand(b, h, nk, k.shape[-1])
     v = v.expand(b, h, nk, v.shape[-1])
-    params = torch.tensor([h, nq, words_per_row(nk), _signed(key + GOLDEN),
+    params = torch.tensor([h, nq, words_per_row(nk), signed(key + GOLDEN),
                            ratio_threshold(ratio)], dtype=torch.int64, device=q.device)
     allowed = None if attn_mask is None else attn_mask.expand(b, h, nq, nk)
     score_mod = _score_mod(params, allowed)

@@ -180,8 +180,8 @@ def additive_mask_region(key: int,
     Equals ``where(repair_all_dropped(keep), 0, -inf)`` for the same rows. Rows are checked for
     being all dropped only when that has a probability above 1e-12 for the call (``p ** Nk``
     per row); below, such a row would keep ``-inf`` everywhere (flash returns zeros there).
-    ``out``: optional flat buffer of at least ``rows * Nk`` elements to write into (reused
-    workspaces avoid the page faults of a fresh allocation on every call).
+    ``out``: optional flat buffer of at least ``rows * Nk`` elements to write into (one buffer
+    serves every box of a call).
     """
     device = torch.device('cpu') if device is None else torch.device(device)
     nk = int(shape[-1])

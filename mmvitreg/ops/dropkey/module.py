@@ -45,7 +45,7 @@ class DropKey(nn.Module):
             ``'sdpa'``.
         layer_id: this layer's number in the model; part of the mask key, so it must be unique
             among the DropKey modules of a model (see :func:`assign_layer_ids`).
-        memory_budget: bytes one chunk's mask may use (None: 1/1024 of the device's memory).
+        memory_budget: bytes one chunk's mask may use (None: 1/2048 of the device's memory).
         name: shown in errors (e.g. the host attention module's path).
     """
 

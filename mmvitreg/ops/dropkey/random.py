@@ -20,51 +20,19 @@ from typing import Optional
 
 import torch
 
+from . import compiled
+from .splitmix import GOLDEN, MASK64, mix64, mix64_, signed
+
 __all__ = [
     'set_seed', 'get_seed', 'set_step', 'get_step', 'get_generation', 'reset_context',
     'dist_rank', 'mix64', 'call_key', 'next_key', 'words_per_row', 'random_lanes', 'lanes_below',
     'for_each_block', 'cpu_block_rows'
 ]
 
-_MASK64 = (1 << 64) - 1
-#: SplitMix64 constants (Steele, Lea & Flood 2014; Vigna's finaliser), as unsigned ints
-GOLDEN = 0x9E3779B97F4A7C15
-MUL1 = 0xBF58476D1CE4E5B9
-MUL2 = 0x94D049BB133111EB
-SHIFTS = ((30, MUL1), (27, MUL2), (31, None))
-#: int64 words processed per block on CPU (keeps the temporaries in the L2 cache)
-CPU_BLOCK_WORDS = 1 << 16
+#: int64 words per intra-op thread in one CPU block: large enough to amortise the per-op cost of
+#: the eager float passes over the block, small enough for the block to stay in cache
+CPU_BLOCK_WORDS = 1 << 17
 LANES = 4  # 16-bit lanes per 64-bit word
-
-
-def _signed(x: int) -> int:
-    """Unsigned 64-bit int -> the int64 with the same bits."""
-    x &= _MASK64
-    return x - (1 << 64) if x >> 63 else x
-
-
-def mix64(x: int) -> int:
-    """SplitMix64 finaliser on Python ints (unsigned 64-bit in, unsigned 64-bit out)."""
-    x &= _MASK64
-    for shift, mul in SHIFTS:
-        x ^= x >> shift
-        if mul is not None:
-            x = (x * mul) & _MASK64
-    return x
-
-
-def mix64_(x: torch.Tensor, tmp: torch.Tensor) -> torch.Tensor:
-    """In-place SplitMix64 finaliser on an int64 tensor (``tmp``: scratch of the same shape).
-
-    int64 ``>>`` is arithmetic, so the logical shift masks off the sign-extended bits.
-    """
-    for shift, mul in SHIFTS:
-        torch.bitwise_right_shift(x, shift, out=tmp)
-        tmp.bitwise_and_((1 << (64 - shift)) - 1)
-        x.bitwise_xor_(tmp)
-        if mul is not None:
-            x.mul_(_signed(mul))
-    return x
 
 
 # ------------------------------------------------------------------------------------------------
@@ -77,12 +45,12 @@ def set_seed(seed: Optional[int]) -> None:
     """Fix the run seed of all masks (None: follow ``torch.initial_seed()``). All 64 bits count."""
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ValueError(f'DropKey seed must be an integer or None, got {seed!r}')
-    _CONTEXT['seed'] = None if seed is None else seed & _MASK64
+    _CONTEXT['seed'] = None if seed is None else seed & MASK64
 
 
 def get_seed() -> int:
     seed = _CONTEXT['seed']
-    return torch.initial_seed() & _MASK64 if seed is None else seed
+    return torch.initial_seed() & MASK64 if seed is None else seed
 
 
 def set_step(step: int) -> None:
@@ -133,8 +101,8 @@ def call_key(layer_id: int,
     rank = dist_rank() if rank is None else rank
     key = mix64(seed + GOLDEN)
     for field in (step, layer_id, rank, call):
-        key = mix64((key ^ (field & _MASK64)) + GOLDEN)
-    return _signed(key)
+        key = mix64((key ^ (field & MASK64)) + GOLDEN)
+    return signed(key)
 
 
 def next_key(layer_id: int = -1) -> int:
@@ -203,25 +171,42 @@ def for_each_block(key: int, rows: torch.Tensor, num_cols: int, emit) -> None:
     """Compute the lanes of ``rows`` block by block and call ``emit(r0, r1, lanes)`` with the
     int16 ``(r1 - r0, num_cols)`` lanes of rows ``r0:r1`` (a view valid during the call).
 
-    On CPU blocks hold ~``CPU_BLOCK_WORDS`` words so all temporaries stay in cache.
+    On CPU blocks hold ~``CPU_BLOCK_WORDS`` words per thread so the temporaries of ``emit``
+    stay in cache, and blocks of at least :data:`.compiled.MIN_WORDS` words are hashed by the
+    compiled loop of :mod:`.compiled` (same bits as the eager ops).
     """
     rows = rows.reshape(-1).to(torch.int64)
     n_rows, w = rows.numel(), words_per_row(num_cols)
     if n_rows == 0 or num_cols == 0:
         return
     device = rows.device
-    block_rows = n_rows if device.type != 'cpu' else cpu_block_rows(w)
-    block_rows = min(block_rows, n_rows)
-    golden = _signed(GOLDEN)
+    on_cpu = device.type == 'cpu'
+    block_rows = min(n_rows, cpu_block_rows(w) if on_cpu else n_rows)
+    golden = signed(GOLDEN)
     # splitmix64 input = key + (row * W + col + 1) * G = row * (W * G) + (col * G + key + G)
     col_term = torch.arange(w, dtype=torch.int64, device=device).mul_(golden).add_(
-        _signed(key + GOLDEN))
-    row_term = rows * _signed(w * GOLDEN)
+        signed(key + GOLDEN))
+    row_term = rows * signed(w * GOLDEN)
+    use_compiled = on_cpu and block_rows * w >= compiled.MIN_WORDS
     words = torch.empty(block_rows, w, dtype=torch.int64, device=device)
-    tmp = torch.empty_like(words)
+    tmp = None
     for r0 in range(0, n_rows, block_rows):
         r1 = min(n_rows, r0 + block_rows)
-        x, t = words[:r1 - r0], tmp[:r1 - r0]
-        torch.add(row_term[r0:r1, None], col_term, out=x)
-        mix64_(x, t)
+        x = words[:r1 - r0]
+        if use_compiled:
+            # whole blocks of fresh (non-view) tensors: one compiled graph for every call
+            block = torch.zeros(block_rows, 1, dtype=torch.int64)
+            block[:r1 - r0, 0] = row_term[r0:r1]
+            use_compiled = compiled.compiled_mix_words(
+                block, col_term, words, eager=lambda: mix64_eager(block, col_term)) is not None
+        if not use_compiled:
+            tmp = torch.empty_like(words) if tmp is None else tmp
+            torch.add(row_term[r0:r1, None], col_term, out=x)
+            mix64_(x, tmp[:r1 - r0])
         emit(r0, r1, x.view(torch.int16)[:, :num_cols])
+
+
+def mix64_eager(row_term: torch.Tensor, col_term: torch.Tensor) -> torch.Tensor:
+    """The words ``splitmix64(row_term + col_term)`` with eager in-place ops."""
+    x = row_term + col_term
+    return mix64_(x, torch.empty_like(x))

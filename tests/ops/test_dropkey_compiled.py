@@ -1,0 +1,108 @@
+"""The compiled CPU loop for mask words: same bits as the eager ops, and a safe fallback."""
+import logging
+
+import pytest
+import torch
+
+from mmvitreg.ops.dropkey import compiled, dropkey_attention, sample_keep_mask
+from mmvitreg.ops.dropkey.random import call_key, mix64_eager, random_lanes
+from mmvitreg.ops.dropkey.splitmix import mix64, signed
+
+KEY = call_key(3, 1, seed=2**62 + 12345)
+
+
+@pytest.fixture
+def fresh_kernel(monkeypatch):
+    """A process state where the compiled loop is not built, checked or disabled yet."""
+    monkeypatch.setattr(compiled, '_STATE', {'fn': None, 'checked': False, 'failed': None})
+    monkeypatch.delenv('MMVITREG_DROPKEY_COMPILE', raising=False)
+    return compiled
+
+
+def _eager(monkeypatch, fn):
+    monkeypatch.setenv('MMVITREG_DROPKEY_COMPILE', '0')
+    try:
+        return fn()
+    finally:
+        monkeypatch.delenv('MMVITREG_DROPKEY_COMPILE')
+
+
+def test_compiled_words_equal_python_splitmix64(fresh_kernel):
+    # signed int64 terms spanning the whole range, shapes that are not multiples of anything
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randint(-2**63, 2**63 - 1, (301, 1), generator=g, dtype=torch.int64)
+    cols = torch.randint(-2**63, 2**63 - 1, (97, ), generator=g, dtype=torch.int64)
+    out = torch.empty(301, 97, dtype=torch.int64)
+    got = fresh_kernel.compiled_mix_words(rows, cols, out, eager=lambda: mix64_eager(rows, cols))
+    assert got is out and fresh_kernel.kernel_state() == {'compiled': True, 'checked': True,
+                                                         'failed': None}
+    for i, j in [(0, 0), (5, 96), (300, 41), (123, 7)]:
+        expect = mix64((int(rows[i, 0]) + int(cols[j])) % 2**64)
+        assert int(out[i, j]) == signed(expect)
+    assert torch.equal(out, mix64_eager(rows, cols))
+
+
+def test_large_masks_use_the_compiled_loop_with_the_eager_bits(fresh_kernel, monkeypatch):
+    # 40 x 4 x 97 x 197 logits: blocks well above MIN_WORDS, rows split over several blocks
+    shape = (40, 4, 97, 197)
+    compiled_mask = sample_keep_mask(shape, 0.3, key=KEY)
+    assert fresh_kernel.kernel_state()['checked']
+    eager_mask = _eager(monkeypatch, lambda: sample_keep_mask(shape, 0.3, key=KEY))
+    assert torch.equal(compiled_mask, eager_mask)
+    # arbitrary (non-contiguous) row sets too
+    rows = torch.randperm(40 * 4 * 97)[:3000]
+    assert torch.equal(random_lanes(KEY, rows, 197),
+                       _eager(monkeypatch, lambda: random_lanes(KEY, rows, 197)))
+
+
+def test_dropkey_attention_identical_with_and_without_compiled_loop(fresh_kernel, monkeypatch):
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(2, 4, 256, 32, generator=g, requires_grad=True) for _ in range(3))
+    grad = torch.randn(2, 4, 256, 32, generator=g)
+
+    def run():
+        for t in (q, k, v):
+            t.grad = None
+        out = dropkey_attention(q, k, v, 0.2, key=KEY, memory_budget=1 << 18)  # chunked
+        out.backward(grad)
+        return [out.detach()] + [t.grad.clone() for t in (q, k, v)]
+
+    with_loop = run()
+    assert fresh_kernel.kernel_state()['compiled']
+    without = _eager(monkeypatch, run)
+    for a, b in zip(with_loop, without):
+        assert torch.equal(a, b)
+
+
+def test_compile_failure_falls_back_to_eager_with_one_warning(fresh_kernel, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError('no C++ compiler found\ndetails')
+
+    monkeypatch.setattr(torch, 'compile', lambda fn, **kw: broken)
+    expected = _eager(monkeypatch, lambda: sample_keep_mask((8, 4, 64, 131), 0.2, key=KEY))
+    with caplog.at_level(logging.WARNING, logger=compiled.__name__):
+        first = sample_keep_mask((8, 4, 64, 131), 0.2, key=KEY)
+        second = sample_keep_mask((8, 4, 64, 131), 0.2, key=KEY)
+    assert torch.equal(first, expected) and torch.equal(second, expected)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and 'no C++ compiler found' in warnings[0].getMessage()
+    assert fresh_kernel.kernel_state()['failed'].startswith('RuntimeError')
+
+
+def test_a_miscompiled_loop_is_detected_and_not_used(fresh_kernel, monkeypatch, caplog):
+    def wrong(row_term, col_term, out):
+        out.copy_(row_term + col_term)  # not hashed
+
+    monkeypatch.setattr(torch, 'compile', lambda fn, **kw: wrong)
+    expected = _eager(monkeypatch, lambda: sample_keep_mask((8, 4, 64, 131), 0.2, key=KEY))
+    with caplog.at_level(logging.WARNING, logger=compiled.__name__):
+        got = sample_keep_mask((8, 4, 64, 131), 0.2, key=KEY)
+    assert torch.equal(got, expected)
+    assert 'differed from the eager ops' in fresh_kernel.kernel_state()['failed']
+
+
+def test_small_masks_do_not_build_the_compiled_loop(fresh_kernel):
+    sample_keep_mask((2, 2, 17, 17), 0.3, key=KEY)
+    assert not fresh_kernel.kernel_state()['compiled']
+    assert fresh_kernel.warm_up()['checked']
+
