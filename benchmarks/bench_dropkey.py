@@ -8,17 +8,19 @@ logits + float Bernoulli mask * -1e12, ``naive_dropkey_attention``).
    at the per-GPU training shape of every shipped DropKey config: DeiT-S ImageNet (batch 256),
    ViT-B ImageNet (batch 128), ViT-S/4 CIFAR-100 32 px (65 tokens, batch 256), DETR-R50 encoder
    at 800x1333 (850 tokens, batch 2, width 256, 8 heads) and decoder cross-attention (100
-   queries x 850 keys), PlainViT-B global attention (N = 4096, batch 1). Median of ``--reps``
-   interleaved repetitions; ``op`` is the same ratio for the attention op alone (no
-   projections). Peak memory: each variant runs once more in a fresh process (CPU: growth of
-   the peak RSS over one step, ``VmHWM`` reset right before it, after a tiny warm-up step that
-   only initialises the libraries; CUDA: ``max_memory_allocated``).
+   queries x 850 keys), PlainViT-B global attention (N = 4096, batch 1). Median of at least
+   ``--reps`` interleaved repetitions (shapes whose step is short get enough for ~3 s, at most
+   30); ``op`` is the same ratio for the attention op alone (no projections). The first step
+   of each variant is a warm-up; it also builds DropKey's compiled CPU mask kernel (once per
+   process). Peak memory: each variant runs once more in a fresh process (CPU: growth of
+   the peak RSS over one step, ``VmHWM`` reset right before it, after a tiny warm-up step and
+   the kernel build that only initialise the libraries; CUDA: ``max_memory_allocated``).
 2. A timm ViT-S/16 training step (224 px, batch 64; forward + backward + SGD), DropKey ratio 0.1
    decreasing with depth, attached through mmvitreg's timm attention site; median of
-   ``--step-reps`` interleaved steps.
+   ``--step-reps`` interleaved steps (``--step-naive``: also the paper's two lines).
 
 Usage: ``python benchmarks/bench_dropkey.py [--reps 3] [--step-reps 3] [--threads 2]
-[--device cpu|cuda] [--skip-train] [--skip-memory]``
+[--device cpu|cuda] [--skip-train] [--skip-memory] [--shapes DETR,N=4096] [--step-naive]``
 """
 import argparse
 import json
@@ -47,6 +49,8 @@ LAYERS = [
 ]
 VARIANTS = ('plain', 'dropkey', 'naive (paper)')
 RATIO = 0.1
+MIN_SECONDS, MAX_REPS = 3.0, 30
+MMAP_THRESHOLD = 128 << 10
 
 
 class AttentionLayer(nn.Module):
@@ -91,14 +95,15 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def bench_layers(device, reps, threads, memory):
+def bench_layers(device, reps, threads, memory, shapes=LAYERS):
     print(f'\n[1] one attention layer (projections + attention), forward + backward, {device}; '
-          f'DropKey ratio {RATIO}; median of {reps} interleaved')
+          f'DropKey ratio {RATIO}; median of >= {reps} interleaved repetitions (short shapes: '
+          f'enough for {MIN_SECONDS:.0f} s, at most {MAX_REPS})')
     head = (f'{"shape":<32}{"plain ms":>10}{"DropKey":>9}{"naive":>8}{"op: DK":>8}'
             + (f'{"plain MB":>10}{"DK mem":>8}{"naive mem":>10}' if memory else ''))
     print(head)
     results = []
-    for shape in LAYERS:
+    for shape in shapes:
         name, _, _, _, c, h = shape
         torch.manual_seed(0)
         layers = {v: AttentionLayer(c, h, v).to(device).train() for v in VARIANTS}
@@ -124,16 +129,18 @@ def bench_layers(device, reps, threads, memory):
 
         times = {v: [] for v in VARIANTS}
         op_times = {v: [] for v in VARIANTS[:2]}
-        for v in VARIANTS:
-            layer_step(v)
-        for _ in range(reps):
+        warm = {v: layer_step(v) for v in VARIANTS}
+        # short shapes get more repetitions (>= ~3 s of plain steps, at most 30): their ratios
+        # are otherwise dominated by scheduling noise
+        n = max(reps, min(MAX_REPS, int(MIN_SECONDS / warm['plain'])))
+        for _ in range(n):
             for v in VARIANTS:
                 times[v].append(layer_step(v))
             for v in op_times:
                 op_times[v].append(op_step(v))
         med = {v: statistics.median(t) for v, t in times.items()}
         op_ratio = statistics.median(op_times['dropkey']) / statistics.median(op_times['plain'])
-        row = dict(name=name, ms={v: med[v] * 1e3 for v in VARIANTS}, op_ratio=op_ratio)
+        row = dict(name=name, reps=n, ms={v: med[v] * 1e3 for v in VARIANTS}, op_ratio=op_ratio)
         line = (f'{name:<32}{med["plain"] * 1e3:>10.1f}{med["dropkey"] / med["plain"]:>8.3f}x'
                 f'{med["naive (paper)"] / med["plain"]:>7.2f}x{op_ratio:>7.3f}x')
         if memory:
@@ -156,7 +163,12 @@ def _peak_subprocess(shape, variant, device, threads):
             f'sys.argv = [{__file__!r}, "--_peak", "{LAYERS.index(shape)}", "--_variant", '
             f'{variant!r}, "--threads", "{threads}"]\n'
             f'import runpy; runpy.run_path({__file__!r}, run_name="__main__")\n')
-    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
+    # glibc with a fixed mmap threshold (no dynamic raise): every large tensor is its own
+    # mapping, returned to the system when freed, so the peak RSS is the peak of live memory
+    # rather than of what the allocator happened to keep
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD))
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
+                         env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -177,6 +189,9 @@ def _layer_peak(index, variant, device):
         # DropKey's mask workspace grows to its real size inside the measured step
         tiny = torch.randn(1, 8, shape[4], requires_grad=True)
         layer(tiny, tiny).sum().backward()
+        if variant == 'dropkey':  # builds the compiled CPU mask kernel (once per process)
+            from mmvitreg.ops.dropkey.compiled import warm_up
+            warm_up()
         for p in layer.parameters():
             p.grad = None
         with open('/proc/self/clear_refs', 'w') as f:
@@ -197,12 +212,13 @@ def _status_bytes(field):
     raise RuntimeError(f'{field} not in /proc/self/status')
 
 
-def bench_train_step(device, reps, batch=64):
+def bench_train_step(device, reps, batch=64, naive=False):
     from gpu_acceptance import attach_dropkey_timm, build_vit, naivify
     torch.manual_seed(0)
+    variants = VARIANTS if naive else VARIANTS[:2]
     models = {'plain': build_vit('vit_small_patch16_224', False)}
     state = models['plain'].state_dict()
-    for v in VARIANTS[1:]:
+    for v in variants[1:]:
         m = build_vit('vit_small_patch16_224', False)
         m.load_state_dict(state)
         how = attach_dropkey_timm(m, RATIO)
@@ -223,17 +239,17 @@ def bench_train_step(device, reps, batch=64):
         _sync(device)
         return time.perf_counter() - t0
 
-    times = {v: [] for v in VARIANTS}
-    for v in VARIANTS:
+    times = {v: [] for v in variants}
+    for v in variants:
         step(v)
     for _ in range(reps):
-        for v in VARIANTS:
+        for v in variants:
             times[v].append(step(v))
     med = {v: statistics.median(t) for v, t in times.items()}
     print(f'\n[2] timm ViT-S/16 train step, 224 px, batch {batch}, {device}, DropKey ratio {RATIO} '
           f'decreasing with depth (attached via {how}), median of {reps} interleaved')
     print(f'{"variant":<16}{"ms/step":>10}{"ratio":>8}')
-    for v in VARIANTS:
+    for v in variants:
         print(f'{v:<16}{med[v] * 1e3:>10.1f}{med[v] / med["plain"]:>8.3f}')
     return med
 
@@ -245,7 +261,11 @@ def main():
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--device', default=None, help='cpu | cuda (default: both if any)')
     parser.add_argument('--skip-train', action='store_true')
+    parser.add_argument('--step-naive', action='store_true',
+                        help="also time the paper's two lines in the train step (~1 min more)")
     parser.add_argument('--skip-memory', action='store_true')
+    parser.add_argument('--shapes', default=None,
+                        help='comma-separated parts of layer names to run (default: all)')
     parser.add_argument('--_peak', type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument('--_variant', default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -260,9 +280,11 @@ def main():
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, DropKey memory budget '
           f'{default_memory_budget("cpu") / 2**20:.0f} MiB (CPU)')
     for device in devices:
-        bench_layers(device, args.reps, args.threads, not args.skip_memory)
+        shapes = LAYERS if args.shapes is None else [
+            s for s in LAYERS if any(part in s[0] for part in args.shapes.split(','))]
+        bench_layers(device, args.reps, args.threads, not args.skip_memory, shapes)
         if not args.skip_train:
-            bench_train_step(device, args.step_reps)
+            bench_train_step(device, args.step_reps, naive=args.step_naive)
     print(f'\ntotal {time.time() - t0:.0f} s')
 
 
