@@ -20,11 +20,13 @@ import json
 import os
 import os.path as osp
 import shutil
+import signal
 import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from contextlib import contextmanager
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from . import aggregate, logs
 from .launch import (VIS_BACKENDS, Interrupted, LaunchOptions, Slot, make_slots, run_lock,
@@ -281,11 +283,13 @@ def execute_all(items: Sequence[Tuple[BenchmarkSpec, RunSpec]], opts: LaunchOpti
             if on_done is not None:
                 on_done(spec, res)
 
-    with ThreadPoolExecutor(max_workers=len(slots)) as pool:
+    with _deferred_sigint() as interrupted, ThreadPoolExecutor(max_workers=len(slots)) as pool:
         futures = [pool.submit(work, i, spec, run) for i, (spec, run) in enumerate(items, 1)]
         try:
             pending = set(futures)
             while pending:
+                if interrupted():
+                    raise KeyboardInterrupt
                 finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
                 for f in finished:
                     exc = f.exception()
@@ -297,6 +301,22 @@ def execute_all(items: Sequence[Tuple[BenchmarkSpec, RunSpec]], opts: LaunchOpti
                 f.cancel()
             raise
     return counts
+
+
+@contextmanager
+def _deferred_sigint() -> Iterator[Callable[[], bool]]:
+    """While running, Ctrl-C only sets a flag that the polling loop turns into
+    ``KeyboardInterrupt`` at a safe point: raised asynchronously inside ``concurrent.futures``
+    it can leave a future's lock held, and the pool's shutdown then waits forever."""
+    flag = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: flag.append(signum))
+    try:
+        yield lambda: bool(flag)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def run_prepare(spec: BenchmarkSpec, printer: Printer = print) -> None:
