@@ -43,27 +43,27 @@ def test_compiled_words_equal_python_splitmix64(fresh_kernel):
 
 
 def test_large_masks_use_the_compiled_loop_with_the_eager_bits(fresh_kernel, monkeypatch):
-    # 40 x 4 x 97 x 197 logits: blocks well above MIN_WORDS, rows split over several blocks
+    # 40 x 4 x 97 x 197 logits: above MIN_WORDS, rows split over several blocks
     shape = (40, 4, 97, 197)
     compiled_mask = sample_keep_mask(shape, 0.3, key=KEY)
     assert fresh_kernel.kernel_state()['checked']
     eager_mask = _eager(monkeypatch, lambda: sample_keep_mask(shape, 0.3, key=KEY))
     assert torch.equal(compiled_mask, eager_mask)
     # arbitrary (non-contiguous) row sets too
-    rows = torch.randperm(40 * 4 * 97)[:3000]
+    rows = torch.randperm(40 * 4 * 97)[:6000]
     assert torch.equal(random_lanes(KEY, rows, 197),
                        _eager(monkeypatch, lambda: random_lanes(KEY, rows, 197)))
 
 
 def test_dropkey_attention_identical_with_and_without_compiled_loop(fresh_kernel, monkeypatch):
     g = torch.Generator().manual_seed(1)
-    q, k, v = (torch.randn(2, 4, 256, 32, generator=g, requires_grad=True) for _ in range(3))
-    grad = torch.randn(2, 4, 256, 32, generator=g)
+    q, k, v = (torch.randn(2, 4, 512, 16, generator=g, requires_grad=True) for _ in range(3))
+    grad = torch.randn(2, 4, 512, 16, generator=g)
 
     def run():
         for t in (q, k, v):
             t.grad = None
-        out = dropkey_attention(q, k, v, 0.2, key=KEY, memory_budget=1 << 18)  # chunked
+        out = dropkey_attention(q, k, v, 0.2, key=KEY, memory_budget=1 << 22)  # 2 boxes
         out.backward(grad)
         return [out.detach()] + [t.grad.clone() for t in (q, k, v)]
 
@@ -79,10 +79,10 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(fresh_kernel, monk
         raise RuntimeError('no C++ compiler found\ndetails')
 
     monkeypatch.setattr(torch, 'compile', lambda fn, **kw: broken)
-    expected = _eager(monkeypatch, lambda: sample_keep_mask((8, 4, 64, 131), 0.2, key=KEY))
+    expected = _eager(monkeypatch, lambda: sample_keep_mask((8, 4, 128, 257), 0.2, key=KEY))
     with caplog.at_level(logging.WARNING, logger=compiled.__name__):
-        first = sample_keep_mask((8, 4, 64, 131), 0.2, key=KEY)
-        second = sample_keep_mask((8, 4, 64, 131), 0.2, key=KEY)
+        first = sample_keep_mask((8, 4, 128, 257), 0.2, key=KEY)
+        second = sample_keep_mask((8, 4, 128, 257), 0.2, key=KEY)
     assert torch.equal(first, expected) and torch.equal(second, expected)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and 'no C++ compiler found' in warnings[0].getMessage()
@@ -94,9 +94,9 @@ def test_a_miscompiled_loop_is_detected_and_not_used(fresh_kernel, monkeypatch, 
         out.copy_(row_term + col_term)  # not hashed
 
     monkeypatch.setattr(torch, 'compile', lambda fn, **kw: wrong)
-    expected = _eager(monkeypatch, lambda: sample_keep_mask((8, 4, 64, 131), 0.2, key=KEY))
+    expected = _eager(monkeypatch, lambda: sample_keep_mask((8, 4, 128, 257), 0.2, key=KEY))
     with caplog.at_level(logging.WARNING, logger=compiled.__name__):
-        got = sample_keep_mask((8, 4, 64, 131), 0.2, key=KEY)
+        got = sample_keep_mask((8, 4, 128, 257), 0.2, key=KEY)
     assert torch.equal(got, expected)
     assert 'differed from the eager ops' in fresh_kernel.kernel_state()['failed']
 

@@ -2,8 +2,10 @@
 
 Eager torch evaluates the finaliser as ~11 separate int64 passes over every block of words; the
 inductor-compiled function does the same arithmetic in one vectorised loop, ~8x faster on a
-2-core AVX-512 machine, and with int64 wrap-around it gives the same bits. Used for CPU blocks
-of at least :data:`MIN_WORDS` words (below, eager ops are as fast and nothing is compiled).
+2-core AVX-512 machine, and with int64 wrap-around it gives the same bits. Used on CPU for
+calls whose mask has at least :data:`MIN_WORDS` words (1M logits: every shipped config's
+training shape); smaller masks, as in tests and toy runs, stay eager, so they never pay for the
+build.
 
 The compiled loop is built once per process (dynamic shapes: one compilation for every block
 size; inductor caches it on disk, so later processes load it in about a second). The first
@@ -22,8 +24,8 @@ from .splitmix import mix64_tensor
 __all__ = ['MIN_WORDS', 'mix_words', 'compiled_mix_words', 'compile_enabled', 'kernel_state',
            'warm_up']
 
-#: CPU blocks with fewer words than this use eager ops
-MIN_WORDS = 1 << 14
+#: CPU masks (whole calls) with fewer words than this use eager ops
+MIN_WORDS = 1 << 18
 
 _LOG = logging.getLogger(__name__)
 _STATE = {'fn': None, 'checked': False, 'failed': None}
@@ -82,7 +84,7 @@ def warm_up() -> dict:
     e.g. before timing or measuring memory; returns :func:`kernel_state`."""
     from .splitmix import mix64_
     # sizes that differ from each other (no size equalities for the dynamic shapes to assume)
-    rows = torch.arange(257, dtype=torch.int64)[:, None] * 1000003
+    rows = torch.arange(3917, dtype=torch.int64)[:, None] * 1000003
     cols = torch.arange(67, dtype=torch.int64)
     out = torch.empty(rows.shape[0], cols.shape[0], dtype=torch.int64)
     compiled_mix_words(rows, cols, out,

@@ -172,7 +172,7 @@ def for_each_block(key: int, rows: torch.Tensor, num_cols: int, emit) -> None:
     int16 ``(r1 - r0, num_cols)`` lanes of rows ``r0:r1`` (a view valid during the call).
 
     On CPU blocks hold ~``CPU_BLOCK_WORDS`` words per thread so the temporaries of ``emit``
-    stay in cache, and blocks of at least :data:`.compiled.MIN_WORDS` words are hashed by the
+    stay in cache; calls of at least :data:`.compiled.MIN_WORDS` words are hashed by the
     compiled loop of :mod:`.compiled` (same bits as the eager ops).
     """
     rows = rows.reshape(-1).to(torch.int64)
@@ -187,7 +187,7 @@ def for_each_block(key: int, rows: torch.Tensor, num_cols: int, emit) -> None:
     col_term = torch.arange(w, dtype=torch.int64, device=device).mul_(golden).add_(
         signed(key + GOLDEN))
     row_term = rows * signed(w * GOLDEN)
-    use_compiled = on_cpu and block_rows * w >= compiled.MIN_WORDS
+    use_compiled = on_cpu and n_rows * w >= compiled.MIN_WORDS
     words = torch.empty(block_rows, w, dtype=torch.int64, device=device)
     tmp = None
     for r0 in range(0, n_rows, block_rows):
