@@ -1,7 +1,7 @@
 """The SplitMix64 words of DropKey masks as one compiled CPU loop (``torch.compile``).
 
 Eager torch evaluates the finaliser as ~11 separate int64 passes over every block of words; the
-inductor-compiled function does the same arithmetic in one vectorised loop, ~8x faster on a
+inductor-compiled function does the same arithmetic in one vectorised loop, 5-10x faster on a
 2-core AVX-512 machine, and with int64 wrap-around it gives the same bits. Used on CPU for
 calls whose mask has at least :data:`MIN_WORDS` words (1M logits: every shipped config's
 training shape); smaller masks, as in tests and toy runs, stay eager, so they never pay for the
