@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 
 from .random import words_per_row
-from .splitmix import GOLDEN, MUL1, MUL2, signed
+from .splitmix import GOLDEN, mix64_tensor, signed
 from .schedule import ratio_threshold
 
 __all__ = ['flex_available', 'flex_applies', 'flex_dropkey_attention']
@@ -55,23 +55,14 @@ def _compiled_flex():
     return _STATE['compiled']
 
 
-def _lsr(x: torch.Tensor, shift: int) -> torch.Tensor:
-    return (x >> shift) & ((1 << (64 - shift)) - 1)
-
-
 def _score_mod(params: torch.Tensor, allowed: Optional[torch.Tensor]):
-    golden, mul1, mul2 = signed(GOLDEN), signed(MUL1), signed(MUL2)
+    golden = signed(GOLDEN)
 
     def score_mod(score, b, h, q_idx, kv_idx):
         heads, nq, words, offset, thr = params[0], params[1], params[2], params[3], params[4]
         kv = kv_idx.to(torch.int64)
         row = (b.to(torch.int64) * heads + h.to(torch.int64)) * nq + q_idx.to(torch.int64)
-        x = (row * words + kv // 4) * golden + offset
-        x = x ^ _lsr(x, 30)
-        x = x * mul1
-        x = x ^ _lsr(x, 27)
-        x = x * mul2
-        x = x ^ _lsr(x, 31)
+        x = mix64_tensor((row * words + kv // 4) * golden + offset)
         # the int16 lane + 32768 (= the unsigned lane with its top bit flipped), as on the CPU
         lane = ((x >> ((kv % 4) * 16)) & 0xFFFF) ^ 0x8000
         drop = lane < thr

@@ -197,16 +197,9 @@ def for_each_block(key: int, rows: torch.Tensor, num_cols: int, emit) -> None:
             # whole blocks of fresh (non-view) tensors: one compiled graph for every call
             block = torch.zeros(block_rows, 1, dtype=torch.int64)
             block[:r1 - r0, 0] = row_term[r0:r1]
-            use_compiled = compiled.compiled_mix_words(
-                block, col_term, words, eager=lambda: mix64_eager(block, col_term)) is not None
+            use_compiled = compiled.compiled_mix_words(block, col_term, words) is not None
         if not use_compiled:
             tmp = torch.empty_like(words) if tmp is None else tmp
             torch.add(row_term[r0:r1, None], col_term, out=x)
             mix64_(x, tmp[:r1 - r0])
         emit(r0, r1, x.view(torch.int16)[:, :num_cols])
-
-
-def mix64_eager(row_term: torch.Tensor, col_term: torch.Tensor) -> torch.Tensor:
-    """The words ``splitmix64(row_term + col_term)`` with eager in-place ops."""
-    x = row_term + col_term
-    return mix64_(x, torch.empty_like(x))

@@ -6,7 +6,8 @@ logical shifts mask off the sign-extended bits.
 """
 import torch
 
-__all__ = ['GOLDEN', 'MUL1', 'MUL2', 'SHIFTS', 'signed', 'mix64', 'mix64_', 'mix64_tensor']
+__all__ = ['GOLDEN', 'MUL1', 'MUL2', 'SHIFTS', 'signed', 'mix64', 'mix64_', 'mix64_sum',
+           'mix64_tensor']
 
 MASK64 = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15
@@ -43,8 +44,15 @@ def mix64_(x: torch.Tensor, tmp: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def mix64_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The finaliser of ``a + b`` (broadcast) with eager in-place ops, in a new tensor."""
+    x = a + b
+    return mix64_(x, torch.empty_like(x))
+
+
 def mix64_tensor(x: torch.Tensor) -> torch.Tensor:
-    """The finaliser out of place (for compiled code: one fused loop)."""
+    """The finaliser out of place (for compiled code and FlexAttention's ``score_mod``: one
+    fused loop)."""
     for shift, mul in SHIFTS:
         x = x ^ ((x >> shift) & ((1 << (64 - shift)) - 1))
         if mul is not None:
