@@ -282,6 +282,9 @@ def main():
     for device in devices:
         shapes = LAYERS if args.shapes is None else [
             s for s in LAYERS if any(part in s[0] for part in args.shapes.split(','))]
+        if not shapes:
+            parser.error(f'--shapes {args.shapes!r} matches none of: '
+                         + '; '.join(s[0] for s in LAYERS))
         bench_layers(device, args.reps, args.threads, not args.skip_memory, shapes)
         if not args.skip_train:
             bench_train_step(device, args.step_reps, naive=args.step_naive)
