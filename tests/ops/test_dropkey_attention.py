@@ -1,4 +1,5 @@
 """DropKey attention and module (mmvitreg.ops.dropkey): exact masked softmax on every path."""
+import math
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 from mmvitreg.ops.dropkey import (DropKey, assign_layer_ids, dropkey_attention, dropkey_modules,
                                   dropkey_ratios, naive_dropkey_attention, set_dropkey_enabled,
                                   set_dropkey_sampling)
-from mmvitreg.ops.dropkey.attention import plan_regions
+from mmvitreg.ops.dropkey.attention import FLASH_QUERY_BLOCK, MIN_KEY_CHUNK, plan_regions
 from mmvitreg.ops.dropkey.masks import keep_mask_rows
 from mmvitreg.ops.dropkey.random import call_key
 from mmvitreg.ops.token_grid import TokenGrid
@@ -106,6 +107,60 @@ def test_budget_chunks_only_when_the_mask_does_not_fit():
                    for _, (h0, h1), (q0, q1) in regions)
         covered = sum((h1 - h0) * (q1 - q0) for _, (h0, h1), (q0, q1) in regions)
         assert covered == 12 * 4096
+
+
+def _volume(box):
+    return math.prod(b - a for a, b in box)
+
+
+def test_key_ranges_keep_query_chunks_at_the_flash_kernels_large_tiles():
+    # PlainViT-B global attention under 12 MiB: query chunks would be 683 queries (the kernel's
+    # 64-query tiles); key ranges keep 1024-query chunks instead
+    shape, budget = (1, 12, 4096, 4096), 12 << 20
+    plain = plan_regions(shape, 4, budget, min_heads=2)
+    assert max(q1 - q0 for _, _, (q0, q1) in plain) < FLASH_QUERY_BLOCK
+    boxes = plan_regions(shape, 4, budget, min_heads=2, split_keys=True)
+    assert all(len(box) == 4 for box in boxes)
+    assert all(q1 - q0 >= FLASH_QUERY_BLOCK for _, _, (q0, q1), _ in boxes)
+    assert all(k0 % 4 == 0 and k1 - k0 >= MIN_KEY_CHUNK for *_, (k0, k1) in boxes)
+    assert all(_volume(box) * 4 <= budget for box in boxes)
+    assert sum(_volume(box) for box in boxes) == math.prod(shape)
+    starts = {}
+    for *rows, (k0, k1) in boxes:  # the key ranges of each row box tile [0, Nk)
+        starts.setdefault(tuple(rows), []).append((k0, k1))
+    for ranges in starts.values():
+        assert [a for a, _ in ranges] == [0] + [b for _, b in ranges[:-1]] and ranges[-1][1] == 4096
+    # where whole rows fit, or queries are few anyway, nothing changes
+    assert plan_regions((2, 8, 850, 850), 4, budget, split_keys=True) == plan_regions(
+        (2, 8, 850, 850), 4, budget)
+    assert plan_regions((256, 6, 197, 197), 4, budget, split_keys=True) == plan_regions(
+        (256, 6, 197, 197), 4, budget)
+
+
+def test_key_range_boxes_give_the_exact_masked_softmax(monkeypatch):
+    import mmvitreg.ops.dropkey.attention as attention
+    monkeypatch.setattr(attention, 'FLASH_QUERY_BLOCK', 16)
+    monkeypatch.setattr(attention, 'MIN_KEY_CHUNK', 16)
+    torch.manual_seed(0)
+    q = torch.randn(1, 2, 40, 8, dtype=torch.float64, requires_grad=True)
+    k, v = (torch.randn(1, 2, 64, 8, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    budget = 2 * 16 * 32 * 8
+    assert all(len(box) == 4 for box in plan_regions((1, 2, 40, 64), 8, budget,
+                                                     split_keys=True))
+    out = dropkey_attention(q, k, v, 0.1, key=KEY, memory_budget=budget)
+    ref = _reference(q, k, v, _keep((1, 2, 40, 64), 0.1))
+    torch.testing.assert_close(out, ref, atol=1e-12, rtol=1e-12)
+    w = torch.randn_like(out)
+    grads = torch.autograd.grad((out * w).sum(), (q, k, v))
+    for got, want in zip(grads, torch.autograd.grad((ref * w).sum(), (q, k, v))):
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-12)
+    # at a ratio where a row could be all dropped within a key range, rows stay whole
+    with pytest.raises(ValueError, match='key range of the DropKey mask needs all-dropped'):
+        attention.MaskSpec(KEY, (1, 2, 40, 64), 0.9, 'random', None, 0, 3, None,
+                           torch.device('cpu')).sdpa_mask(((0, 1), (0, 2), (0, 40), (0, 32)),
+                                                          torch.float64)
+    out = dropkey_attention(q, k, v, 0.9, key=KEY, memory_budget=budget)
+    torch.testing.assert_close(out, _reference(q, k, v, _keep((1, 2, 40, 64), 0.9)))
 
 
 def test_all_dropped_row_falls_back_to_plain_attention():

@@ -1,10 +1,11 @@
-"""The compiled CPU loop for mask words: same bits as the eager ops, and a safe fallback."""
+"""The compiled CPU mask loops (words, additive mask): same bits as eager, a safe fallback."""
 import logging
 
 import pytest
 import torch
 
 from mmvitreg.ops.dropkey import compiled, dropkey_attention, sample_keep_mask
+from mmvitreg.ops.dropkey.masks import additive_mask_region
 from mmvitreg.ops.dropkey.random import call_key, random_lanes
 from mmvitreg.ops.dropkey.splitmix import mix64, mix64_sum, signed
 
@@ -13,8 +14,8 @@ KEY = call_key(3, 1, seed=2**62 + 12345)
 
 @pytest.fixture
 def fresh_kernel(monkeypatch):
-    """A process state where the compiled loop is not built, checked or disabled yet."""
-    monkeypatch.setattr(compiled, '_STATE', {'fn': None, 'checked': False, 'failed': None})
+    """A process state where the compiled loops are not built, checked or disabled yet."""
+    monkeypatch.setattr(compiled, '_STATE', {'fns': {}, 'checked': set(), 'failed': None})
     monkeypatch.delenv('MMVITREG_DROPKEY_COMPILE', raising=False)
     return compiled
 
@@ -34,8 +35,8 @@ def test_compiled_words_equal_python_splitmix64(fresh_kernel):
     cols = torch.randint(-2**63, 2**63 - 1, (97, ), generator=g, dtype=torch.int64)
     out = torch.empty(301, 97, dtype=torch.int64)
     got = fresh_kernel.compiled_mix_words(rows, cols, out)
-    assert got is out and fresh_kernel.kernel_state() == {'compiled': True, 'checked': True,
-                                                         'failed': None}
+    assert got is out and fresh_kernel.kernel_state() == {
+        'compiled': ['mix_words'], 'checked': ['mix_words'], 'failed': None}
     for i, j in [(0, 0), (5, 96), (300, 41), (123, 7)]:
         expect = mix64((int(rows[i, 0]) + int(cols[j])) % 2**64)
         assert int(out[i, j]) == signed(expect)
@@ -46,7 +47,7 @@ def test_large_masks_use_the_compiled_loop_with_the_eager_bits(fresh_kernel, mon
     # 40 x 4 x 97 x 197 logits: above MIN_WORDS, rows split over several blocks
     shape = (40, 4, 97, 197)
     compiled_mask = sample_keep_mask(shape, 0.3, key=KEY)
-    assert fresh_kernel.kernel_state()['checked']
+    assert fresh_kernel.kernel_state()['checked'] == ['mix_words']
     eager_mask = _eager(monkeypatch, lambda: sample_keep_mask(shape, 0.3, key=KEY))
     assert torch.equal(compiled_mask, eager_mask)
     # arbitrary (non-contiguous) row sets too
@@ -63,12 +64,13 @@ def test_dropkey_attention_identical_with_and_without_compiled_loop(fresh_kernel
     def run():
         for t in (q, k, v):
             t.grad = None
-        out = dropkey_attention(q, k, v, 0.2, key=KEY, memory_budget=1 << 22)  # 2 boxes
+        # 2 boxes of 1M logits: the additive mask loop
+        out = dropkey_attention(q, k, v, 0.2, key=KEY, memory_budget=1 << 22)
         out.backward(grad)
         return [out.detach()] + [t.grad.clone() for t in (q, k, v)]
 
     with_loop = run()
-    assert fresh_kernel.kernel_state()['compiled']
+    assert fresh_kernel.kernel_state()['checked'] == ['additive_mask']
     without = _eager(monkeypatch, run)
     for a, b in zip(with_loop, without):
         assert torch.equal(a, b)
@@ -103,6 +105,38 @@ def test_a_miscompiled_loop_is_detected_and_not_used(fresh_kernel, monkeypatch, 
 
 def test_small_masks_do_not_build_the_compiled_loop(fresh_kernel):
     sample_keep_mask((2, 2, 17, 17), 0.3, key=KEY)
+    dropkey_attention(*(torch.randn(2, 2, 17, 8) for _ in range(3)), 0.3, key=KEY)
     assert not fresh_kernel.kernel_state()['compiled']
-    assert fresh_kernel.warm_up()['checked']
+    assert fresh_kernel.warm_up()['checked'] == ['additive_mask', 'mix_words']
 
+
+
+def _additive(shape, region, ratio=0.3):
+    return additive_mask_region(KEY, shape, region, ratio, torch.float32)
+
+
+def test_compiled_additive_mask_equals_eager_in_every_box(fresh_kernel, monkeypatch):
+    # 2 x 3 x 1000 x 1001 logits: boxes of whole rows, of queries and of key ranges
+    shape = (2, 3, 1000, 1001)
+    boxes = [((0, 2), (0, 3), (0, 1000)), ((1, 2), (0, 2), (100, 900)),
+             ((0, 2), (1, 3), (0, 1000), (0, 500)), ((0, 2), (0, 3), (0, 1000), (500, 1001))]
+    for box in boxes:
+        got = _additive(shape, box)
+        assert fresh_kernel.kernel_state()['checked'] == ['additive_mask']
+        assert torch.equal(got, _eager(monkeypatch, lambda: _additive(shape, box))), box
+    assert 0.29 < float(got.isinf().float().mean()) < 0.31
+
+
+def test_a_miscompiled_additive_loop_is_detected_and_not_used(fresh_kernel, monkeypatch):
+    real = torch.compile
+
+    def compile_(fn, **kw):
+        if fn is not compiled.additive_mask:
+            return real(fn, **kw)
+        return lambda *args: args[-1].zero_()  # nothing dropped
+
+    monkeypatch.setattr(torch, 'compile', compile_)
+    shape, box = (2, 3, 1000, 1001), ((0, 2), (0, 3), (0, 1000))
+    got = _additive(shape, box)
+    assert torch.equal(got, _eager(monkeypatch, lambda: _additive(shape, box)))
+    assert 'additive_mask differed' in fresh_kernel.kernel_state()['failed']

@@ -1,9 +1,10 @@
 """Masks as a pure function: the counter-based generator behind DropKey (mmvitreg.ops.dropkey)."""
+import pytest
 import torch
 
 from mmvitreg.ops.dropkey import DropKey, dropkey_attention, random as dkr, set_step
 from mmvitreg.ops.dropkey.attention import MaskSpec, plan_regions
-from mmvitreg.ops.dropkey.masks import keep_mask_rows
+from mmvitreg.ops.dropkey.masks import additive_mask_region, keep_mask_rows
 from mmvitreg.ops.dropkey.random import GOLDEN, call_key, mix64, random_lanes
 
 MASK64 = (1 << 64) - 1
@@ -43,6 +44,14 @@ def test_mask_is_identical_in_any_chunking():
         assert torch.equal(rebuilt, full), budget
         assert torch.equal(additive == 0, full), budget
     assert len(plan_regions(shape, 5, 200)) > 3 * 4  # the query-level split was exercised
+    # key ranges (starting at multiples of 4) of any row box: the same bits
+    spec = MaskSpec(key, shape, 0.1, 'random', None, 0, 3, None, torch.device('cpu'))
+    additive = torch.zeros(shape)
+    for k0, k1 in ((0, 12), (12, 28), (28, 29)):
+        for q0, q1 in ((0, 7), (7, 23)):
+            additive[:, :, q0:q1, k0:k1] = spec.sdpa_mask(((0, 3), (0, 4), (q0, q1), (k0, k1)),
+                                                          torch.float32)
+    assert torch.equal(additive == 0, keep_mask_rows(key, shape, 0, 23, 0.1))
 
 
 def test_every_key_field_matters_including_all_63_seed_bits():
@@ -118,3 +127,10 @@ def test_functional_calls_without_key_are_fresh_but_reproducible():
     set_step(0)
     assert torch.equal(dropkey_attention(q, k, v, 0.5), a)
     dkr.reset_context()
+
+
+def test_a_key_range_must_start_on_a_word():
+    with pytest.raises(ValueError, match=r'column range \(3, 9\) of 16 columns must start at a '
+                                         r'multiple of 4'):
+        additive_mask_region(1, (1, 1, 4, 16), ((0, 1), (0, 1), (0, 4), (3, 9)), 0.1,
+                             torch.float32)

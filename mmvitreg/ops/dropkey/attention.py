@@ -9,7 +9,9 @@ Paths (chosen by :func:`dropkey_attention`):
   additive mask written in cache-sized blocks into one buffer per pass, and saves only the
   kernel's log-sum-exp: backward regenerates the mask (bit-identical, from the call key) and never
   recomputes the forward. Masks larger than the memory budget are split into boxes of whole
-  batch entries, then head groups, then queries (the largest that fit), so no full mask is held.
+  batch entries, then head groups, then queries (the largest that fit), so no full mask is held;
+  where that would leave query chunks under the kernel's large-tile size (768 queries), into
+  key ranges of longer query chunks instead, whose outputs are merged by their log-sum-exps.
   Elsewhere (CUDA fallback, attention dropout, a trainable float bias) SDPA gets the boolean mask,
   chunked over queries with a recomputed backward when it does not fit.
 
@@ -35,6 +37,10 @@ __all__ = ['dropkey_attention', 'naive_dropkey_attention', 'default_memory_budge
            'device_memory', 'plan_chunks', 'plan_regions', 'MaskSpec']
 
 MEMORY_FRACTION = 2048
+#: the CPU flash kernel tiles queries by 256 from 768 queries per call on, by 64 or 32 below
+FLASH_QUERY_BLOCK = 768
+#: the smallest key chunk :func:`plan_regions` splits keys into (one 512-key tile of the kernel)
+MIN_KEY_CHUNK = 512
 
 
 def device_memory(device: Union[str, torch.device]) -> int:
@@ -83,11 +89,17 @@ def full_region(shape) -> Tuple[Tuple[int, int], ...]:
 
 
 def plan_regions(shape, bytes_per_logit: int, budget: int, chunk_size: Optional[int] = None,
-                 min_heads: Optional[int] = None):
+                 min_heads: Optional[int] = None, split_keys: bool = False):
     """Boxes of (b, h, q) ranges whose masks fit ``budget``: whole batch entries first, then
     groups of heads, then queries, each the largest equal split that fits (``chunk_size``: fixed
     queries per box). Head groups keep at least ``min_heads`` heads (default: the intra-op
-    threads), since the CPU flash backward parallelises over batch x heads only."""
+    threads), since the CPU flash backward parallelises over batch x heads only.
+
+    ``split_keys``: where the query split would cut the queries into chunks shorter than
+    :data:`FLASH_QUERY_BLOCK` (the CPU flash kernel then works on 4x smaller query tiles,
+    ~15% slower), split the keys instead, as (b, h, q, k) boxes: the fewest equal key chunks
+    (multiples of 4, at least :data:`MIN_KEY_CHUNK`) that leave query chunks of at least
+    :data:`FLASH_QUERY_BLOCK`; plain (b, h, q) boxes where none does."""
     b, h, nq, nk = shape
     row = nk * bytes_per_logit
     min_heads = min(h, max(1, torch.get_num_threads() if min_heads is None else min_heads))
@@ -102,8 +114,27 @@ def plan_regions(shape, bytes_per_logit: int, budget: int, chunk_size: Optional[
     else:
         cb, ch = 1, plan_chunks(h, nq * row, min_heads * nq * row)
         cq = plan_chunks(nq, ch * row, budget)
+        if split_keys and cq < min(nq, FLASH_QUERY_BLOCK):
+            boxes = _key_split_boxes(shape, bytes_per_logit, budget, ch)
+            if boxes:
+                return boxes
     return [((b0, min(b, b0 + cb)), (h0, min(h, h0 + ch)), (q0, min(nq, q0 + cq)))
             for b0 in range(0, b, cb) for h0 in range(0, h, ch) for q0 in range(0, nq, cq)]
+
+
+def _key_split_boxes(shape, bytes_per_logit: int, budget: int, heads: int):
+    """(b, h, q, k) boxes of ``heads`` heads with query chunks >= FLASH_QUERY_BLOCK (see
+    :func:`plan_regions`); [] when no key chunk of at least MIN_KEY_CHUNK allows that."""
+    b, h, nq, nk = shape
+    for n_key_chunks in range(2, nk // MIN_KEY_CHUNK + 1):
+        ck = -(-math.ceil(nk / n_key_chunks) // 4) * 4
+        cq = plan_chunks(nq, heads * ck * bytes_per_logit, budget)
+        if cq >= FLASH_QUERY_BLOCK:
+            return [((b0, b0 + 1), (h0, min(h, h0 + heads)), (q0, min(nq, q0 + cq)),
+                     (k0, min(nk, k0 + ck)))
+                    for b0 in range(b) for h0 in range(0, h, heads) for q0 in range(0, nq, cq)
+                    for k0 in range(0, nk, ck)]
+    return []
 
 
 class MaskSpec:
@@ -124,6 +155,9 @@ class MaskSpec:
 
     def keep(self, region) -> torch.Tensor:
         """Bool mask of a box: kept and allowed, all-dropped rows repaired."""
+        if len(region) == 4:  # rows are repaired as a whole
+            (k0, k1), region = region[3], region[:3]
+            return self.keep(region)[..., k0:k1]
         rows = region_rows(self.shape, region, self.device)
         keep = keep_for_rows(self.key, rows, self.shape[-1], self.ratio, self.variant,
                              self.grid_hw, self.num_extra_tokens, self.block_size)
@@ -159,7 +193,8 @@ class MaskSpec:
         fresh memory (page faults would cost more than generating the mask)."""
         if self.variant != 'random' or self.bias is not None or self.allowed is not None:
             return None
-        numel = max(math.prod(b - a for a, b in region) for region in regions) * self.shape[-1]
+        numel = max(math.prod(b - a for a, b in _with_keys(region, self.shape[-1]))
+                    for region in regions)
         return _workspace(self.device, dtype, numel)
 
 
@@ -257,9 +292,13 @@ def dropkey_attention(q: torch.Tensor,
     budget = default_memory_budget(q.device) if memory_budget is None else int(memory_budget)
     bytes_per_logit = 1 + q.element_size()
     if _use_cpu_flash(q, k, v, dropout_p, spec):
-        if variant == 'random' and attn_mask is None:  # only the additive mask exists
+        additive_only = variant == 'random' and attn_mask is None
+        if additive_only:  # only the additive mask exists
             bytes_per_logit = q.element_size()
-        regions = plan_regions(shape, bytes_per_logit, budget, chunk_size)
+        # key ranges need rows that are never all dropped within one (< 1e-12 per call)
+        rows = math.prod(shape[:-1])
+        split_keys = additive_only and ratio**MIN_KEY_CHUNK * rows * nk / MIN_KEY_CHUNK <= 1e-12
+        regions = plan_regions(shape, bytes_per_logit, budget, chunk_size, split_keys=split_keys)
         return _FlashCPUDropKey.apply(q, k, v, spec, regions, scale)
     if chunk_size is None:
         chunk_size = plan_chunks(nq, math.prod(lead) * nk * bytes_per_logit, budget)
@@ -271,11 +310,13 @@ def dropkey_attention(q: torch.Tensor,
 
 
 class _FlashCPUDropKey(torch.autograd.Function):
-    """CPU flash attention per box of (batch, head, query) ranges with the DropKey mask.
+    """CPU flash attention per box of (batch, head, query[, key]) ranges with the DropKey mask.
 
     Backward uses the saved log-sum-exp (no recomputed forward) and regenerates each box's mask
     from the call key (bit-identical) into one buffer per pass, so masks are never held
-    between forward and backward.
+    between forward and backward. Boxes of a key range: forward merges the partial outputs by
+    their log-sum-exps (in float32); backward gives the kernel the merged output and
+    log-sum-exp, which makes each key range's gradients exact, and sums the query gradients.
     """
 
     @staticmethod
@@ -290,14 +331,23 @@ class _FlashCPUDropKey(torch.autograd.Function):
             # the flash kernel's own output layout: (B, N, heads, d) memory, so the host's
             # ``transpose(1, 2).reshape(B, N, C)`` is a view, not a copy
             out = q.new_empty(b, nq, h, v.shape[-1]).transpose(1, 2)
-            lse = q.new_empty(b, h, nq, dtype=torch.float32)
+            # the kernel's log-sum-exp: float32 for reduced precision, else q's dtype
+            lse = q.new_empty(b, h, nq, dtype=torch.promote_types(q.dtype, torch.float32))
+            nk = k.shape[2]
+            merged = None
             for region in regions:
-                (b0, b1), (h0, h1), (q0, q1) = region
+                (b0, b1), (h0, h1), (q0, q1), (k0, k1) = _with_keys(region, nk)
                 mask = spec.sdpa_mask(region, q.dtype, out=buf)
-                o, l = flash(q[b0:b1, h0:h1, q0:q1], k[b0:b1, h0:h1], v[b0:b1, h0:h1], 0.0,
-                             False, attn_mask=mask, scale=scale)
-                out[b0:b1, h0:h1, q0:q1] = o
-                lse[b0:b1, h0:h1, q0:q1] = l
+                o, l = flash(q[b0:b1, h0:h1, q0:q1], k[b0:b1, h0:h1, k0:k1],
+                             v[b0:b1, h0:h1, k0:k1], 0.0, False, attn_mask=mask, scale=scale)
+                if k1 - k0 == nk:
+                    out[b0:b1, h0:h1, q0:q1] = o
+                    lse[b0:b1, h0:h1, q0:q1] = l
+                    continue
+                merged = _merge_key_range(merged, o, l, k0 == 0)
+                if k1 == nk:
+                    out[b0:b1, h0:h1, q0:q1] = merged[0]
+                    lse[b0:b1, h0:h1, q0:q1] = merged[1]
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.spec, ctx.regions, ctx.scale = spec, regions, scale
         return out
@@ -316,21 +366,43 @@ class _FlashCPUDropKey(torch.autograd.Function):
         dq = torch.empty_like(q)
         dk = torch.zeros_like(k)
         dv = torch.zeros_like(v)
+        nq, nk = q.shape[2], k.shape[2]
         for region in regions:
-            (b0, b1), (h0, h1), (q0, q1) = region
+            (b0, b1), (h0, h1), (q0, q1), (k0, k1) = _with_keys(region, nk)
             mask = spec.sdpa_mask(region, q.dtype, out=buf)
             sl = (slice(b0, b1), slice(h0, h1), slice(q0, q1))
-            dq_c, dk_c, dv_c = flash_bwd(grad_out[sl], q[sl], k[b0:b1, h0:h1], v[b0:b1, h0:h1],
-                                         out[sl], lse[sl], 0.0, False, attn_mask=mask,
-                                         scale=scale)
-            dq[sl] = dq_c
-            if q1 - q0 == q.shape[2]:
-                dk[b0:b1, h0:h1] = dk_c
-                dv[b0:b1, h0:h1] = dv_c
+            keys = (slice(b0, b1), slice(h0, h1), slice(k0, k1))
+            dq_c, dk_c, dv_c = flash_bwd(grad_out[sl], q[sl], k[keys], v[keys], out[sl],
+                                         lse[sl], 0.0, False, attn_mask=mask, scale=scale)
+            if k0 == 0:
+                dq[sl] = dq_c
             else:
-                dk[b0:b1, h0:h1] += dk_c
-                dv[b0:b1, h0:h1] += dv_c
+                dq[sl] += dq_c
+            if q1 - q0 == nq:
+                dk[keys] = dk_c
+                dv[keys] = dv_c
+            else:
+                dk[keys] += dk_c
+                dv[keys] += dv_c
         return dq, dk, dv, None, None, None
+
+
+def _with_keys(region, nk: int):
+    """A box with its key range ((0, nk) for (b, h, q) boxes)."""
+    return tuple(region) if len(region) == 4 else tuple(region) + ((0, nk), )
+
+
+def _merge_key_range(merged, out: torch.Tensor, lse: torch.Tensor, first: bool):
+    """Fold the attention over one key range (``out``, ``lse``) into ``merged = (out, lse)``
+    over the earlier key ranges of the same queries (in the log-sum-exp's dtype: float32 for
+    reduced precision)."""
+    if first:
+        return out.to(lse.dtype), lse.clone()
+    acc, acc_lse = merged
+    total = torch.logaddexp(acc_lse, lse)
+    acc.mul_((acc_lse - total).exp_().unsqueeze(-1))
+    acc.add_(out * (lse - total).exp_().unsqueeze(-1))
+    return acc, total
 
 
 def _chunk_attention(q, k, v, bias, spec, q0, q1, dropout_p, scale):

@@ -1,35 +1,43 @@
-"""The SplitMix64 words of DropKey masks as one compiled CPU loop (``torch.compile``).
+"""DropKey's CPU mask loops compiled with ``torch.compile`` (inductor): the same bits as eager.
 
-Eager torch evaluates the finaliser as ~11 separate int64 passes over every block of words; the
-inductor-compiled function does the same arithmetic in one vectorised loop, 5-10x faster on a
-2-core AVX-512 machine, and with int64 wrap-around it gives the same bits. Used on CPU for
-calls whose mask has at least :data:`MIN_WORDS` words (1M logits: every shipped config's
-training shape); smaller masks, as in tests and toy runs, stay eager, so they never pay for the
-build.
+Eager torch evaluates the SplitMix64 finaliser as ~11 separate int64 passes over every block of
+words, and the additive mask as 4 more float passes; the compiled functions do the same
+arithmetic in one vectorised loop each (int64 wrap-around, so the same bits):
 
-The compiled loop is built once per process (dynamic shapes: one compilation for every block
-size; inductor caches it on disk: ~11 s the first time on a machine, ~5 s in later processes).
-The first compiled block of a process is checked against the eager result; if compilation fails
-(e.g. no C++ compiler) or the check fails, a warning is logged and the process stays on the
-eager ops.
-``MMVITREG_DROPKEY_COMPILE=0`` selects the eager ops from the start.
+* :func:`mix_words`: the words of a block (5-10x faster than eager on a 2-core AVX-512 machine);
+  used for boolean masks;
+* :func:`additive_mask`: the additive float mask (0 kept, ``-inf`` dropped) straight from the
+  hash, one hash per logit (lane ``c % 4`` of word ``c // 4``, as in :mod:`.random`) and no
+  intermediate words (~2x faster than the words loop + eager float passes); used by the CPU
+  flash path.
+
+They are used on CPU for calls of at least :data:`MIN_WORDS` words (1M logits: every shipped
+config's training shape); smaller masks, as in tests and toy runs, stay eager, so they never
+pay for the build. Each loop is built once per process on first use (dynamic shapes: one
+compilation for every size; inductor caches it on disk: ~5-11 s the first time on a machine,
+~3-5 s in later processes). The first result of each loop in a process is checked against the
+same function run eagerly; if compilation fails (e.g. no C++ compiler) or a check fails, a
+warning is logged and the process stays on the eager ops. ``MMVITREG_DROPKEY_COMPILE=0``
+selects the eager ops from the start.
 """
 import logging
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
-from .splitmix import mix64_sum, mix64_tensor
+from .splitmix import mix64_tensor
 
-__all__ = ['MIN_WORDS', 'mix_words', 'compiled_mix_words', 'compile_enabled', 'kernel_state',
-           'warm_up']
+__all__ = ['MIN_WORDS', 'MIN_LOGITS', 'mix_words', 'additive_mask', 'compiled_mix_words',
+           'compiled_additive_mask', 'compile_enabled', 'kernel_state', 'warm_up']
 
 #: CPU masks (whole calls) with fewer words than this use eager ops
 MIN_WORDS = 1 << 18
+#: the same for the additive mask loop, in logits (4 per word)
+MIN_LOGITS = 4 * MIN_WORDS
 
 _LOG = logging.getLogger(__name__)
-_STATE = {'fn': None, 'checked': False, 'failed': None}
+_STATE = {'fns': {}, 'checked': set(), 'failed': None}
 
 
 def mix_words(row_term: torch.Tensor, col_term: torch.Tensor, out: torch.Tensor) -> None:
@@ -37,53 +45,83 @@ def mix_words(row_term: torch.Tensor, col_term: torch.Tensor, out: torch.Tensor)
     out.copy_(mix64_tensor(row_term + col_term))
 
 
+def additive_mask(row_term: torch.Tensor, col_term: torch.Tensor, shift: torch.Tensor,
+                  threshold: torch.Tensor, out: torch.Tensor) -> None:
+    """``out = -inf`` where the 16-bit lane ``splitmix64(row_term + col_term) >> shift`` plus
+    32768 (offset binary: the int16 lane + 32768) is below ``threshold``, else 0 (broadcast
+    ``(R, 1)`` rows with ``(n,)`` columns; see :func:`.random.lane_terms`)."""
+    lanes = (mix64_tensor(row_term + col_term) >> shift) & 0xFFFF
+    out.copy_(torch.where((lanes ^ 0x8000) < threshold, float('-inf'), 0.0))
+
+
 def compile_enabled() -> bool:
-    """False when ``MMVITREG_DROPKEY_COMPILE=0`` or the compiled loop failed in this process."""
+    """False when ``MMVITREG_DROPKEY_COMPILE=0`` or a compiled loop failed in this process."""
     return os.environ.get('MMVITREG_DROPKEY_COMPILE', '1') != '0' and _STATE['failed'] is None
 
 
 def kernel_state() -> dict:
-    """``{'compiled': built, 'checked': verified against eager, 'failed': reason or None}``."""
-    return {'compiled': _STATE['fn'] is not None, 'checked': _STATE['checked'],
+    """``{'compiled': loops built, 'checked': loops verified against eager, 'failed': reason or
+    None}`` (loop names: ``'mix_words'``, ``'additive_mask'``)."""
+    return {'compiled': sorted(_STATE['fns']), 'checked': sorted(_STATE['checked']),
             'failed': _STATE['failed']}
 
 
 def _disable(reason: str) -> None:
     _STATE['failed'] = reason
-    _LOG.warning('DropKey: the compiled CPU mask kernel is off for this process (%s); masks '
+    _LOG.warning('DropKey: the compiled CPU mask kernels are off for this process (%s); masks '
                  'are generated with eager torch ops (same bits, slower)', reason)
+
+
+def _run(fn: Callable, *args: torch.Tensor) -> Optional[torch.Tensor]:
+    """``fn(*args)`` through its compiled loop (the last argument is the output); returns the
+    output, or None when the loops are off. The first call of each loop is checked against
+    ``fn`` run eagerly."""
+    if not compile_enabled():
+        return None
+    name, out = fn.__name__, args[-1]
+    if name not in _STATE['fns']:
+        _LOG.info('DropKey: compiling the CPU mask loop %s (once per process; cached on disk)',
+                  name)
+        _STATE['fns'][name] = torch.compile(fn, dynamic=True)
+    try:
+        with torch.no_grad():
+            _STATE['fns'][name](*args)
+    except Exception as err:  # no C++ compiler, unsupported platform, ...
+        _disable(f'{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""}'[:200])
+        return None
+    if name not in _STATE['checked']:
+        expected = torch.empty_like(out)
+        fn(*args[:-1], expected)
+        if not torch.equal(out, expected):
+            _disable(f'the result of {name} differed from the eager ops on this machine')
+            return None
+        _STATE['checked'].add(name)
+    return out
 
 
 def compiled_mix_words(row_term: torch.Tensor, col_term: torch.Tensor,
                        out: torch.Tensor) -> Optional[torch.Tensor]:
     """:func:`mix_words` into ``out`` through the compiled loop; returns ``out``, or None when
-    the loop is off (then compute the words with eager ops). The first call of a process is
-    checked against the eager ops."""
-    if not compile_enabled():
-        return None
-    if _STATE['fn'] is None:
-        _LOG.info('DropKey: compiling the CPU mask kernel (once per process; cached on disk)')
-        _STATE['fn'] = torch.compile(mix_words, dynamic=True)
-    try:
-        with torch.no_grad():
-            _STATE['fn'](row_term, col_term, out)
-    except Exception as err:  # no C++ compiler, unsupported platform, ...
-        _disable(f'{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""}'[:200])
-        return None
-    if not _STATE['checked']:
-        if not torch.equal(out, mix64_sum(row_term, col_term)):
-            _disable('its result differed from the eager ops on this machine')
-            return None
-        _STATE['checked'] = True
-    return out
+    the loops are off (then compute the words with eager ops)."""
+    return _run(mix_words, row_term, col_term, out)
+
+
+def compiled_additive_mask(row_term: torch.Tensor, col_term: torch.Tensor, shift: torch.Tensor,
+                           threshold: torch.Tensor,
+                           out: torch.Tensor) -> Optional[torch.Tensor]:
+    """:func:`additive_mask` into ``out`` through the compiled loop; returns ``out``, or None
+    when the loops are off (then use the eager ops)."""
+    return _run(additive_mask, row_term, col_term, shift, threshold, out)
 
 
 def warm_up() -> dict:
-    """Build and check the compiled loop now (it is otherwise built by the first large CPU mask),
+    """Build and check both compiled loops now (otherwise built by the first large CPU mask),
     e.g. before timing or measuring memory; returns :func:`kernel_state`."""
     # sizes that differ from each other (no size equalities for the dynamic shapes to assume)
     rows = torch.arange(3917, dtype=torch.int64)[:, None] * 1000003
     cols = torch.arange(67, dtype=torch.int64)
-    out = torch.empty(rows.shape[0], cols.shape[0], dtype=torch.int64)
-    compiled_mix_words(rows, cols, out)
+    compiled_mix_words(rows, cols, torch.empty(rows.shape[0], cols.shape[0], dtype=torch.int64))
+    shift = cols.remainder(4).mul_(16)
+    compiled_additive_mask(rows, cols, shift, torch.tensor(6554),
+                           torch.empty(rows.shape[0], cols.shape[0]))
     return kernel_state()

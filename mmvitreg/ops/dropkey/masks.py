@@ -17,7 +17,8 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from .random import cpu_block_rows, for_each_block, lanes_below, next_key
+from . import compiled
+from .random import cpu_block_rows, for_each_block, lane_terms, lanes_below, next_key
 from .schedule import (block_footprint, check_block_size, check_ratio, check_variant,
                        ratio_threshold, seed_probability)
 
@@ -175,17 +176,22 @@ def additive_mask_region(key: int,
                          device: Union[str, torch.device, None] = None,
                          out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Random variant, no host mask: the additive mask (0 kept, ``-inf`` dropped) of a box of
-    the 4-D mask ``shape``, written block by block straight from the random lanes.
+    the 4-D mask ``shape``, written straight from the hash: by one compiled loop on CPU for
+    boxes of at least :data:`.compiled.MIN_LOGITS` logits, else block by block from the lanes.
 
-    Equals ``where(repair_all_dropped(keep), 0, -inf)`` for the same rows. Rows are checked for
-    being all dropped only when that has a probability above 1e-12 for the call (``p ** Nk``
-    per row); below, such a row would keep ``-inf`` everywhere (flash returns zeros there).
-    ``out``: optional flat buffer of at least ``rows * Nk`` elements to write into (one buffer
-    serves every box of a call).
+    ``region``: ``(b, h, q)`` ranges, optionally followed by a key range ``(k0, k1)`` (``k0`` a
+    multiple of 4). Equals ``where(repair_all_dropped(keep), 0, -inf)`` for the same rows and
+    keys. Rows are checked for being all dropped only when that has a probability above 1e-12
+    for the call (``p ** Nk`` per row); below, such a row would keep ``-inf`` everywhere (flash
+    returns zeros there). A box of a key range needs that probability to be negligible (a row
+    can only be repaired as a whole). ``out``: optional flat buffer of at least ``rows * keys``
+    elements to write into (one buffer serves every box of a call).
     """
     device = torch.device('cpu') if device is None else torch.device(device)
-    nk = int(shape[-1])
-    rows = region_rows(shape, region, device)
+    full_nk = int(shape[-1])
+    k0, k1 = region[3] if len(region) == 4 else (0, full_nk)
+    nk = k1 - k0
+    rows = region_rows(shape, region[:3], device)
     n = rows.numel()
     if out is None:
         out = torch.empty(n, nk, dtype=dtype, device=device)
@@ -195,7 +201,18 @@ def additive_mask_region(key: int,
     # (lane - thr + 0.5) * inf is -inf exactly for dropped lanes and +inf for kept ones, then
     # clamp(max=0); in float32, where int16 lanes and the half offset are exact
     offset = 0.5 - thr
-    check = ratio**nk * n > 1e-12
+    check = ratio**full_nk * n > 1e-12
+    if check and nk != full_nk:
+        raise ValueError(f'a key range of the DropKey mask needs all-dropped rows to be '
+                         f'negligible, but ratio {ratio} with {full_nk} keys makes them likely')
+    box = tuple(b - a for a, b in region[:3]) + (nk, )
+    if device.type == 'cpu' and not check and n * nk >= compiled.MIN_LOGITS:
+        # one compiled loop from the hash to the float mask
+        row_term, col_term, shift = lane_terms(key, rows, full_nk, (k0, k1))
+        if compiled.compiled_additive_mask(row_term[:, None], col_term, shift,
+                                           torch.tensor(ratio_threshold(ratio)),
+                                           out) is not None:
+            return out.view(box)
     scratch = None if dtype == torch.float32 else torch.empty(
         min(n, cpu_block_rows((nk + 3) // 4)) if device.type == 'cpu' else n, nk,
         dtype=torch.float32, device=device)
@@ -211,6 +228,5 @@ def additive_mask_region(key: int,
         if scratch is not None:
             out[r0:r1].copy_(block)
 
-    for_each_block(key, rows, nk, emit)
-    (b0, b1), (h0, h1), (q0, q1) = region
-    return out.view(b1 - b0, h1 - h0, q1 - q0, nk)
+    for_each_block(key, rows, full_nk, emit, cols=(k0, k1))
+    return out.view(box)

@@ -16,7 +16,7 @@ can be fixed with :func:`set_seed`; the iteration comes from a small global step
 (:func:`set_step`) that a training loop or hook sets before each iteration. Nothing here reads
 or advances the global torch RNG, so masks survive ``--resume`` exactly.
 """
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
@@ -26,7 +26,7 @@ from .splitmix import GOLDEN, MASK64, mix64, mix64_, signed
 __all__ = [
     'set_seed', 'get_seed', 'set_step', 'get_step', 'get_generation', 'reset_context',
     'dist_rank', 'mix64', 'call_key', 'next_key', 'words_per_row', 'random_lanes', 'lanes_below',
-    'for_each_block', 'cpu_block_rows'
+    'for_each_block', 'cpu_block_rows', 'word_terms', 'lane_terms'
 ]
 
 #: int64 words per intra-op thread in one CPU block: large enough to amortise the per-op cost of
@@ -167,26 +167,62 @@ def cpu_block_rows(words: int) -> int:
     return max(1, CPU_BLOCK_WORDS * max(1, torch.get_num_threads()) // words)
 
 
-def for_each_block(key: int, rows: torch.Tensor, num_cols: int, emit) -> None:
+def _column_range(num_cols: int, cols: Optional[Tuple[int, int]]) -> Tuple[int, int]:
+    c0, c1 = (0, num_cols) if cols is None else (int(cols[0]), int(cols[1]))
+    if c0 % LANES or not 0 <= c0 <= c1 <= num_cols:
+        raise ValueError(f'column range {cols} of {num_cols} columns must start at a multiple '
+                         f'of {LANES}')
+    return c0, c1
+
+
+def word_terms(key: int, rows: torch.Tensor, num_cols: int,
+               cols: Optional[Tuple[int, int]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(row_term (R,), col_term (w,))`` with ``splitmix64(key, row * W + word) =
+    mix64(row_term[i] + col_term[j])`` for the words ``j`` covering columns ``cols`` (default
+    all) of ``num_cols``-column rows (``W = ceil(num_cols / 4)``)."""
+    c0, c1 = _column_range(num_cols, cols)
+    w0, w1 = c0 // LANES, words_per_row(c1)
+    golden = signed(GOLDEN)
+    # splitmix64 input = key + (row * W + word + 1) * G = row * (W * G) + (word * G + key + G)
+    col_term = torch.arange(w0, w1, dtype=torch.int64, device=rows.device).mul_(golden).add_(
+        signed(key + GOLDEN))
+    row_term = rows.reshape(-1).to(torch.int64) * signed(words_per_row(num_cols) * GOLDEN)
+    return row_term, col_term
+
+
+def lane_terms(key: int, rows: torch.Tensor, num_cols: int,
+               cols: Optional[Tuple[int, int]] = None
+               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per column rather than per word: ``(row_term (R,), col_term (n,), shift (n,))`` with the
+    lane of ``(rows[i], column c0 + j)`` equal to ``mix64(row_term[i] + col_term[j]) >>
+    shift[j]`` (low 16 bits), for a loop that computes every column on its own."""
+    c0, c1 = _column_range(num_cols, cols)
+    row_term, word_col = word_terms(key, rows, num_cols, (c0, c1))
+    col_term = word_col.repeat_interleave(LANES)[:c1 - c0]
+    shift = torch.arange(c0, c1, dtype=torch.int64, device=rows.device).remainder_(LANES).mul_(16)
+    return row_term, col_term, shift
+
+
+def for_each_block(key: int, rows: torch.Tensor, num_cols: int, emit,
+                   cols: Optional[Tuple[int, int]] = None) -> None:
     """Compute the lanes of ``rows`` block by block and call ``emit(r0, r1, lanes)`` with the
     int16 ``(r1 - r0, num_cols)`` lanes of rows ``r0:r1`` (a view valid during the call).
+
+    ``cols = (c0, c1)``: only columns ``c0:c1`` of the ``num_cols``-column rows (``c0`` a
+    multiple of 4, the lanes of a word); ``lanes`` is then ``(r1 - r0, c1 - c0)``.
 
     On CPU blocks hold ~``CPU_BLOCK_WORDS`` words per thread so the temporaries of ``emit``
     stay in cache; calls of at least :data:`.compiled.MIN_WORDS` words are hashed by the
     compiled loop of :mod:`.compiled` (same bits as the eager ops).
     """
-    rows = rows.reshape(-1).to(torch.int64)
-    n_rows, w = rows.numel(), words_per_row(num_cols)
-    if n_rows == 0 or num_cols == 0:
+    c0, c1 = _column_range(num_cols, cols)
+    row_term, col_term = word_terms(key, rows, num_cols, (c0, c1))
+    n_rows, w = row_term.numel(), col_term.numel()
+    if n_rows == 0 or w == 0:
         return
     device = rows.device
     on_cpu = device.type == 'cpu'
     block_rows = min(n_rows, cpu_block_rows(w) if on_cpu else n_rows)
-    golden = signed(GOLDEN)
-    # splitmix64 input = key + (row * W + col + 1) * G = row * (W * G) + (col * G + key + G)
-    col_term = torch.arange(w, dtype=torch.int64, device=device).mul_(golden).add_(
-        signed(key + GOLDEN))
-    row_term = rows * signed(w * GOLDEN)
     use_compiled = on_cpu and n_rows * w >= compiled.MIN_WORDS
     words = torch.empty(block_rows, w, dtype=torch.int64, device=device)
     tmp = None
@@ -202,4 +238,4 @@ def for_each_block(key: int, rows: torch.Tensor, num_cols: int, emit) -> None:
             tmp = torch.empty_like(words) if tmp is None else tmp
             torch.add(row_term[r0:r1, None], col_term, out=x)
             mix64_(x, tmp[:r1 - r0])
-        emit(r0, r1, x.view(torch.int16)[:, :num_cols])
+        emit(r0, r1, x.view(torch.int16)[:, :c1 - c0])
