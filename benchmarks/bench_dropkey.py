@@ -16,11 +16,13 @@ logits + float Bernoulli mask * -1e12, ``naive_dropkey_attention``).
    the peak RSS over one step, ``VmHWM`` reset right before it, after a tiny warm-up step and
    the kernel build that only initialise the libraries; CUDA: ``max_memory_allocated``).
 2. A timm ViT-S/16 training step (224 px, batch 64; forward + backward + SGD), DropKey ratio 0.1
-   decreasing with depth, attached through mmvitreg's timm attention site; median of
-   ``--step-reps`` interleaved steps (``--step-naive``: also the paper's two lines).
+   decreasing with depth, attached through mmvitreg's timm attention site; after 2 warm-up
+   steps of each variant, median of ``--step-reps`` interleaved steps, the order alternating (``--step-naive``: also the paper's
+   two lines).
 
-Usage: ``python benchmarks/bench_dropkey.py [--reps 3] [--step-reps 3] [--threads 2]
-[--device cpu|cuda] [--skip-train] [--skip-memory] [--shapes DETR,N=4096] [--step-naive]``
+Usage: ``python benchmarks/bench_dropkey.py [--reps 3] [--step-reps 4] [--threads 2]
+[--device cpu|cuda] [--skip-train] [--skip-layers] [--skip-memory] [--shapes DETR,N=4096]
+[--step-naive]``
 """
 import argparse
 import json
@@ -50,6 +52,7 @@ LAYERS = [
 VARIANTS = ('plain', 'dropkey', 'naive (paper)')
 RATIO = 0.1
 MIN_SECONDS, MAX_REPS = 3.0, 30
+WARMUP_STEPS = 2
 MMAP_THRESHOLD = 128 << 10
 
 
@@ -240,14 +243,17 @@ def bench_train_step(device, reps, batch=64, naive=False):
         return time.perf_counter() - t0
 
     times = {v: [] for v in variants}
-    for v in variants:
-        step(v)
-    for _ in range(reps):
+    for _ in range(WARMUP_STEPS):  # step times settle after a few steps (allocator growth)
         for v in variants:
+            step(v)
+    for rep in range(reps):
+        # the order alternates between repetitions, so neither variant always runs first
+        for v in (variants if rep % 2 == 0 else variants[::-1]):
             times[v].append(step(v))
     med = {v: statistics.median(t) for v, t in times.items()}
     print(f'\n[2] timm ViT-S/16 train step, 224 px, batch {batch}, {device}, DropKey ratio {RATIO} '
-          f'decreasing with depth (attached via {how}), median of {reps} interleaved')
+          f'decreasing with depth (attached via {how}), median of {reps} interleaved (order '
+          f'alternating)')
     print(f'{"variant":<16}{"ms/step":>10}{"ratio":>8}')
     for v in variants:
         print(f'{v:<16}{med[v] * 1e3:>10.1f}{med[v] / med["plain"]:>8.3f}')
@@ -257,10 +263,11 @@ def bench_train_step(device, reps, batch=64, naive=False):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--reps', type=int, default=3, help='layer repetitions')
-    parser.add_argument('--step-reps', type=int, default=3, help='train-step repetitions')
+    parser.add_argument('--step-reps', type=int, default=4, help='train-step repetitions')
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--device', default=None, help='cpu | cuda (default: both if any)')
     parser.add_argument('--skip-train', action='store_true')
+    parser.add_argument('--skip-layers', action='store_true', help='only the train step')
     parser.add_argument('--step-naive', action='store_true',
                         help="also time the paper's two lines in the train step (~1 min more)")
     parser.add_argument('--skip-memory', action='store_true')
@@ -285,7 +292,8 @@ def main():
         if not shapes:
             parser.error(f'--shapes {args.shapes!r} matches none of: '
                          + '; '.join(s[0] for s in LAYERS))
-        bench_layers(device, args.reps, args.threads, not args.skip_memory, shapes)
+        if not args.skip_layers:
+            bench_layers(device, args.reps, args.threads, not args.skip_memory, shapes)
         if not args.skip_train:
             bench_train_step(device, args.step_reps, naive=args.step_naive)
     print(f'\ntotal {time.time() - t0:.0f} s')
