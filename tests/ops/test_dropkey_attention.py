@@ -163,6 +163,25 @@ def test_key_range_boxes_give_the_exact_masked_softmax(monkeypatch):
     torch.testing.assert_close(out, _reference(q, k, v, _keep((1, 2, 40, 64), 0.9)))
 
 
+def test_key_range_boxes_under_bf16_autocast(monkeypatch):
+    import mmvitreg.ops.dropkey.attention as attention
+    monkeypatch.setattr(attention, 'FLASH_QUERY_BLOCK', 16)
+    monkeypatch.setattr(attention, 'MIN_KEY_CHUNK', 16)
+    torch.manual_seed(0)
+    q = torch.randn(1, 2, 40, 8, requires_grad=True)
+    k, v = (torch.randn(1, 2, 64, 8, requires_grad=True) for _ in range(2))
+    budget = 2 * 16 * 32 * 2  # bf16 masks: 2 bytes per logit
+    assert all(len(box) == 4 for box in plan_regions((1, 2, 40, 64), 2, budget,
+                                                     split_keys=True))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = dropkey_attention(q, k, v, 0.1, key=KEY, memory_budget=budget)
+    assert out.dtype == torch.bfloat16
+    ref = _reference(*(t.double() for t in (q, k, v)), _keep((1, 2, 40, 64), 0.1))
+    torch.testing.assert_close(out.double(), ref, atol=3e-2, rtol=3e-2)
+    out.float().sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+
+
 def test_all_dropped_row_falls_back_to_plain_attention():
     q, k, v = _qkv(1, 1, 64, 4, grad=False, nk=2)
     out = dropkey_attention(q, k, v, 0.9, key=KEY)
