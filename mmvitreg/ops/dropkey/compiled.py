@@ -11,11 +11,12 @@ arithmetic in one vectorised loop each (int64 wrap-around, so the same bits):
   intermediate words (~2x faster than the words loop + eager float passes); used by the CPU
   flash path.
 
-They are used on CPU for calls of at least :data:`MIN_WORDS` words (1M logits: every shipped
-config's training shape); smaller masks, as in tests and toy runs, stay eager, so they never
-pay for the build. Each loop is built once per process on first use (dynamic shapes: one
-compilation for every size; inductor caches it on disk: ~5-11 s the first time on a machine,
-~3-5 s in later processes). The first result of each loop in a process is checked against the
+They are used on CPU for masks of at least 1M logits (:data:`MIN_WORDS` words per call for
+the words, :data:`MIN_LOGITS` per box for the additive mask: every shipped config's training
+shape); smaller masks, as in tests and toy runs, stay eager, so they never pay for the build.
+Each loop is built once per process on first use (dynamic shapes: one compilation for every
+size; inductor caches it on disk: both loops take ~10 s the first time on a machine, ~2.5 s in
+later processes, measured on the 2-core machine). The first result of each loop in a process is checked against the
 same function run eagerly; if compilation fails (e.g. no C++ compiler) or a check fails, a
 warning is logged and the process stays on the eager ops. ``MMVITREG_DROPKEY_COMPILE=0``
 selects the eager ops from the start.
