@@ -154,10 +154,7 @@ class MaskSpec:
                 self.bias = attn_mask
 
     def keep(self, region) -> torch.Tensor:
-        """Bool mask of a box: kept and allowed, all-dropped rows repaired."""
-        if len(region) == 4:  # rows are repaired as a whole
-            (k0, k1), region = region[3], region[:3]
-            return self.keep(region)[..., k0:k1]
+        """Bool mask of a (b, h, q) box: kept and allowed, all-dropped rows repaired."""
         rows = region_rows(self.shape, region, self.device)
         keep = keep_for_rows(self.key, rows, self.shape[-1], self.ratio, self.variant,
                              self.grid_hw, self.num_extra_tokens, self.block_size)

@@ -27,7 +27,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .splitmix import mix64_tensor
+from .splitmix import lane_below, mix64_tensor
 
 __all__ = ['MIN_WORDS', 'MIN_LOGITS', 'mix_words', 'additive_mask', 'compiled_mix_words',
            'compiled_additive_mask', 'compile_enabled', 'kernel_state', 'warm_up']
@@ -48,11 +48,11 @@ def mix_words(row_term: torch.Tensor, col_term: torch.Tensor, out: torch.Tensor)
 
 def additive_mask(row_term: torch.Tensor, col_term: torch.Tensor, shift: torch.Tensor,
                   threshold: torch.Tensor, out: torch.Tensor) -> None:
-    """``out = -inf`` where the 16-bit lane ``splitmix64(row_term + col_term) >> shift`` plus
-    32768 (offset binary: the int16 lane + 32768) is below ``threshold``, else 0 (broadcast
-    ``(R, 1)`` rows with ``(n,)`` columns; see :func:`.random.lane_terms`)."""
-    lanes = (mix64_tensor(row_term + col_term) >> shift) & 0xFFFF
-    out.copy_(torch.where((lanes ^ 0x8000) < threshold, float('-inf'), 0.0))
+    """``out = -inf`` where the lane ``splitmix64(row_term + col_term) >> shift`` is dropped
+    (:func:`.splitmix.lane_below` ``threshold``), else 0 (broadcast ``(R, 1)`` rows with ``(n,)``
+    columns; see :func:`.random.lane_terms`)."""
+    dropped = lane_below(mix64_tensor(row_term + col_term), shift, threshold)
+    out.copy_(torch.where(dropped, float('-inf'), 0.0))
 
 
 def compile_enabled() -> bool:

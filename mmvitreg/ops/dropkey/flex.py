@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 
 from .random import words_per_row
-from .splitmix import GOLDEN, mix64_tensor, signed
+from .splitmix import GOLDEN, lane_below, mix64_tensor, signed
 from .schedule import ratio_threshold
 
 __all__ = ['flex_available', 'flex_applies', 'flex_dropkey_attention']
@@ -63,9 +63,7 @@ def _score_mod(params: torch.Tensor, allowed: Optional[torch.Tensor]):
         kv = kv_idx.to(torch.int64)
         row = (b.to(torch.int64) * heads + h.to(torch.int64)) * nq + q_idx.to(torch.int64)
         x = mix64_tensor((row * words + kv // 4) * golden + offset)
-        # the int16 lane + 32768 (= the unsigned lane with its top bit flipped), as on the CPU
-        lane = ((x >> ((kv % 4) * 16)) & 0xFFFF) ^ 0x8000
-        drop = lane < thr
+        drop = lane_below(x, (kv % 4) * 16, thr)  # the rule of the CPU masks
         if allowed is not None:
             drop = drop | ~allowed[b, h, q_idx, kv_idx]
         return torch.where(drop, float('-inf'), score)

@@ -7,7 +7,7 @@ logical shifts mask off the sign-extended bits.
 import torch
 
 __all__ = ['GOLDEN', 'MUL1', 'MUL2', 'SHIFTS', 'signed', 'mix64', 'mix64_', 'mix64_sum',
-           'mix64_tensor']
+           'mix64_tensor', 'lane_below']
 
 MASK64 = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15
@@ -58,3 +58,10 @@ def mix64_tensor(x: torch.Tensor) -> torch.Tensor:
         if mul is not None:
             x = x * signed(mul)
     return x
+
+
+def lane_below(word: torch.Tensor, shift, threshold) -> torch.Tensor:
+    """Bool: the 16-bit lane ``word >> shift`` of an output word, plus 32768 (offset binary: the
+    int16 lane + 32768, i.e. the unsigned lane with its top bit flipped), is below ``threshold``
+    -- DropKey's drop rule, out of place (compiled code and FlexAttention's ``score_mod``)."""
+    return (((word >> shift) & 0xFFFF) ^ 0x8000) < threshold
