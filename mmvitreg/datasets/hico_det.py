@@ -26,11 +26,9 @@ from mmengine.logging import print_log
 
 from mmvitreg.registry import DATASETS
 from .hico_json import read_json_list
-from .hico_meta import NUM_HOI_CLASSES, NUM_VERBS, hico_meta
+from .hico_meta import HOIClassTable, hico_meta
 
 __all__ = ['HICODetDataset', 'load_hico_json', 'parse_hico_entry', 'HOIIndexError']
-
-_META = hico_meta()
 
 
 class HOIIndexError(ValueError):
@@ -52,18 +50,20 @@ def _num(value, where: str) -> float:
     return float(value)
 
 
-def parse_hico_entry(entry, index: int, path: str, prediction: bool = False) -> Dict:
+def parse_hico_entry(entry, index: int, path: str, prediction: bool = False,
+                     table: Optional[HOIClassTable] = None) -> Dict:
     """Validate one image entry and convert it to arrays.
 
     Returns a dict with ``file_name``; ``bboxes`` (N, 4) float64; ``labels`` (N,) contiguous
-    COCO labels 0..79; ``hois`` (M, 3) int64 rows ``(subject index, object index, verb
-    0..116)``; ``hoi_ids`` (M,) 0-based HOI class from ``hoi_category_id`` (-1 when absent);
-    and for predictions ``scores`` (M,) float64.
+    labels of ``table`` (HICO-DET's by default: COCO order 0..79); ``hois`` (M, 3) int64 rows
+    ``(subject index, object index, verb 0..V-1)``; ``hoi_ids`` (M,) 0-based HOI class from
+    ``hoi_category_id`` (-1 when absent); and for predictions ``scores`` (M,) float64.
 
     Raises:
         ValueError: naming ``path``, the entry and the offending item; :class:`HOIIndexError`
             for subject/object indices out of range.
     """
+    table = table or hico_meta()
     if not isinstance(entry, dict):
         raise ValueError(f'{path} entry {index} must be a JSON object, got '
                          f'{type(entry).__name__}')
@@ -93,10 +93,12 @@ def parse_hico_entry(entry, index: int, path: str, prediction: bool = False) -> 
                              f'got {bbox!r}')
         bboxes[j] = [_num(v, f'{where}: {box_key}[{j}] bbox') for v in bbox]
         cid = box['category_id']
-        label = _META.coco91_to_label(int(cid))[()] if isinstance(cid, int) else -1
+        label = table.category_to_label(cid)[()] if isinstance(cid, int) and \
+            not isinstance(cid, bool) else -1
         if label < 0:
             raise ValueError(f'{where}: {box_key}[{j}] has unknown object category_id '
-                             f'{cid!r} (expected one of the 80 COCO ids in 1..90)')
+                             f'{cid!r} (expected one of the {table.num_objects} ids '
+                             f'{_id_range(table.category_ids)})')
         labels[j] = label
 
     rows = np.zeros((len(hois), 3), dtype=np.int64)
@@ -115,16 +117,17 @@ def parse_hico_entry(entry, index: int, path: str, prediction: bool = False) -> 
                 raise HOIIndexError(f'{where}: {hoi_key}[{k}] has {key} {value!r} out of '
                                     f'range for {n_box} boxes')
         verb = hoi['category_id']
-        if isinstance(verb, bool) or not isinstance(verb, int) or not 1 <= verb <= NUM_VERBS:
+        if isinstance(verb, bool) or not isinstance(verb, int) or \
+                not 1 <= verb <= table.num_verbs:
             raise ValueError(f'{where}: {hoi_key}[{k}] has verb category_id {verb!r} outside '
-                             f'1..{NUM_VERBS}')
+                             f'1..{table.num_verbs}')
         rows[k] = (hoi['subject_id'], hoi['object_id'], verb - 1)
         if 'hoi_category_id' in hoi:
             hid = hoi['hoi_category_id']
             if isinstance(hid, bool) or not isinstance(hid, int) or \
-                    not 1 <= hid <= NUM_HOI_CLASSES:
+                    not 1 <= hid <= table.num_hoi_classes:
                 raise ValueError(f'{where}: {hoi_key}[{k}] has hoi_category_id {hid!r} '
-                                 f'outside 1..{NUM_HOI_CLASSES}')
+                                 f'outside 1..{table.num_hoi_classes}')
             hoi_ids[k] = hid - 1
         if prediction:
             if 'score' not in hoi:
@@ -134,6 +137,11 @@ def parse_hico_entry(entry, index: int, path: str, prediction: bool = False) -> 
     if prediction:
         out['scores'] = scores
     return out
+
+
+def _id_range(ids: np.ndarray) -> str:
+    lo, hi = int(ids.min()), int(ids.max())
+    return f'in {lo}..{hi}' if hi - lo + 1 > len(ids) else f'{lo}..{hi}'
 
 
 def merge_pairs(hois: np.ndarray) -> List[dict]:
@@ -153,15 +161,23 @@ def merge_pairs(hois: np.ndarray) -> List[dict]:
 class HICODetDataset(BaseDetDataset):
     """HICO-DET (JSON release of the transformer HOI detectors) as an mmdet dataset.
 
-    Each data info has ``instances`` (boxes with contiguous COCO labels, person = 0) and
-    ``hois``: in training the HOIs of one (subject, object) pair are merged into one entry with
-    several verbs (the multi-hot target of QPIC); in test mode every annotated HOI stays one
-    entry (duplicates included) and the raw GT is also kept as ``hoi_gt`` for
-    :class:`~mmvitreg.evaluation.HICODetMetric`.
+    Each data info has ``instances`` (boxes with contiguous labels of the class table, COCO
+    order for HICO-DET: person = 0) and ``hois``: in training the HOIs of one (subject, object)
+    pair are merged into one entry with several verbs (the multi-hot target of QPIC); in test
+    mode every annotated HOI stays one entry (duplicates included) and the raw GT is also kept
+    as ``hoi_gt`` for :class:`~mmvitreg.evaluation.HICODetMetric`.
+
+    The HOI class table (box classes, verbs, HOI classes, rare split) is HICO-DET's unless
+    ``class_table`` names another one, or ``metainfo`` describes one (the keys of
+    :meth:`~mmvitreg.datasets.hico_meta.HOIClassTable.to_metainfo`); the metainfo then carries
+    it to the metric, the visualizer and the inference API, so the same pipeline serves any HOI
+    data set in this layout.
 
     Args:
         ann_file: e.g. ``'annotations/trainval_hico.json'`` (relative to ``data_root``).
         data_prefix: ``dict(img='images/train2015/')``.
+        class_table: optional ``.json`` (metainfo keys) or ``.csv`` (layout of the package's
+            HICO-DET table) file, relative to ``data_root`` unless absolute.
         invalid_hoi: ``'error'`` (default) raises on an HOI whose subject/object index is out
             of range; ``'skip_image'`` drops such images, as QPIC's training set does (the
             public ``trainval_hico.json`` has a few).
@@ -169,29 +185,40 @@ class HICODetDataset(BaseDetDataset):
         filter_cfg: ``dict(filter_empty_gt=True)`` drops training images without pairs.
     """
 
-    METAINFO = {
-        'classes': _META.object_names,
-        'verb_classes': _META.verb_names,
-        'hoi_classes': _META.hoi_names,
-    }
+    METAINFO = hico_meta().to_metainfo()
 
-    def __init__(self, *args, invalid_hoi: str = 'error', merge_pairs: Optional[bool] = None,
-                 **kwargs):
+    def __init__(self, *args, class_table: Optional[str] = None, invalid_hoi: str = 'error',
+                 merge_pairs: Optional[bool] = None, **kwargs):
         if invalid_hoi not in ('error', 'skip_image'):
             raise ValueError(f"HICODetDataset invalid_hoi must be 'error' or 'skip_image', "
                              f'got {invalid_hoi!r}')
         self.invalid_hoi = invalid_hoi
         self._merge_pairs = merge_pairs
+        self._class_table = class_table
         super().__init__(*args, **kwargs)
 
+    @property
+    def hoi_table(self) -> HOIClassTable:
+        """The HOI class table of this data set (from its metainfo)."""
+        return HOIClassTable.from_metainfo(self._metainfo, f'{type(self).__name__} metainfo')
+
+    def _read_class_table(self) -> None:
+        path = self._class_table
+        if not osp.isabs(path):
+            path = osp.join(self.data_root or '', path)
+        self._metainfo.update(HOIClassTable.from_file(path).to_metainfo())
+
     def load_data_list(self) -> List[dict]:
+        if self._class_table:
+            self._read_class_table()
+        table = self.hoi_table
         merge = (not self.test_mode) if self._merge_pairs is None else self._merge_pairs
         entries = load_hico_json(self.ann_file, self.backend_args)
         img_root = self.data_prefix.get('img', '') or ''
         data_list, skipped = [], 0
         for idx, entry in enumerate(entries):
             try:
-                parsed = parse_hico_entry(entry, idx, self.ann_file)
+                parsed = parse_hico_entry(entry, idx, self.ann_file, table=table)
             except HOIIndexError:
                 if self.invalid_hoi == 'error':
                     raise
@@ -212,6 +239,7 @@ class HICODetDataset(BaseDetDataset):
                 file_name=parsed['file_name'],
                 instances=instances,
                 hois=hois,
+                hoi_num_verbs=table.num_verbs,
             )
             if self.test_mode:
                 info['hoi_gt'] = dict(bboxes=parsed['bboxes'], labels=parsed['labels'],

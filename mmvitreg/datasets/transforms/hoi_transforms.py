@@ -57,10 +57,11 @@ class LoadHOIAnnotations(LoadAnnotations):
     """mmdet ``LoadAnnotations`` (boxes, labels) plus the HOI pairs of ``results['hois']``.
 
     Added keys: ``gt_hoi_sub_ids`` (P,) int64, ``gt_hoi_obj_ids`` (P,) int64 and
-    ``gt_hoi_verbs`` (P, num_verbs) float32 multi-hot.
+    ``gt_hoi_verbs`` (P, num_verbs) float32 multi-hot. ``num_verbs`` defaults to the data set's
+    class table (``hoi_num_verbs`` of each data info: 117 for HICO-DET).
     """
 
-    def __init__(self, with_hoi: bool = True, num_verbs: int = NUM_VERBS, **kwargs):
+    def __init__(self, with_hoi: bool = True, num_verbs: Optional[int] = None, **kwargs):
         kwargs.setdefault('with_bbox', True)
         kwargs.setdefault('with_label', True)
         super().__init__(**kwargs)
@@ -76,13 +77,15 @@ class LoadHOIAnnotations(LoadAnnotations):
                           min(sub.min(), obj.min()) < 0):
             raise ValueError(f'HOI pairs of {results.get("img_path")} index boxes out of '
                              f'range 0..{n_box - 1}')
-        verbs = np.zeros((len(hois), self.num_verbs), dtype=np.float32)
+        num_verbs = self.num_verbs or results.get('hoi_num_verbs', NUM_VERBS)
+        verbs = np.zeros((len(hois), num_verbs), dtype=np.float32)
         for i, h in enumerate(hois):
             v = np.asarray(h['verb_labels'], dtype=np.int64)
-            if len(v) and (v.min() < 0 or v.max() >= self.num_verbs):
+            if len(v) and (v.min() < 0 or v.max() >= num_verbs):
                 raise ValueError(f'HOI verbs of {results.get("img_path")} must be in '
-                                 f'0..{self.num_verbs - 1}, got {v.tolist()}')
+                                 f'0..{num_verbs - 1}, got {v.tolist()}')
             verbs[i, v] = 1.0
+        results['hoi_num_verbs'] = num_verbs
         results['gt_hoi_sub_ids'] = sub
         results['gt_hoi_obj_ids'] = obj
         results['gt_hoi_verbs'] = verbs
@@ -250,7 +253,7 @@ class PackHOIInputs(PackDetInputs):
         obj = np.asarray(results['gt_hoi_obj_ids'], dtype=np.int64)
         verbs = np.asarray(results['gt_hoi_verbs'], dtype=np.float32)
         if verbs.ndim != 2:
-            verbs = verbs.reshape(len(sub), NUM_VERBS)
+            verbs = verbs.reshape(len(sub), results.get('hoi_num_verbs', NUM_VERBS))
         flags = results.get('gt_ignore_flags', None)
         if flags is not None and np.any(flags):
             tmp = dict(gt_hoi_sub_ids=sub, gt_hoi_obj_ids=obj, gt_hoi_verbs=verbs)

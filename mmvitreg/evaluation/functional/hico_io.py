@@ -16,14 +16,14 @@ import gc
 import os
 import os.path as osp
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from mmvitreg.datasets.hico_json import read_json_list
-from mmvitreg.datasets.hico_meta import NUM_HOI_CLASSES, NUM_VERBS, hico_meta
+from mmvitreg.datasets.hico_meta import HOIClassTable, hico_meta
 from mmvitreg.evaluation.functional.hoi_eval import (HOIDetections, HOIEvalResult,
                                                      HOIGroundTruth)
 
@@ -48,6 +48,8 @@ class HICOFile:
             (already offset by the entry's first box).
         n_hois: (I,) HOIs per entry.
         scores: (H,) float64 for prediction files, else None.
+        table: the HOI class table the file was read with (labels, verbs and classes refer to
+            it; HICO-DET's by default).
     """
     path: str
     file_names: List[str]
@@ -57,6 +59,7 @@ class HICOFile:
     hois: np.ndarray
     n_hois: np.ndarray
     scores: Optional[np.ndarray] = None
+    table: HOIClassTable = field(default_factory=hico_meta, repr=False)
 
 
 class _Reject(Exception):
@@ -130,7 +133,7 @@ def _wrong_key_message(path: str, index: int, name: str, entry: dict, prediction
             'pass it as the predictions and the test annotations as the annotation file')
 
 
-def _flatten(entries: list, path: str, prediction: bool) -> HICOFile:
+def _flatten(entries: list, path: str, prediction: bool, table: HOIClassTable) -> HICOFile:
     n_entries = len(entries)
     names: List[str] = [''] * n_entries
     box_lists: list = [None] * n_entries
@@ -173,31 +176,32 @@ def _flatten(entries: list, path: str, prediction: bool) -> HICOFile:
     except (KeyError, TypeError, AttributeError):  # not dicts, or a key missing
         raise _Reject from None
     bbox = _numbers(bbox, (len(boxes), 4))
-    labels = hico_meta().coco91_to_label(_ints(cat))
+    labels = table.category_to_label(_ints(cat))
     verb, sub, obj, hoi_cls = _ints(verb), _ints(sub), _ints(obj), _ints(hoi_cls)
     box_count = np.repeat(n_boxes, n_hois)
     if (labels < 0).any() or (sub < 0).any() or (sub >= box_count).any() or \
             (obj < 0).any() or (obj >= box_count).any() or (verb < 1).any() or \
-            (verb > NUM_VERBS).any() or (hoi_cls < 1).any() or \
-            (hoi_cls > NUM_HOI_CLASSES).any():
+            (verb > table.num_verbs).any() or (hoi_cls < 1).any() or \
+            (hoi_cls > table.num_hoi_classes).any():
         raise _Reject
     offset = np.repeat(np.cumsum(n_boxes) - n_boxes, n_hois)
     rows = np.stack([sub + offset, obj + offset, verb - 1], axis=1) if len(hois) else \
         np.zeros((0, 3), dtype=np.int64)
     scores = _numbers(score, (len(hois),)) if prediction else None
     return HICOFile(path=path, file_names=names, boxes=bbox, labels=labels, n_boxes=n_boxes,
-                    hois=rows.astype(np.int64, copy=False), n_hois=n_hois, scores=scores)
+                    hois=rows.astype(np.int64, copy=False), n_hois=n_hois, scores=scores,
+                    table=table)
 
 
-def _explain(entries: list, path: str, prediction: bool) -> None:
+def _explain(entries: list, path: str, prediction: bool, table: HOIClassTable) -> None:
     """Re-read entry by entry to raise the precise error of the first bad one."""
     from mmvitreg.datasets.hico_det import parse_hico_entry  # heavy; only on bad input
     for index, entry in enumerate(entries):
-        parse_hico_entry(entry, index, path, prediction=prediction)
+        parse_hico_entry(entry, index, path, prediction=prediction, table=table)
 
 
-def read_hico_file(path: str, prediction: bool = False, what: Optional[str] = None
-                   ) -> HICOFile:
+def read_hico_file(path: str, prediction: bool = False, what: Optional[str] = None,
+                   table: Optional[HOIClassTable] = None) -> HICOFile:
     """Read a HICO-DET annotation (or, with ``prediction=True``, prediction) JSON file.
 
     Prediction entries must have a ``hoi_prediction`` list (an entry with ``hoi_annotation``
@@ -210,13 +214,14 @@ def read_hico_file(path: str, prediction: bool = False, what: Optional[str] = No
             message, naming the file, the entry and the item).
     """
     what = what or ('prediction file' if prediction else 'HICO-DET annotation file')
+    table = table or hico_meta()
     with _no_gc():
         entries = read_json_list(path, what)
         try:
-            return _flatten(entries, path, prediction)
+            return _flatten(entries, path, prediction, table)
         except _Reject:
             pass
-    _explain(entries, path, prediction)
+    _explain(entries, path, prediction, table)
     raise ValueError(f'{what} {path} has an entry with a value of the wrong type (e.g. a '
                      'string, null or true where a number is expected)')
 
@@ -231,11 +236,11 @@ def _index_names(ann: HICOFile) -> Dict[str, int]:
 
 
 def gt_from_file(ann: HICOFile) -> Tuple[HOIGroundTruth, int, Dict[str, int]]:
-    """Flat GT pairs of an annotation file, the number of HOIs that are none of the 600
+    """Flat GT pairs of an annotation file, the number of HOIs that are none of the table's
     classes (left out), and the image index of every file name (repeated names are an
     error). Same arrays as :func:`gt_from_images` on the parsed entries."""
     names = _index_names(ann)
-    cls = hico_meta().hoi_class(ann.hois[:, 2], ann.labels[ann.hois[:, 1]])
+    cls = ann.table.hoi_class(ann.hois[:, 2], ann.labels[ann.hois[:, 1]])
     ok = cls >= 0
     img = np.repeat(np.arange(len(ann.file_names)), ann.n_hois)
     gt = HOIGroundTruth(img=img[ok], cls=cls[ok], sub=ann.boxes[ann.hois[ok, 0]],
@@ -263,16 +268,17 @@ def dets_from_file(pred: HICOFile, names: Dict[str, int]) -> HOIDetections:
     if len(img) > 1 and (np.diff(img) < 0).any():  # entries not in annotation order
         order = np.argsort(img, kind='stable')
         img, hois, scores = img[order], hois[order], scores[order]
-    cls = hico_meta().hoi_class(hois[:, 2], pred.labels[hois[:, 1]])
+    cls = pred.table.hoi_class(hois[:, 2], pred.labels[hois[:, 1]])
     return HOIDetections(img=img, cls=cls, sub=pred.boxes[hois[:, 0]],
                          obj=pred.boxes[hois[:, 1]], score=scores)
 
 
-def gt_from_images(images: Sequence[dict]) -> Tuple[HOIGroundTruth, int]:
-    """Flat GT pairs of per-image dicts (``bboxes`` (N, 4), ``labels`` (N,) 0..79, ``hois``
-    (M, 3) rows subject, object, verb 0..116). Returns the GT and the number of annotated HOIs
-    that are none of the 600 classes (left out)."""
-    meta = hico_meta()
+def gt_from_images(images: Sequence[dict], table: Optional[HOIClassTable] = None
+                   ) -> Tuple[HOIGroundTruth, int]:
+    """Flat GT pairs of per-image dicts (``bboxes`` (N, 4), ``labels`` (N,), ``hois`` (M, 3)
+    rows subject, object, verb; labels and verbs of ``table``, HICO-DET's by default). Returns
+    the GT and the number of annotated HOIs that are none of the table's classes (left out)."""
+    meta = table or hico_meta()
     if not images:
         return HOIGroundTruth(np.zeros(0), np.zeros(0), np.zeros((0, 4)), np.zeros((0, 4)),
                               num_images=0), 0
@@ -317,9 +323,10 @@ def format_summary(summary: Dict[str, float], title: str = 'HICO-DET') -> str:
     return '\n'.join(lines)
 
 
-def write_per_class_ap(path: str, result: HOIEvalResult) -> None:
+def write_per_class_ap(path: str, result: HOIEvalResult,
+                       table: Optional[HOIClassTable] = None) -> None:
     """CSV with one row per HOI class: id, verb, object, rare, GT count, AP, KO AP, recall."""
-    meta = hico_meta()
+    meta = table or hico_meta()
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     with open(path, 'w', newline='') as f:
         writer = csv.writer(f)

@@ -6,7 +6,7 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 
 from mmvitreg.datasets.hico_det import load_hico_json, parse_hico_entry
-from mmvitreg.datasets.hico_meta import hico_meta
+from mmvitreg.datasets.hico_meta import HOIClassTable, hico_meta
 from mmvitreg.evaluation.functional.hico_io import (dets_from_triplets, format_summary,
                                                     gt_from_images, write_per_class_ap)
 from mmvitreg.evaluation.functional.hoi_eval import (AP_METHODS, EVAL_MODES, HOIEvalResult,
@@ -37,8 +37,13 @@ class HICODetMetric(BaseMetric):
     :mod:`mmvitreg.evaluation.functional.hoi_eval` for the exact rules and for how QPIC's
     evaluator differs); ``mode='qpic'`` reproduces QPIC's numbers instead.
 
+    The HOI classes and the rare split are those of the data set's class table (``dataset_meta``,
+    set by mmengine's evaluator from the data set's metainfo): HICO-DET's 600 classes for
+    HICO-DET, a data set's own classes otherwise (:class:`~mmvitreg.datasets.HICODetDataset`
+    ``class_table``); mAP is always the mean over all classes of that table.
+
     Predictions are read from ``data_sample.pred_hoi`` (``sub_bboxes``, ``obj_bboxes``,
-    ``obj_labels`` 0..79, ``verb_labels`` 0..116, ``scores``; original image coordinates).
+    ``obj_labels`` and ``verb_labels`` of the table, ``scores``; original image coordinates).
     GT is read from ``ann_file`` (matched by ``file_name``) when given, else from each
     sample's ``hoi_gt`` meta (kept by :class:`HICODetDataset` in test mode). Results are
     collected on the CPU under DDP; only the evaluated images count.
@@ -85,8 +90,13 @@ class HICODetMetric(BaseMetric):
         self.backend_args = backend_args
         self.last_result: Optional[HOIEvalResult] = None
 
+    @property
+    def hoi_table(self) -> HOIClassTable:
+        """The class table of ``dataset_meta`` (HICO-DET's when it describes none)."""
+        return HOIClassTable.from_metainfo(self.dataset_meta, 'HICODetMetric dataset_meta')
+
     def process(self, data_batch, data_samples: Sequence) -> None:
-        meta = hico_meta()
+        meta = self.hoi_table
         for sample in data_samples:
             pred = _get(sample, 'pred_hoi')
             if pred is None:
@@ -110,11 +120,11 @@ class HICODetMetric(BaseMetric):
                 result['gt'] = {k: _np(gt[k]) for k in ('bboxes', 'labels', 'hois')}
             self.results.append(result)
 
-    def _gt_from_ann_file(self, results: List[dict]) -> List[dict]:
+    def _gt_from_ann_file(self, results: List[dict], table: HOIClassTable) -> List[dict]:
         entries = load_hico_json(self.ann_file, self.backend_args)
         parsed = {}
         for idx, entry in enumerate(entries):
-            item = parse_hico_entry(entry, idx, self.ann_file)
+            item = parse_hico_entry(entry, idx, self.ann_file, table=table)
             parsed[item['file_name']] = item
         gts = []
         for res in results:
@@ -135,20 +145,22 @@ class HICODetMetric(BaseMetric):
                 continue
             seen.add(key)
             unique.append(res)
-        gts = self._gt_from_ann_file(unique) if self.ann_file else [r['gt'] for r in unique]
-        gt, invalid = gt_from_images(gts)
+        meta = self.hoi_table
+        gts = self._gt_from_ann_file(unique, meta) if self.ann_file else \
+            [r['gt'] for r in unique]
+        gt, invalid = gt_from_images(gts, meta)
         if invalid:
-            print_log(f'HICODetMetric: {invalid} GT HOIs are none of the 600 classes and were '
-                      'left out', logger='current')
+            print_log(f'HICODetMetric: {invalid} GT HOIs are none of the '
+                      f'{meta.num_hoi_classes} classes and were left out', logger='current')
         dets = dets_from_triplets([r['pred'] for r in unique])
-        meta = hico_meta()
         result = evaluate_hoi(gt, dets, meta.hoi_object, meta.rare, mode=self.mode,
                               ap_method=self.ap_method, known_object=self.known_object,
                               max_per_image=self.max_per_image, iou_thr=self.iou_thr,
                               classes_without_gt=self.classes_without_gt)
         self.last_result = result
-        print_log('\n' + format_summary(result.summary, f'HICO-DET ({self.mode})'),
+        name = 'HICO-DET' if meta is hico_meta() else f'HOI, {meta.num_hoi_classes} classes'
+        print_log('\n' + format_summary(result.summary, f'{name} ({self.mode})'),
                   logger='current')
         if self.per_class_file:
-            write_per_class_ap(self.per_class_file, result)
+            write_per_class_ap(self.per_class_file, result, meta)
         return {k: float(v) for k, v in result.summary.items()}

@@ -35,7 +35,7 @@ from mmvitreg.ops.token_grid import TokenGrid
 from mmvitreg.regularizers.attention import AttentionSlot
 from mmvitreg.registry import MODELS
 
-__all__ = ['PlainViT', 'PlainViTAttention', 'PlainViTBlock', 'SimpleFeaturePyramid']
+__all__ = ['PlainViT', 'PlainViTAttention', 'PlainViTBlock', 'ConvStem', 'SimpleFeaturePyramid']
 
 
 class PlainViTAttention(AttentionSlot, BaseModule):
@@ -124,6 +124,30 @@ class PlainViTBlock(BaseModule):
         return self.ffn(self.ln2(x), identity=x)
 
 
+class ConvStem(BaseModule):
+    """Convolutional patch embedding (Xiao et al., "Early Convolutions Help Transformers See
+    Better", NeurIPS 2021): 3x3 stride-2 convolutions with BatchNorm and ReLU, one per entry of
+    ``channels``, then a 1x1 projection to ``embed_dims``; the stride is ``2 ** len(channels)``.
+    Returns ``(tokens (B, H*W, C), (H, W))`` like mmcv's ``PatchEmbed``; odd sizes are padded
+    by the convolutions (output ``ceil(size / stride)``).
+    """
+
+    def __init__(self, in_channels: int, embed_dims: int, channels: Sequence[int],
+                 init_cfg=None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        layers, dim = [], in_channels
+        for out in channels:
+            layers += [nn.Conv2d(dim, out, 3, stride=2, padding=1, bias=False),
+                       nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+            dim = out
+        layers.append(nn.Conv2d(dim, embed_dims, 1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        x = self.layers(x)
+        return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])
+
+
 def build_dropout_path(rate: float) -> nn.Module:
     from mmcv.cnn.bricks.drop import DropPath
     return DropPath(rate) if rate > 0 else nn.Identity()
@@ -138,6 +162,9 @@ class PlainViT(BaseBackbone):
             ``num_heads``, ``feedforward_channels``, ``global_attn_indexes``.
         img_size: typical input size (sets the global rel-pos table size).
         patch_size: patch size (16 in ViTDet).
+        conv_stem: channels of a convolutional stem (:class:`ConvStem`) replacing the linear
+            patch embedding; its stride ``2 ** len(conv_stem)`` must equal ``patch_size``.
+            Empty (default): ViTDet's linear patch embedding.
         pretrain_img_size: image size of the pre-training checkpoint (abs pos-embed grid).
         window_size: window of the non-global blocks (14 in ViTDet).
         use_abs_pos / use_rel_pos: absolute / decomposed relative position embeddings.
@@ -171,6 +198,7 @@ class PlainViT(BaseBackbone):
                  norm_cfg: dict = dict(type='LN', eps=1e-6),
                  out_indices: Union[int, Sequence[int]] = -1,
                  interpolate_mode: str = 'bicubic',
+                 conv_stem: Sequence[int] = (),
                  init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
         if isinstance(arch, str):
@@ -187,9 +215,16 @@ class PlainViT(BaseBackbone):
         global_idx = set(arch.get('global_attn_indexes', ()))
         self.patch_size = patch_size
         self.interpolate_mode = interpolate_mode
-        self.patch_embed = PatchEmbed(in_channels=in_channels, embed_dims=self.embed_dims,
-                                      conv_type='Conv2d', kernel_size=patch_size,
-                                      stride=patch_size, padding='corner')
+        if conv_stem:
+            if 2**len(conv_stem) != patch_size:
+                raise ValueError(f'PlainViT conv_stem {tuple(conv_stem)} has stride '
+                                 f'{2**len(conv_stem)}, which must equal patch_size '
+                                 f'({patch_size})')
+            self.patch_embed = ConvStem(in_channels, self.embed_dims, conv_stem)
+        else:
+            self.patch_embed = PatchEmbed(in_channels=in_channels, embed_dims=self.embed_dims,
+                                          conv_type='Conv2d', kernel_size=patch_size,
+                                          stride=patch_size, padding='corner')
         self.pretrain_grid = (pretrain_img_size // patch_size, ) * 2
         self.use_abs_pos = use_abs_pos
         if use_abs_pos:

@@ -169,18 +169,21 @@ def hoi_targets_from_sample(data_sample, merge_pairs: bool = True) -> InstanceDa
 
 def load_corre_matrix(corre: Union[None, str, np.ndarray, Tensor]) -> Optional[Tensor]:
     """The (V, C) verb-object validity matrix: ``None``, ``'hico'`` (package table), a ``.npy``
-    path (e.g. ``corre_hico.npy``) or an array."""
+    path (e.g. ``corre_hico.npy``), an HOI class table file (``.json``/``.csv``, see
+    :class:`~mmvitreg.datasets.hico_meta.HOIClassTable`) or an array."""
     if corre is None:
         return None
     if isinstance(corre, str):
+        from mmvitreg.datasets.hico_meta import HOIClassTable, build_corre_matrix
         if corre == 'hico':
-            from mmvitreg.datasets.hico_meta import build_corre_matrix
             corre = build_corre_matrix()
+        elif osp.isfile(corre) and corre.endswith(('.json', '.csv')):
+            corre = HOIClassTable.from_file(corre).corre_matrix()
         elif osp.isfile(corre):
             corre = np.load(corre)
         else:
-            raise FileNotFoundError(f"corre must be None, 'hico' or an existing .npy file, "
-                                    f'got {corre!r}')
+            raise FileNotFoundError(f"corre must be None, 'hico', an existing .npy file or an "
+                                    f'HOI class table (.json/.csv), got {corre!r}')
     return torch.as_tensor(np.asarray(corre), dtype=torch.float32)
 
 
