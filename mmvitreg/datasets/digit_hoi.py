@@ -42,7 +42,7 @@ __all__ = ['HOIStyle', 'DIGIT_HOI_VERBS', 'SUBJECT_NAME', 'pair_verbs', 'compose
 
 DIGIT_HOI_VERBS = ('left_of', 'right_of', 'above', 'below', 'touch', 'larger')
 SUBJECT_NAME = 'ring'
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ __all__ = ['SceneStyle', 'GLYPH_SPLITS', 'INK_THRESHOLD', 'DIGIT_NAMES', 'glyph_
 GLYPH_SPLITS = ('train', 'val', 'test')
 INK_THRESHOLD = 0.3
 DIGIT_NAMES = tuple(str(i) for i in range(10))
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,8 @@ class SceneStyle:
         max_covered: largest fraction of a digit's box that later digits may cover.
         clutter: inclusive range of unannotated strokes per scene.
         noise_std: standard deviation of the Gaussian pixel noise (0-255 scale).
-        min_contrast: smallest luminance difference between a digit's colour and the background
-            mean under it.
+        min_contrast: smallest brightness difference (grey levels, every channel) between a
+            digit's colour and the mean background under it (digits are lighter).
     """
     image_size: Tuple[int, int] = (64, 64)
     num_digits: Tuple[int, int] = (2, 5)
@@ -130,8 +130,9 @@ def ink_box(alpha: np.ndarray, threshold: float = INK_THRESHOLD) -> Optional[Tup
 
 
 def background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """A linear gradient between two random colours along a random direction, float32 HxWx3."""
-    c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    """A linear gradient between two random dark colours (every channel in [0, 110]) along a
+    random direction, float32 HxWx3."""
+    c0, c1 = rng.uniform(0, 110, 3), rng.uniform(0, 110, 3)
     angle = rng.uniform(0, 2 * np.pi)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     t = (np.cos(angle) * xx / max(width - 1, 1) + np.sin(angle) * yy / max(height - 1, 1))
@@ -139,19 +140,14 @@ def background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     return (c0[None, None] * (1 - t[..., None]) + c1[None, None] * t[..., None]).astype(np.float32)
 
 
-def _luminance(rgb: np.ndarray) -> np.ndarray:
-    return rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-
 def contrasting_colour(rng: np.random.Generator, under: np.ndarray,
                        min_contrast: float) -> np.ndarray:
-    """A random colour whose luminance differs from the mean of ``under`` by >= min_contrast."""
-    mean = float(_luminance(under.reshape(-1, 3).mean(0)))
-    for _ in range(50):
-        colour = rng.uniform(0, 255, 3).astype(np.float32)
-        if abs(float(_luminance(colour)) - mean) >= min_contrast:
-            return colour
-    return np.full(3, 0.0 if mean > 127.5 else 255.0, dtype=np.float32)
+    """A colour lighter than the mean of ``under`` by ``min_contrast`` to ``min_contrast + 80``
+    grey levels in every channel, with a hue shift of at most 30 per channel (chalk on a dark
+    board: the digit's shape is in its brightness, whatever the colours)."""
+    mean = under.reshape(-1, 3).mean(0)
+    delta = rng.uniform(min_contrast, min_contrast + 80)
+    return np.clip(mean + delta + rng.uniform(-30, 30, 3), 0, 255).astype(np.float32)
 
 
 def paint(canvas: np.ndarray, alpha: np.ndarray, colour: np.ndarray, x: int, y: int) -> None:

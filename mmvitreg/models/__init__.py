@@ -6,6 +6,7 @@ from mmvitreg.regularizers.hosts import mmpretrain as _mmpretrain_sites  # noqa:
 from . import backbones, detectors, heads, layers, losses  # noqa: F401
 from . import task_modules  # noqa: F401,E402  (HOI match costs/assigner in mmdet TASK_UTILS)
 from . import dropkey  # noqa: F401  (registers the DropKey type)
+from . import digit_pretrained  # noqa: F401  (the digits:// checkpoint scheme)
 from mmvitreg.regularizers import attention_cosine as _cosine_key  # noqa: F401,E402
 from mmvitreg.regularizers import drloc as _drloc_key  # noqa: F401,E402
 from .regularized import Regularized, build_regularized  # noqa: E402

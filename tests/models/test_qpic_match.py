@@ -157,3 +157,36 @@ def test_assigner_cost_weights_change_the_matching():
                                      match_costs=[dict(type='HOIClassCost')]))
     assert full.assign(pred, gt, img_meta=IMG).gt_inds.tolist() == [0, 1]
     assert cls_only.assign(pred, gt, img_meta=IMG).gt_inds.tolist() == [1, 0]
+
+
+def test_batched_assignment_equals_image_by_image():
+    """assign_batch (one cost computation for the batch, as the official matcher) gives every
+    image the same match as assign() on that image alone, whatever the image shapes and target
+    counts (none included)."""
+    assigner = TASK_UTILS.build(dict(type='HOIHungarianAssigner'))
+    gen = torch.Generator().manual_seed(0)
+    preds, gts, metas = [], [], []
+    for n_gt, shape in zip([3, 0, 1, 5], [(100, 200), (64, 64), (80, 120), (90, 90)]):
+        h, w = shape
+        scale = torch.tensor([w, h, w, h], dtype=torch.float)
+
+        def boxes(n):
+            xy = torch.rand(n, 2, generator=gen) * 0.6
+            wh = torch.rand(n, 2, generator=gen) * 0.3 + 0.05
+            return torch.cat([xy, xy + wh], 1) * scale
+        preds.append(InstanceData(obj_scores=torch.randn(7, 5, generator=gen),
+                                  verb_scores=torch.randn(7, 4, generator=gen),
+                                  sub_bboxes=boxes(7), obj_bboxes=boxes(7)))
+        gts.append(InstanceData(labels=torch.randint(0, 4, (n_gt, ), generator=gen),
+                                verb_labels=(torch.rand(n_gt, 4, generator=gen) > 0.5).float(),
+                                sub_bboxes=boxes(n_gt), obj_bboxes=boxes(n_gt)))
+        metas.append(dict(img_shape=shape))
+    batched = assigner.assign_batch(preds, gts, metas)
+    for pred, gt, meta, result in zip(preds, gts, metas, batched):
+        single = assigner.assign(pred, gt, img_meta=meta)
+        assert result.num_gts == single.num_gts
+        assert torch.equal(result.gt_inds, single.gt_inds)
+        assert torch.equal(result.labels, single.labels)
+    assert batched[1].gt_inds.tolist() == [0] * 7  # no targets: every query is background
+    with pytest.raises(ValueError, match='got 4 predictions, 3 targets'):
+        assigner.assign_batch(preds, gts[:3], metas)

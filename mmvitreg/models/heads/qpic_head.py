@@ -338,14 +338,11 @@ class QPICHead(BaseModule):
                 losses[f'd{i}.{name}'] = value
         return losses
 
-    def _targets_single(self, obj_cls: Tensor, verb_cls: Tensor, sub_boxes: Tensor,
-                        obj_boxes: Tensor, gt: InstanceData, img_meta: dict) -> tuple:
+    def _targets_single(self, obj_cls: Tensor, verb_cls: Tensor, gt: InstanceData,
+                        img_meta: dict, result) -> tuple:
+        """Classification and box targets of one image from its assignment ``result``."""
         img_h, img_w = img_meta['img_shape'][:2]
-        factor = sub_boxes.new_tensor([img_w, img_h, img_w, img_h])
-        pred = InstanceData(obj_scores=obj_cls, verb_scores=verb_cls,
-                            sub_bboxes=bbox_cxcywh_to_xyxy(sub_boxes) * factor,
-                            obj_bboxes=bbox_cxcywh_to_xyxy(obj_boxes) * factor)
-        result = self.assigner.assign(pred, gt, img_meta=img_meta)
+        factor = obj_cls.new_tensor([img_w, img_h, img_w, img_h])
         pos = torch.nonzero(result.gt_inds > 0, as_tuple=False).squeeze(-1)
         pos_gt = result.gt_inds[pos] - 1
         labels = obj_cls.new_full((obj_cls.shape[0], ), self.num_obj_classes, dtype=torch.long)
@@ -358,14 +355,33 @@ class QPICHead(BaseModule):
         obj_t = bbox_xyxy_to_cxcywh(gt_obj / factor) * has_obj.unsqueeze(-1)
         return labels, verbs, pos, sub_t, obj_t, has_obj
 
+    def _assign(self, obj_cls: Tensor, verb_cls: Tensor, sub_boxes: Tensor, obj_boxes: Tensor,
+                batch_gt: List[InstanceData], batch_img_metas: List[dict]) -> list:
+        """Hungarian matching of every image of the batch (one cost computation when the
+        assigner offers ``assign_batch``, as ``HOIHungarianAssigner`` does)."""
+        preds = []
+        for i, img_meta in enumerate(batch_img_metas):
+            img_h, img_w = img_meta['img_shape'][:2]
+            factor = sub_boxes.new_tensor([img_w, img_h, img_w, img_h])
+            preds.append(InstanceData(
+                obj_scores=obj_cls[i], verb_scores=verb_cls[i],
+                sub_bboxes=bbox_cxcywh_to_xyxy(sub_boxes[i]) * factor,
+                obj_bboxes=bbox_cxcywh_to_xyxy(obj_boxes[i]) * factor))
+        if hasattr(self.assigner, 'assign_batch'):
+            return self.assigner.assign_batch(preds, batch_gt, batch_img_metas)
+        return [self.assigner.assign(p, g, img_meta=m)
+                for p, g, m in zip(preds, batch_gt, batch_img_metas)]
+
     def loss_by_feat_single(self, obj_cls: Tensor, verb_cls: Tensor, sub_boxes: Tensor,
                             obj_boxes: Tensor, batch_gt: List[InstanceData],
                             batch_img_metas: List[dict], num_interactions: float) -> tuple:
         """Losses of one decoder layer (B, Q, ...) after its own Hungarian matching."""
         num_imgs, num_queries = obj_cls.shape[:2]
+        results = self._assign(obj_cls.detach(), verb_cls.detach(), sub_boxes.detach(),
+                               obj_boxes.detach(), batch_gt, batch_img_metas)
         labels, verbs, pos, sub_t, obj_t, has_obj = multi_apply(
-            self._targets_single, list(obj_cls.detach()), list(verb_cls.detach()),
-            list(sub_boxes.detach()), list(obj_boxes.detach()), batch_gt, batch_img_metas)
+            self._targets_single, list(obj_cls.detach()), list(verb_cls.detach()), batch_gt,
+            batch_img_metas, results)
         labels, verbs = torch.cat(labels), torch.cat(verbs)
         flat_pos = torch.cat([p + i * num_queries for i, p in enumerate(pos)])
         sub_t, obj_t, has_obj = torch.cat(sub_t), torch.cat(obj_t), torch.cat(has_obj)

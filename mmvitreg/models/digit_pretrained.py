@@ -1,0 +1,165 @@
+"""Backbones pretrained on digit crops: the pretrained weights of the digit-scene benchmarks.
+
+QPIC, like DETR, never trains its backbone from scratch: the paper starts from an
+ImageNet-pretrained ResNet inside COCO-trained DETR weights. Through DETR's set loss alone a
+backbone learns the object classes slowly (measured on digit HOI: a ResNet-18 trained from
+scratch still classified objects at chance after 750 iterations), so the digit HOI preset starts
+from pretrained weights too. No weights can be downloaded here, so they are made locally, once,
+by a short deterministic pretraining: classify single handwritten digits (training glyphs only,
+never the test split's) in crops composed like the scenes (:mod:`mmvitreg.datasets.digit_scenes`).
+
+A config asks for them as for any checkpoint URL, e.g. in a backbone::
+
+    init_cfg=dict(type='Pretrained', checkpoint='digits://resnet18-w32-s8', prefix='backbone.')
+
+``digits://NAME`` names a recipe of :data:`DIGIT_PRETRAINED` (backbone, crops, schedule). The
+first use trains it (single-threaded, on a forked random stream, so the weights do not depend on
+the caller's thread count or random state; about a minute on one core) and caches the
+checkpoint under ``$MMVITREG_CACHE`` (default ``~/.cache/mmvitreg``) as
+``digits_pretrained/NAME-<recipe hash>.pth``; later uses, concurrent ones included, read that
+file (with torch's weights-only loader).
+"""
+import fcntl
+import hashlib
+import json
+import os
+import os.path as osp
+import time
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmengine.logging import print_log
+from mmengine.runner import CheckpointLoader
+
+__all__ = ['DIGIT_PRETRAINED', 'SCHEME', 'digit_pretrained_path', 'pretrain_on_digit_crops',
+           'load_digit_pretrained']
+
+SCHEME = 'digits://'
+
+# name -> recipe. ``backbone`` is an mmdet/mmpretrain backbone config whose last output is
+# pooled into a linear 10-way classifier; crops are ``crop_size`` squares holding one digit of
+# ``digit_height`` pixels.
+DIGIT_PRETRAINED: Dict[str, dict] = {
+    'resnet18-w32-s8': dict(
+        backbone=dict(type='ResNet', depth=18, base_channels=32, stem_channels=32, num_stages=2,
+                      out_indices=(1, ), strides=(1, 2), dilations=(1, 1), frozen_stages=-1,
+                      norm_cfg=dict(type='BN', requires_grad=True), norm_eval=False,
+                      style='pytorch'),
+        scope='mmdet', crop_size=32, digit_height=(9, 28), num_crops=6000, iters=800,
+        batch_size=64, lr=2e-3, weight_decay=0.05, seed=0),
+    'plainvit-t-p8': dict(
+        backbone=dict(type='PlainViT',
+                      arch=dict(embed_dims=128, num_layers=6, num_heads=4,
+                                feedforward_channels=256, global_attn_indexes=(0, 1, 2, 3, 4, 5)),
+                      img_size=64, patch_size=8, conv_stem=(32, 64, 128), pretrain_img_size=64,
+                      window_size=0, use_rel_pos=False, drop_path_rate=0.1, out_indices=(-1, )),
+        scope='mmdet', crop_size=32, digit_height=(9, 28), num_crops=6000, iters=800,
+        batch_size=64, lr=2e-3, weight_decay=0.05, seed=0),
+}
+_VERSION = 1
+
+
+def _recipe(name: str) -> dict:
+    if name not in DIGIT_PRETRAINED:
+        raise KeyError(f'unknown digit-pretrained backbone {name!r}; known: '
+                       f'{sorted(DIGIT_PRETRAINED)}')
+    return DIGIT_PRETRAINED[name]
+
+
+def _cache_dir() -> str:
+    root = os.environ.get('MMVITREG_CACHE') or osp.join(osp.expanduser('~'), '.cache',
+                                                        'mmvitreg')
+    return osp.join(root, 'digits_pretrained')
+
+
+def digit_pretrained_path(name: str) -> str:
+    """Where the checkpoint of recipe ``name`` is cached (the file name holds a hash of the
+    recipe, so a changed recipe is trained anew)."""
+    key = json.dumps(dict(_recipe(name), version=_VERSION), sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    return osp.join(_cache_dir(), f'{name}-{digest}.pth')
+
+
+def _crops(recipe: dict) -> tuple:
+    from mmvitreg.datasets.digit_scenes import SceneStyle, compose_scene
+    size = recipe['crop_size']
+    style = SceneStyle(image_size=(size, size), num_digits=(1, 1),
+                       digit_height=tuple(recipe['digit_height']))
+    images = np.zeros((recipe['num_crops'], size, size, 3), np.uint8)
+    labels = np.zeros(recipe['num_crops'], np.int64)
+    for i in range(recipe['num_crops']):
+        image, objects = compose_scene(recipe['seed'] * 10**7 + i, style, 'train')
+        images[i], labels[i] = image, objects[0][0]
+    # RGB, as DetDataPreprocessor(bgr_to_rgb=True) gives the network mmcv's BGR images
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float(), torch.from_numpy(labels)
+
+
+def pretrain_on_digit_crops(name: str) -> Dict[str, torch.Tensor]:
+    """Train recipe ``name`` and return its backbone ``state_dict`` (keys prefixed
+    ``backbone.``). Deterministic: one thread, a fixed seed, the caller's random state kept."""
+    from mmengine.registry import DefaultScope
+    from mmdet.registry import MODELS
+    recipe = _recipe(name)
+    threads = torch.get_num_threads()
+    with torch.random.fork_rng(devices=[]), DefaultScope.overwrite_default_scope(
+            recipe['scope']):
+        torch.set_num_threads(1)
+        try:
+            torch.manual_seed(recipe['seed'])
+            backbone = MODELS.build(dict(recipe['backbone']))
+            backbone.init_weights()
+            x, y = _crops(recipe)
+            x = (x - 127.5) / 64.0  # the data preprocessor of the digit presets
+            with torch.no_grad():
+                channels = backbone(x[:2])[-1].shape[1]
+            head = torch.nn.Linear(channels, 10)
+            params = list(backbone.parameters()) + list(head.parameters())
+            opt = torch.optim.AdamW(params, lr=recipe['lr'], weight_decay=recipe['weight_decay'])
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe['lr'],
+                                                        total_steps=recipe['iters'],
+                                                        pct_start=0.1)
+            gen = torch.Generator().manual_seed(recipe['seed'])
+            backbone.train()
+            start = time.time()
+            for _ in range(recipe['iters']):
+                idx = torch.randint(0, len(y), (recipe['batch_size'], ), generator=gen)
+                logits = head(backbone(x[idx])[-1].mean((2, 3)))
+                loss = F.cross_entropy(logits, y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+            backbone.eval()
+            with torch.no_grad():
+                acc = (head(backbone(x[:1000])[-1].mean((2, 3))).argmax(1) == y[:1000]).float()
+            print_log(f'digits://{name}: pretrained {recipe["iters"]} iterations in '
+                      f'{time.time() - start:.0f} s, training-crop accuracy '
+                      f'{100 * acc.mean():.1f} %', logger='current')
+        finally:
+            torch.set_num_threads(threads)
+    return {f'backbone.{k}': v for k, v in backbone.state_dict().items()}
+
+
+def load_digit_pretrained(filename: str, map_location: Optional[str] = None) -> dict:
+    """mmengine checkpoint loader of ``digits://NAME``: the cached checkpoint, trained first if
+    missing (under a file lock: concurrent runs wait for one trainer)."""
+    name = filename[len(SCHEME):]
+    path = digit_pretrained_path(name)
+    if not osp.isfile(path):
+        os.makedirs(osp.dirname(path), exist_ok=True)
+        with open(path + '.lock', 'a') as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if not osp.isfile(path):
+                    state = pretrain_on_digit_crops(name)
+                    tmp = path + '.tmp'
+                    torch.save(dict(state_dict=state, meta=dict(recipe=name)), tmp)
+                    os.replace(tmp, path)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+CheckpointLoader.register_scheme(prefixes=SCHEME, loader=load_digit_pretrained, force=True)
