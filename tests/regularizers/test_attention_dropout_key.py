@@ -120,3 +120,25 @@ def test_timm_host():
         assert torch.equal(net(x), plain(x))
         net.train(), plain.train()
         assert not torch.allclose(net(x), plain(x))
+
+
+@pytest.mark.parametrize('preset', ['cifar100_dropkey.py', 'in1k_dropkey.py'])
+def test_gpu_dropkey_presets_have_the_scheduled_attention_dropout_variant(preset):
+    import os.path as osp
+
+    from mmengine.registry import DefaultScope
+
+    from mmvitreg.benchmark import build_run_config, load_spec
+    repo = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    spec = load_spec(osp.join(repo, 'configs', 'benchmark', preset))
+    run = build_run_config(spec, spec.variant('attention_dropout'), 0)
+    base = build_run_config(spec, spec.variant('baseline'), 0)
+    backbone = run.model.backbone.to_dict()
+    assert backbone.pop('attention_dropout') == dict(ratio=0.1, schedule='decrease')
+    assert (backbone.pop('type'), backbone.pop('host')) == ('Regularized', 'VisionTransformer')
+    assert backbone == {k: v for k, v in base.model.backbone.to_dict().items() if k != 'type'}
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(dict(run.model.backbone.to_dict(), arch=dict(
+            embed_dims=32, num_layers=12, num_heads=2, feedforward_channels=32)))
+    ratios = [layer.attn.attention_dropout.p for layer in model.layers]
+    assert ratios == pytest.approx([0.1 * (1 - i / 11) for i in range(12)])
