@@ -10,12 +10,14 @@
   Monte-Carlo ``predict``; the loss keys :mod:`.drloc`, :mod:`.attention_cosine`;
 * :mod:`.registry` - the keys of ``Regularized``.
 
-This package imports with torch and timm alone (the attention mechanisms and the timm attention
-site); :mod:`mmvitreg.models` adds the OpenMMLab pieces (mmpretrain/mmcv sites, the loss keys).
+This package imports with torch and timm alone (the attention mechanisms, the attention-cosine
+key and the timm attention site); :mod:`mmvitreg.models` adds the OpenMMLab pieces (mmpretrain
+and mmcv sites, the DRLoc key).
 Nothing here imports :mod:`mmvitreg.models`.
 """
 from .registry import REGULARIZERS, apply_regularizers, register_regularizer
 from . import stages  # noqa: F401,E402  (registers the attention mechanisms' stages and keys)
+from . import attention_cosine  # noqa: F401,E402  (registers its key)
 from .hosts import timm as _timm_sites  # noqa: F401,E402
 
 __all__ = ['REGULARIZERS', 'apply_regularizers', 'register_regularizer']
