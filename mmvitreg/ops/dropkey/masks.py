@@ -34,9 +34,10 @@ def check_grid(variant: str, num_keys: int, grid_hw: Optional[Tuple[int, int]],
     where = f' in {where}' if where else ''
     if grid_hw is None:
         raise ValueError(
-            f'DropKey variant {variant!r}{where} needs keys on an image grid, but this attention '
-            f'has {num_keys} keys that are not on one (e.g. object queries); use '
-            f'variant="random" for it')
+            f'DropKey variant {variant!r}{where} needs keys on an image grid, but the layout of '
+            f'its {num_keys} keys is unknown (not the declared extra tokens + a square grid, or '
+            f'no image grid at all, e.g. object queries): give it (Regularized: dropkey '
+            f"grid=dict(extra_tokens=..., size=(H, W))) or use variant='random' for it")
     gh, gw = int(grid_hw[0]), int(grid_hw[1])
     if num_extra_tokens < 0 or gh < 1 or gw < 1 or gh * gw + num_extra_tokens != num_keys:
         raise ValueError(
