@@ -38,7 +38,6 @@ __all__ = [
     'AttentionRecorder', 'install_attention_site', 'supported_attention_types'
 ]
 
-_PHASE_ORDER = {phase: i for i, phase in enumerate(ATTENTION_PHASES)}
 Stages = Tuple[Tuple[AttentionStage, nn.Module], ...]
 
 
@@ -55,8 +54,9 @@ def active_stages(module: nn.Module, recorder: Optional['AttentionRecorder'] = N
             continue
         if stage.active(mechanism):
             found.append((stage, mechanism))
-    found.sort(key=lambda pair: _PHASE_ORDER[pair[0].phase])  # stable: child order kept
-    return tuple(found)
+    if len(found) < 2:
+        return tuple(found)
+    return tuple(pair for phase in ATTENTION_PHASES for pair in found if pair[0].phase == phase)
 
 
 class AttentionPlan(NamedTuple):
@@ -78,13 +78,14 @@ def attention_plan(module: nn.Module, dropout_p: float = 0.0,
     stages = []
     keep = 1.0 - dropout_p
     folded = False
+    leading = True  # no 'probs' stage kept yet: a dropout here directly follows the host's
     for stage, mechanism in active_stages(module, recorder):
-        p = stage.dropout_p(mechanism) if stage.phase == 'probs' and \
-            not any(s.phase == 'probs' for s, _ in stages) else None
+        p = stage.dropout_p(mechanism) if stage.phase == 'probs' and leading else None
         if p is not None:  # attention dropout right after the host's: one dropout
             keep *= 1.0 - p
             folded = True
             continue
+        leading = leading and stage.phase != 'probs'
         stages.append((stage, mechanism))
     if folded:
         dropout_p = 1.0 - keep
