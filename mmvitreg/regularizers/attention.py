@@ -32,10 +32,11 @@ from .site import Site, site_of
 from .stage import ATTENTION_PHASES, ATTENTION_STAGES, AttentionCall, AttentionStage
 
 __all__ = [
-    'AttentionSite', 'SlotAttentionSite', 'AttentionSlot', 'ATTENTION_SITES', 'register_attention_site',
-    'attention_site_class', 'attend', 'attention_plan', 'AttentionPlan', 'active_stages',
-    'add_attention_stage', 'find_attention_modules', 'match_target', 'attention_probs',
-    'AttentionRecorder', 'install_attention_site', 'supported_attention_types'
+    'AttentionSite', 'SlotAttentionSite', 'AttentionSlot', 'ATTENTION_SITES',
+    'register_attention_site', 'attention_site_class', 'attend', 'attention_plan',
+    'AttentionPlan', 'active_stages', 'add_attention_stage', 'find_attention_modules',
+    'match_target', 'attention_probs', 'AttentionRecorder', 'install_attention_site',
+    'supported_attention_types'
 ]
 
 Stages = Tuple[Tuple[AttentionStage, nn.Module], ...]

@@ -7,8 +7,9 @@ see and adds ``loss_drloc`` to the host's losses: a :class:`DRLocTerm` child ``d
 head per feature source, an ``nn.ModuleList``) is a loss term of the model's loss site, and
 :class:`~.model.FeatureTap` sites on the source modules (and on ``grid_source``, whose
 ``(tokens, (H, W))`` output gives the token grid) capture their outputs during ``loss`` only (no
-second backbone pass, no pass at build time, no forward hooks). ``predict``/``forward(mode='tensor')`` are untouched; the heads are
-training-only (``tools/model_converters/strip_drloc.py`` removes them for deployment).
+second backbone pass, no pass at build time, no forward hooks). ``predict`` and
+``forward(mode='tensor')`` are untouched; the heads are training-only
+(``tools/model_converters/strip_drloc.py`` removes them for deployment).
 
 Config::
 

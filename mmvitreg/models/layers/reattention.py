@@ -3,8 +3,8 @@
 A registered type for configs that build attention layers by name (e.g. ``attn_cfg`` of custom
 blocks). It is the plain mmpretrain attention (same arguments, same ``qkv``/``proj`` weights)
 with the ``reattention`` head-mixing child attached by the same code as the ``reattention`` key
-of ``Regularized`` (:mod:`mmvitreg.regularizers.stages.reattention`, which also documents the paper's
-equation and the official details).
+of ``Regularized`` (:mod:`mmvitreg.regularizers.stages.reattention`, which also documents the
+paper's equation and the official details).
 """
 from typing import Optional
 

@@ -14,8 +14,9 @@ the words, :data:`MIN_LOGITS` per box for the additive mask: every shipped confi
 shape); smaller masks, as in tests and toy runs, stay eager, so they never pay for the build.
 Each loop is built once per process on first use (dynamic shapes: one compilation for every
 size; inductor caches the build on disk for later processes; build times: README). The first
-result of each loop in a process is checked against the same function run eagerly; if compilation fails (e.g. no C++ compiler) or a check fails, a
-warning is logged and the process stays on the eager ops. ``MMVITREG_DROPKEY_COMPILE=0``
+result of each loop in a process is checked against the same function run eagerly; if
+compilation fails (e.g. no C++ compiler) or a check fails, a warning is logged and the process
+stays on the eager ops. ``MMVITREG_DROPKEY_COMPILE=0``
 selects the eager ops from the start.
 """
 import logging
