@@ -3,7 +3,9 @@
 #   python tools/benchmark_regularizers.py configs/benchmark/cifar100_dropkey.py --jobs 8
 # The variants are the project's configs in configs/dropkey/ (ViT-S/4 on 32x32 CIFAR-100, 300
 # epochs): Dropout = attention-weight dropout after the softmax (the paper's baseline), DropKey =
-# logits masked before the softmax, ratio 0.1 decreasing to 0 with depth (the paper's default).
+# logits masked before the softmax, ratio 0.1 decreasing to 0 with depth (the paper's default);
+# attention_dropout = the Dropout baseline with DropKey's decreasing schedule (the paper reports
+# that the schedule helps Dropout too).
 _base_ = ['../dropkey/vit-small-p4_32px_cifar100.py']
 
 benchmark = dict(
@@ -17,4 +19,11 @@ benchmark = dict(
         dropkey_constant=dict(description='DropKey 0.1 in every block',
                               recipe='../dropkey/vit-small-p4_32px_dropkey_cifar100.py',
                               cfg_options={'model.backbone.dropkey.schedule': 'constant'}),
+        attention_dropout=dict(
+            description='Dropout on the attention weights, 0.1 in the first block decreasing '
+            'linearly to 0 (DropKey schedule)',
+            cfg_options={'model.backbone.type': 'Regularized',
+                         'model.backbone.host': 'VisionTransformer',
+                         'model.backbone.attention_dropout': dict(ratio=0.1,
+                                                                  schedule='decrease')}),
     ))

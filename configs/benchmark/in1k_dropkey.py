@@ -13,4 +13,11 @@ benchmark = dict(
         baseline=dict(description='DeiT-S recipe, no attention regularizer'),
         dropout=dict(config='../dropkey/deit-small_dropout_in1k.py'),
         dropkey=dict(config='../dropkey/deit-small_dropkey_in1k.py'),
+        attention_dropout=dict(
+            description='Dropout on the attention weights, 0.1 in the first block decreasing '
+            'linearly to 0 (the DropKey schedule, which the paper reports helps Dropout too)',
+            cfg_options={'model.backbone.type': 'Regularized',
+                         'model.backbone.host': 'VisionTransformer',
+                         'model.backbone.attention_dropout': dict(ratio=0.1,
+                                                                  schedule='decrease')}),
     ))

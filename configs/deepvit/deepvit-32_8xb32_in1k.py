@@ -4,7 +4,7 @@
 # with dynamic loss scaling; on a CPU pass --cfg-options optim_wrapper.type=AutocastOptimWrapper),
 # and cos_reg_component: 12, the SoftTargetCrossEntropyCosReg loss: 0.1 times the cosine similarity
 # (over heads) of the attention maps of blocks i and i + 1, averaged over i = 0..11
-# (`attention_cosine`, mmvitreg/models/losses/attention_cosine.py). Record: docs/recipes/deepvit.md.
+# (`attention_cosine`, mmvitreg/ops/attention_cosine.py). Record: docs/recipes/deepvit.md.
 _base_ = ['./deepvit-s_8xb32_in1k.py']
 model = dict(
     type='Regularized',

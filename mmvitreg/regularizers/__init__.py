@@ -1,17 +1,23 @@
 """How regularization mechanisms reach built host models (see ``docs/DESIGN.md``).
 
 * :mod:`.site` - a *site* routes one method of one host instance through mmvitreg;
-* :mod:`.attention` - attention sites and the composition rule of attention mechanisms;
+* :mod:`.attention` - attention sites and :func:`~.attention.attend`, which composes the
+  attention stages (:mod:`.stage`) of a host by phase; :mod:`.grid` - where the keys lie;
   :mod:`.hosts` - the sites of timm, mmpretrain and mmcv attention classes;
-* :mod:`.model` - loss terms added to a model's ``loss``, Monte-Carlo ``predict``;
-* :mod:`.registry` - the keys of ``Regularized``; one file per key: :mod:`.dropkey`,
-  :mod:`.reattention`, :mod:`.drloc`.
+* :mod:`.stages` - the attention mechanisms, one file each (DropKey, Re-attention, attention
+  dropout): child module, stage and ``Regularized`` key;
+* :mod:`.model` - loss terms added to a model's ``loss``, captured sub-module outputs,
+  Monte-Carlo ``predict``; the loss keys :mod:`.drloc`, :mod:`.attention_cosine`;
+* :mod:`.registry` - the keys of ``Regularized``.
 
-This package imports with torch and timm alone (the DropKey and Re-attention keys and the timm
-attention site); :mod:`mmvitreg.models` adds the OpenMMLab pieces.
+This package imports with torch and timm alone (the attention mechanisms, the attention-cosine
+key and the timm attention site); :mod:`mmvitreg.models` adds the OpenMMLab pieces (mmpretrain
+and mmcv sites, the DRLoc key).
+Nothing here imports :mod:`mmvitreg.models`.
 """
 from .registry import REGULARIZERS, apply_regularizers, register_regularizer
-from . import dropkey, reattention  # noqa: F401,E402  (register their keys)
+from . import stages  # noqa: F401,E402  (registers the attention mechanisms' stages and keys)
+from . import attention_cosine  # noqa: F401,E402  (registers its key)
 from .hosts import timm as _timm_sites  # noqa: F401,E402
 
 __all__ = ['REGULARIZERS', 'apply_regularizers', 'register_regularizer']

@@ -10,22 +10,16 @@ Every supported host attention class has one :class:`AttentionSite` subclass (re
   mmdet DETR layers) get a site on ``forward`` that reproduces the host's forward up to that step;
   while no mechanism is active it calls the host's own ``forward`` (outputs bit-identical).
 
-Mechanisms live in well-named children of the host attention module, and
-:func:`attend` composes them by one explicit rule::
-
-    logits = q k^T * scale (+ host mask)        # host
-    logits[dropped] = -inf                      # ``dropkey``     (DropKey: before the softmax)
-    probs  = dropout(softmax(logits))           # host
-    probs  = mix_heads(probs)                   # ``reattention`` (Re-attention: after it)
-    out    = probs v
-
-with the fast paths ``F.scaled_dot_product_attention`` (no mechanism active) and DropKey's own
-kernel (DropKey alone). A site also records attention probabilities for diagnostics
-(:func:`attention_probs`).
+Mechanisms live in well-named children of the host attention module, each applied by its
+registered attention stage (:mod:`.stage`); :func:`attend` composes the active stages by phase and
+takes one of three paths (:func:`attention_plan`): ``F.scaled_dot_product_attention`` when no
+stage acts before the output (eval outputs are the host's own), a mechanism's own kernel when it
+is the only one, else the explicit rule of :mod:`.stage`. A site also records attention
+probabilities for diagnostics (:func:`attention_probs`).
 """
 import fnmatch
 import functools
-from typing import Callable, Dict, List, Optional, Tuple, Type
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple, Type
 
 import torch
 import torch.nn as nn
@@ -33,30 +27,79 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmvitreg.ops.token_grid import TokenGrid, square_grid
+from .grid import GridOption
 from .site import Site, site_of
+from .stage import ATTENTION_PHASES, ATTENTION_STAGES, AttentionCall, AttentionStage
 
 __all__ = [
-    'AttentionSite', 'SlotAttentionSite', 'AttentionSlot', 'ATTENTION_SITES', 'register_attention_site',
-    'attention_site_class', 'attend', 'find_attention_modules', 'match_target',
-    'attention_probs', 'active_mechanisms', 'AttentionRecorder', 'install_attention_site',
-    'supported_attention_types', 'DROPKEY_CHILD', 'REATTENTION_CHILD'
+    'AttentionSite', 'SlotAttentionSite', 'AttentionSlot', 'ATTENTION_SITES',
+    'register_attention_site', 'attention_site_class', 'attend', 'attention_plan',
+    'AttentionPlan', 'active_stages', 'add_attention_stage', 'find_attention_modules',
+    'match_target', 'attention_probs', 'AttentionRecorder', 'install_attention_site',
+    'supported_attention_types'
 ]
 
-#: child names of the attention-module mechanisms read by :func:`attend`
-DROPKEY_CHILD = 'dropkey'
-REATTENTION_CHILD = 'reattention'
+Stages = Tuple[Tuple[AttentionStage, nn.Module], ...]
 
 
-def _child(module: nn.Module, name: str) -> Optional[nn.Module]:
-    return module._modules.get(name)
+def active_stages(module: nn.Module, recorder: Optional['AttentionRecorder'] = None) -> Stages:
+    """``(stage, mechanism)`` of the active mechanisms of ``module`` in composition order: by
+    phase, then in the order the children were added. A recorder for diagnostics
+    (``detach=True``) switches the stochastic ones off."""
+    found = []
+    for name, mechanism in module._modules.items():
+        stage = ATTENTION_STAGES.get(name)
+        if stage is None or mechanism is None:
+            continue
+        if recorder is not None and recorder.detach and stage.stochastic:
+            continue
+        if stage.active(mechanism):
+            found.append((stage, mechanism))
+    if len(found) < 2:
+        return tuple(found)
+    return tuple(pair for phase in ATTENTION_PHASES for pair in found if pair[0].phase == phase)
 
 
-def active_mechanisms(module: nn.Module) -> Tuple[Optional[nn.Module], Optional[nn.Module]]:
-    """``(dropkey if active else None, reattention or None)`` of an attention module."""
-    dropkey = _child(module, DROPKEY_CHILD)
-    if dropkey is not None and not dropkey.active:
-        dropkey = None
-    return dropkey, _child(module, REATTENTION_CHILD)
+class AttentionPlan(NamedTuple):
+    """How :func:`attend` computes one call.
+
+    ``path``: ``'sdpa'`` (``F.scaled_dot_product_attention``), ``'explicit'`` (the composition
+    rule on materialised maps) or the child name of the mechanism whose own kernel computes the
+    step (e.g. ``'dropkey'``). ``stages``: the stages applied (folded dropouts excluded);
+    ``dropout_p``: the host's attention dropout with the folded ones.
+    """
+    path: str
+    stages: Stages
+    dropout_p: float
+
+
+def attention_plan(module: nn.Module, dropout_p: float = 0.0,
+                   recorder: Optional['AttentionRecorder'] = None) -> AttentionPlan:
+    """The :class:`AttentionPlan` of a call of ``module`` with the host's ``dropout_p``."""
+    stages = []
+    keep = 1.0 - dropout_p
+    folded = False
+    leading = True  # no 'probs' stage kept yet: a dropout here directly follows the host's
+    for stage, mechanism in active_stages(module, recorder):
+        p = stage.dropout_p(mechanism) if stage.phase == 'probs' and leading else None
+        if p is not None:  # attention dropout right after the host's: one dropout
+            keep *= 1.0 - p
+            folded = True
+            continue
+        leading = leading and stage.phase != 'probs'
+        stages.append((stage, mechanism))
+    if folded:
+        dropout_p = 1.0 - keep
+    core = [stage for stage, _ in stages if stage.phase != 'output']
+    if recorder is not None:
+        path = 'explicit'
+    elif not core:
+        path = 'sdpa'
+    elif len(core) == 1 and core[0].own_kernel:
+        path = core[0].child
+    else:
+        path = 'explicit'
+    return AttentionPlan(path, tuple(stages), dropout_p)
 
 
 def attend(module: nn.Module,
@@ -68,22 +111,34 @@ def attend(module: nn.Module,
            scale: Optional[float] = None,
            grid: Optional[TokenGrid] = None,
            recorder: Optional['AttentionRecorder'] = None) -> Tensor:
-    """``softmax(q k^T * scale + mask) v`` of ``module`` with its mechanisms composed.
+    """``softmax(q k^T * scale + mask) v`` of ``module`` with its mechanisms' stages composed.
 
     ``attn_mask`` follows ``F.scaled_dot_product_attention`` (bool True = may attend, or an
     additive float bias); ``dropout_p`` is the host's attention dropout (0 in eval); ``grid``
     the layout of the keys (None = not an image grid). ``recorder`` receives the maps of its
-    ``stage``; DropKey stays on only for recorders that keep gradients (training-time losses).
+    ``stage``; stochastic mechanisms stay on only for recorders that keep gradients
+    (training-time losses).
     """
-    dropkey, mixing = active_mechanisms(module)
-    if recorder is not None and recorder.detach:
-        dropkey = None
-    if mixing is None and recorder is None:
-        if dropkey is not None:
-            return dropkey(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale,
-                           grid=grid)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
-                                              scale=scale)
+    plan = attention_plan(module, dropout_p, recorder)
+    call = AttentionCall(q, k, v, attn_mask, plan.dropout_p, scale, grid)
+    if plan.path == 'sdpa':
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+                                             dropout_p=plan.dropout_p, scale=scale)
+    elif plan.path == 'explicit':
+        out = _explicit_attention(plan.stages, call, recorder)
+    else:
+        stage, mechanism = next(pair for pair in plan.stages if pair[0].phase != 'output')
+        out = stage.kernel(mechanism, call)
+    for stage, mechanism in plan.stages:
+        if stage.phase == 'output':
+            out = stage.apply(mechanism, out, call)
+    return out
+
+
+def _explicit_attention(stages: Stages, call: AttentionCall,
+                        recorder: Optional['AttentionRecorder']) -> Tensor:
+    """The composition rule of :mod:`.stage` up to ``probs @ v`` on materialised maps."""
+    q, k, v, attn_mask, dropout_p, scale, _ = call
     scale = q.shape[-1]**-0.5 if scale is None else scale
     logits = (q @ k.transpose(-2, -1)) * scale
     if attn_mask is not None:
@@ -91,16 +146,17 @@ def attend(module: nn.Module,
             logits = logits.masked_fill(~attn_mask, float('-inf'))
         else:
             logits = logits + attn_mask
-    if dropkey is not None:
-        keep = dropkey.keep_mask(q, k, attn_mask=attn_mask, grid=grid)
-        logits = logits.masked_fill(~keep, float('-inf'))
+    for stage, mechanism in stages:
+        if stage.phase == 'logits':
+            logits = stage.apply(mechanism, logits, call)
     probs = logits.softmax(dim=-1)
     if recorder is not None and recorder.stage == 'softmax':
         recorder.add(probs)
     if dropout_p > 0:
         probs = F.dropout(probs, dropout_p)
-    if mixing is not None:
-        probs = mixing(probs)
+    for stage, mechanism in stages:
+        if stage.phase in ('probs', 'mixing'):
+            probs = stage.apply(mechanism, probs, call)
     if recorder is not None and recorder.stage == 'mixed':
         recorder.add(probs)
     return probs @ v
@@ -110,9 +166,10 @@ class AttentionRecorder:
     """Collects attention maps ``(B, heads, Nq, Nk)`` of the calls of one attention site.
 
     ``stage='softmax'``: the probabilities after the host's masks, before attention dropout;
-    ``stage='mixed'``: the maps multiplied with ``V`` (after Re-attention's head mixing, when
-    present; after dropout in training). ``detach=True`` (diagnostics) records without gradients
-    and with DropKey off; ``detach=False`` (training losses) keeps both.
+    ``stage='mixed'``: the maps multiplied with ``V`` (after the 'probs' and 'mixing' stages,
+    e.g. Re-attention's head mixing; after dropout in training). ``detach=True`` (diagnostics)
+    records without gradients and with the stochastic mechanisms (DropKey, attention dropout)
+    off; ``detach=False`` (training losses) keeps both.
     """
 
     STAGES = ('softmax', 'mixed')
@@ -132,21 +189,48 @@ class AttentionSite(Site):
     """Base class of the per-host attention sites.
 
     Subclasses implement :meth:`__call__` with the host's call signature and end in
-    :func:`attend`; :attr:`grid_known` says whether the site can tell the key grid (DropKey-Block
-    and -Cross need it). ``num_extra_tokens`` is the number of leading non-grid tokens given at
-    installation (e.g. a ViT's class token) for hosts that do not know it themselves.
+    :meth:`attend` with ``grid=self.key_grid(num_keys)``. The key grid (DropKey-Block and -Cross
+    need it) comes from the config's ``grid`` option (:attr:`grid_option`), else from
+    ``num_extra_tokens``, the leading non-grid tokens the enclosing model declares (e.g. a ViT's
+    class token, see :mod:`.grid`), before a square patch grid.
     """
 
     def __init__(self, host: nn.Module, num_extra_tokens: Optional[int] = None) -> None:
         super().__init__(host)
         self.num_extra_tokens = num_extra_tokens
+        self.grid_option: Optional[GridOption] = None
         self.recorder: Optional[AttentionRecorder] = None
 
     @property
     def grid_known(self) -> bool:
-        """Whether the keys' grid is known: by default when the number of extra tokens before a
-        square patch grid was given at installation (ViT-family self-attention)."""
-        return self.num_extra_tokens is not None
+        """Whether the site can tell the keys' grid (from the config or the declared extra
+        tokens before a square patch grid)."""
+        return self.grid_option is not None or self.num_extra_tokens is not None
+
+    @property
+    def grid_missing(self) -> str:
+        """What the site lacks to tell the keys' grid (for errors)."""
+        return ('how many extra (class/register) tokens precede the patch grid is unknown: no '
+                'enclosing module declares num_extra_tokens, num_prefix_tokens or '
+                'num_register_tokens')
+
+    def key_grid(self, num_keys: int,
+                 host_grid: Optional[TokenGrid] = None) -> Optional[TokenGrid]:
+        """Where the ``num_keys`` keys lie: the config's grid, else ``host_grid`` (given by the
+        host), else the declared extra tokens + a square grid; None when unknown or not square
+        (DropKey-Block/Cross then refuse the call)."""
+        option = self.grid_option
+        if option is None:
+            if host_grid is not None or self.num_extra_tokens is None:
+                return host_grid
+            return square_grid(num_keys, self.num_extra_tokens)
+        extra = option.extra_tokens
+        if extra is None:
+            extra = host_grid.num_extra_tokens if host_grid is not None else \
+                (self.num_extra_tokens or 0)
+        if option.size is not None:
+            return TokenGrid(option.size, extra)
+        return square_grid(num_keys, extra)
 
     def num_heads(self) -> int:
         return int(self.host.num_heads)
@@ -156,15 +240,7 @@ class AttentionSite(Site):
 
     @property
     def active(self) -> bool:
-        dropkey, mixing = active_mechanisms(self.host)
-        return dropkey is not None or mixing is not None or self.recorder is not None
-
-    def square_grid(self, num_keys: int) -> Optional[TokenGrid]:
-        """Keys = ``num_extra_tokens`` extra tokens + a square patch grid (ViT self-attention);
-        None when they are not (DropKey-Block/Cross then refuse the call)."""
-        if self.num_extra_tokens is None:
-            return None
-        return square_grid(num_keys, self.num_extra_tokens)
+        return self.recorder is not None or bool(active_stages(self.host))
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, **kwargs) -> Tensor:
         return attend(self.host, q, k, v, recorder=self.recorder, **kwargs)
@@ -188,7 +264,7 @@ class SlotAttentionSite(AttentionSite):
             return self.original(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale,
                                  grid=grid)
         return self.attend(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale,
-                           grid=grid)
+                           grid=self.key_grid(k.shape[-2], grid))
 
 
 #: host attention class -> site class
@@ -299,9 +375,10 @@ def supported_attention_types() -> List[str]:
     return sorted({c.__name__ for c in ATTENTION_SITES})
 
 
-def install_attention_site(module: nn.Module,
-                           num_extra_tokens: Optional[int] = None) -> AttentionSite:
-    """Install (or return) the attention site of ``module``."""
+def install_attention_site(module: nn.Module, num_extra_tokens: Optional[int] = None,
+                           grid: Optional[GridOption] = None) -> AttentionSite:
+    """Install (or return) the attention site of ``module``; ``num_extra_tokens`` (declared by
+    the enclosing model) and ``grid`` (the config's layout) update the site's key grid."""
     site_cls = attention_site_class(module)
     if site_cls is None:
         raise ValueError(f'{type(module).__name__} is not a supported attention module; '
@@ -311,6 +388,25 @@ def install_attention_site(module: nn.Module,
         site = site_cls.install(module, num_extra_tokens=num_extra_tokens)
     elif num_extra_tokens is not None:
         site.num_extra_tokens = num_extra_tokens
+    if grid is not None:
+        site.grid_option = grid
+    return site
+
+
+def add_attention_stage(module: nn.Module, child: str, mechanism: nn.Module) -> AttentionSite:
+    """Add ``mechanism`` to the attention ``module`` as its child ``child`` (which names a
+    registered stage) and route the module through its site: the one place where attention
+    mechanisms are added to hosts. The mechanism moves to the host's device and dtype."""
+    if child not in ATTENTION_STAGES:
+        raise KeyError(f'no attention stage is registered for child {child!r} (register one '
+                       'with @register_attention_stage)')
+    if child in module._modules:
+        raise ValueError(f'{type(module).__name__} already has a {child!r} child')
+    site = install_attention_site(module)
+    ref = next(module.parameters(), None)
+    if ref is not None:
+        mechanism.to(device=ref.device, dtype=ref.dtype)
+    module.add_module(child, mechanism)
     return site
 
 

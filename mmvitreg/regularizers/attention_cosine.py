@@ -2,7 +2,7 @@
 
 Zhou et al. 2021 (DeepViT), official ``SoftTargetCrossEntropyCosReg`` with ``cos_reg_component``
 (the DeepViT-32B recipe uses 12). The maths is
-:func:`mmvitreg.models.losses.attention_cosine.attention_cosine_loss`; this file records, during
+:func:`mmvitreg.ops.attention_cosine.attention_cosine_loss`; this file records, during
 the host's ``loss``, the map each of the first ``component + 1`` attention layers multiplies with
 ``V`` (after softmax, attention dropout and, in Re-attention layers, the head mixing; with
 gradients and DropKey on) and adds ``loss_attention_cosine``. The recorded layers compute their
@@ -19,7 +19,7 @@ from typing import Dict, List
 import torch.nn as nn
 from torch import Tensor
 
-from mmvitreg.models.losses.attention_cosine import OFFICIAL_WEIGHT, attention_cosine_loss
+from mmvitreg.ops.attention_cosine import OFFICIAL_WEIGHT, attention_cosine_loss
 from .attention import AttentionRecorder, find_attention_modules, install_attention_site
 from .model import LossTerm, add_loss_term
 from .registry import SummaryRow, check_options, check_positive_int, register_regularizer

@@ -1,22 +1,26 @@
 """The ``drloc`` key of ``Regularized``: the dense relative localization loss on a host model.
 
 Liu et al., "Efficient Training of Visual Transformers with Small Datasets", NeurIPS 2021
-(official code ``yhlleo/VTs-Drloc``). The heads and losses are
-:class:`~mmvitreg.models.heads.DRLocHead`; this file decides which features they see and adds
-``loss_drloc`` to the host's losses: a :class:`DRLocTerm` child ``drloc_head`` (one head per
-feature source, an ``nn.ModuleList``) is a loss term of the model's loss site, and forward hooks
-on the source modules capture their outputs during ``loss`` only (no second backbone pass, no
-pass at build time). ``predict``/``forward(mode='tensor')`` are untouched; the heads are
-training-only (``tools/model_converters/strip_drloc.py`` removes them for deployment).
+(official code ``yhlleo/VTs-Drloc``). The heads and losses are the registered ``DRLocHead`` type
+(``mmvitreg.models.heads``, built through the registry); this file decides which features they
+see and adds ``loss_drloc`` to the host's losses: a :class:`DRLocTerm` child ``drloc_head`` (one
+head per feature source, an ``nn.ModuleList``) is a loss term of the model's loss site, and
+:class:`~.model.FeatureTap` sites on the source modules (and on ``grid_source``, whose
+``(tokens, (H, W))`` output gives the token grid) capture their outputs during ``loss`` only (no
+second backbone pass, no pass at build time, no forward hooks). ``predict`` and
+``forward(mode='tensor')`` are untouched; the heads are training-only
+(``tools/model_converters/strip_drloc.py`` removes them for deployment).
 
 Config::
 
     model = dict(type='Regularized', host='ImageClassifier', backbone=..., head=...,
                  drloc=dict(num_pairs=64, variant='l1', loss_weight=0.1, pool_size=7))
 
-Keys of ``drloc`` besides the :class:`DRLocHead` arguments (any head argument may also be a
-list with one value per source, e.g. per-stage bin counts):
+Keys of ``drloc`` besides the ``DRLocHead`` arguments (any head argument may also be a list with
+one value per source, e.g. per-stage bin counts):
 
+``type`` (str)
+    the registered head type (default ``'DRLocHead'``).
 ``source`` (str | list[str] | None)
     dotted path of the module whose output is used (``'backbone'``, ``'neck'``,
     ``'backbone.ln1'``, ``'backbone.stages.0.downsample'``, ...). ``None`` (default):
@@ -50,31 +54,16 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from mmvitreg.models.heads.drloc_head import DRLocHead
 from mmvitreg.ops.token_grid import square_grid
-from .model import LossTerm, add_loss_term
+from mmvitreg.registry import MODELS
+from .grid import declared_extra_tokens
+from .model import FeatureTap, LossTerm, add_loss_term
 from .registry import SummaryRow, register_regularizer
 
-__all__ = ['DRLocTerm', 'FeatureTap', 'attach_drloc', 'tokens_to_map', 'TAP_KEYS']
+__all__ = ['DRLocTerm', 'attach_drloc', 'tokens_to_map', 'TAP_KEYS']
 
 TAP_KEYS = ('source', 'index', 'all_layers', 'in_channels', 'grid_source')
 CHILD = 'drloc_head'
-
-
-class FeatureTap:
-    """Forward hook keeping the first output of its module while the term is capturing."""
-
-    def __init__(self) -> None:
-        self.active = False
-        self.output = None
-
-    def __call__(self, module, args, output) -> None:
-        if self.active and self.output is None:
-            self.output = output
-
-    def take(self):
-        output, self.output, self.active = self.output, None, False
-        return output
 
 
 def _grid_of(output) -> Optional[Tuple[int, int]]:
@@ -140,41 +129,38 @@ def _valid_ratio(data_samples, device) -> Optional[Tensor]:
 
 
 class DRLocTerm(nn.ModuleList, LossTerm):
-    """The ``drloc_head`` child: one :class:`DRLocHead` per source, summed into ``loss_drloc``.
+    """The ``drloc_head`` child: one DRLoc head per source, summed into ``loss_drloc``.
 
-    ``taps[i]`` captures source ``i`` (path ``paths[i]``, tuple element ``indices[i]``);
-    ``grid_tap`` the ``(tokens, (H, W))`` output of ``grid_source``.
+    Head ``i`` reads source ``paths[i]`` (tuple element ``indices[i]``); ``taps`` maps each source
+    path and ``grid_source`` (whose ``(tokens, (H, W))`` output gives the token grid) to the
+    :class:`~.model.FeatureTap` site capturing it.
     """
 
-    def __init__(self, heads: Sequence[DRLocHead], paths: Sequence[str], indices: Sequence[int],
-                 num_extra_tokens: int) -> None:
+    def __init__(self, heads: Sequence[nn.Module], paths: Sequence[str], indices: Sequence[int],
+                 num_extra_tokens: int, grid_source: Optional[str] = None) -> None:
         super().__init__(heads)
         self.paths = list(paths)
         self.indices = list(indices)
         self.num_extra_tokens = num_extra_tokens
+        self.grid_source = grid_source
         self.taps: Dict[str, FeatureTap] = {}
-        self.grid_tap: Optional[FeatureTap] = None
 
-    def hook(self, model: nn.Module, grid_source: Optional[str]) -> None:
-        for path in dict.fromkeys(self.paths):
-            self.taps[path] = FeatureTap()
-            model.get_submodule(path).register_forward_hook(self.taps[path])
-        if grid_source is not None:
-            self.grid_tap = FeatureTap()
-            model.get_submodule(grid_source).register_forward_hook(self.grid_tap)
-
-    def _all_taps(self) -> List[FeatureTap]:
-        return list(self.taps.values()) + ([self.grid_tap] if self.grid_tap else [])
+    def install_taps(self, model: nn.Module) -> None:
+        """Route the sources (and ``grid_source``) of ``model`` through capturing sites."""
+        grid = [self.grid_source] if self.grid_source is not None else []
+        for path in dict.fromkeys(self.paths + grid):
+            self.taps[path] = FeatureTap.install(model.get_submodule(path))
 
     def start(self) -> None:
-        for tap in self._all_taps():
-            tap.active, tap.output = True, None
+        for tap in self.taps.values():
+            tap.start()
 
     def finish(self, inputs, data_samples) -> Dict[str, Tensor]:
-        outputs = {path: tap.take() for path, tap in self.taps.items()}
-        grid_hw = _grid_of(self.grid_tap.take()) if self.grid_tap is not None else None
+        captured = {path: tap.take() for path, tap in self.taps.items()}
+        grid_hw = _grid_of(captured[self.grid_source]) if self.grid_source is not None else None
         if inputs is None:  # the host's loss failed: just stop capturing
             return {}
+        outputs = {path: captured[path] for path in dict.fromkeys(self.paths)}
         missing = [path for path, out in outputs.items() if out is None]
         if missing:
             raise RuntimeError(f'DRLoc sources {missing} were not called during the host '
@@ -265,7 +251,7 @@ def attach_drloc(model: nn.Module, cfg: dict) -> List[SummaryRow]:
         raise ValueError(f'DRLoc adds a loss and needs a model with loss(inputs, data_samples) '
                          f"(e.g. host='ImageClassifier' or a detector), got {type(model).__name__}")
     cfg = dict(cfg)
-    cfg.pop('type', None)
+    head_type = cfg.pop('type', 'DRLocHead')
     source, index = cfg.pop('source', None), cfg.pop('index', -1)
     all_layers = bool(cfg.pop('all_layers', False))
     in_channels = cfg.pop('in_channels', None)
@@ -291,13 +277,13 @@ def attach_drloc(model: nn.Module, cfg: dict) -> List[SummaryRow]:
     if len(in_channels) != len(taps):
         raise ValueError(f'DRLoc in_channels must be one int or one per source ({len(taps)}), '
                          f'got {in_channels!r}')
-    heads = [DRLocHead(in_channels=c, **kwargs)
+    heads = [MODELS.build(dict(type=head_type, in_channels=c, **kwargs))
              for c, kwargs in zip(in_channels, _per_source(cfg, len(taps)))]
     backbone = getattr(model, 'backbone', None)
-    extra = int(getattr(backbone, 'num_extra_tokens', 0) or 0)
-    term = DRLocTerm(heads, [p for p, _ in taps], [i for _, i in taps], extra)
+    extra = declared_extra_tokens(backbone) if backbone is not None else None
+    term = DRLocTerm(heads, [p for p, _ in taps], [i for _, i in taps], extra or 0, grid_source)
     add_loss_term(model, CHILD, term)
-    term.hook(model, grid_source)
+    term.install_taps(model)
     return [(path if idx == -1 else f'{path}[{idx}]', 'DRLoc',
              f'in_channels={head.in_channels}, variant={head.variant}, '
              f'lambda={head.loss_weight:g}') for (path, idx), head in zip(taps, heads)]

@@ -4,6 +4,9 @@
   detectors, QPIC; mmengine's ``forward(mode='loss')`` calls it too). Loss mechanisms are child
   modules of the model implementing :class:`LossTerm`; the site starts each term, runs the host's
   own ``loss`` and adds the terms' losses to its dict.
+* :class:`FeatureTap` routes a sub-module's ``forward`` to keep its output while a loss term
+  captures (during the host's ``loss`` only): features reach a loss term without a second pass
+  and without forward hooks.
 * :class:`MCPredictSite` routes ``model.predict`` of an mmpretrain classifier to average the
   class scores of several stochastic passes (DropKey Monte-Carlo test-time averaging).
 """
@@ -16,7 +19,7 @@ from torch import Tensor
 from mmvitreg.ops.dropkey import set_dropkey_sampling
 from .site import Site
 
-__all__ = ['LossTerm', 'LossSite', 'add_loss_term', 'MCPredictSite']
+__all__ = ['LossTerm', 'LossSite', 'add_loss_term', 'FeatureTap', 'MCPredictSite']
 
 
 class LossTerm(nn.Module):
@@ -62,7 +65,8 @@ class LossSite(Site):
 
 
 def add_loss_term(model: nn.Module, name: str, term: LossTerm) -> None:
-    """Add ``term`` to ``model`` as child ``name`` and to its loss site."""
+    """Add ``term`` to ``model`` as child ``name`` and to its loss site: the one place where a
+    loss mechanism's module is added to a host."""
     if not callable(getattr(model, 'loss', None)):
         raise ValueError(f'{type(term).__name__} adds a loss and needs a model with '
                          f"loss(inputs, data_samples) (e.g. host='ImageClassifier' or a "
@@ -73,6 +77,33 @@ def add_loss_term(model: nn.Module, name: str, term: LossTerm) -> None:
     param = next(model.parameters(), None)
     model.add_module(name, term.to(param.device) if param is not None else term)
     LossSite.install(model).terms.append(name)
+
+
+class FeatureTap(Site):
+    """Site on a sub-module's ``forward`` keeping its first output between :meth:`start` and
+    :meth:`take` (a loss term's ``start``/``finish``); otherwise the module runs untouched.
+    One capturing term per module."""
+
+    method = 'forward'
+
+    def __init__(self, host: nn.Module) -> None:
+        super().__init__(host)
+        self.active = False
+        self.output = None
+
+    def __call__(self, *args, **kwargs):
+        output = self.original(*args, **kwargs)
+        if self.active and self.output is None:
+            self.output = output
+        return output
+
+    def start(self) -> None:
+        self.active, self.output = True, None
+
+    def take(self):
+        """The captured output (None if the module did not run); stops capturing."""
+        output, self.output, self.active = self.output, None, False
+        return output
 
 
 class MCPredictSite(Site):

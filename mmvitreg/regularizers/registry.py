@@ -3,9 +3,10 @@
 ``@register_regularizer('name')`` registers ``attach(model, cfg) -> rows``: it modifies the
 built ``model`` in place through sites (:mod:`mmvitreg.regularizers.site`) and returns one
 ``(module path, mechanism, settings)`` row per place it changed, which :func:`apply_regularizers`
-logs as one table. Mechanisms do not depend on each other's order: attention mechanisms occupy
-fixed stages of :func:`mmvitreg.regularizers.attention.attend`, loss mechanisms add separate
-terms, so the keys of a config apply in any order.
+logs as one table. Mechanisms do not depend on each other's order: attention mechanisms act in
+the phase their stage declares (:mod:`mmvitreg.regularizers.stage`), loss mechanisms add separate
+terms, so the keys of a config apply in any order (only two attention mechanisms of the same
+phase apply in the keys' order).
 """
 import logging
 from typing import Callable, Dict, List, Sequence, Tuple

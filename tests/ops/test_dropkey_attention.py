@@ -139,8 +139,9 @@ def test_key_ranges_keep_query_chunks_at_the_flash_kernels_large_tiles():
 
 def test_key_range_boxes_give_the_exact_masked_softmax(monkeypatch):
     import mmvitreg.ops.dropkey.attention as attention
-    monkeypatch.setattr(attention, 'FLASH_QUERY_BLOCK', 16)
-    monkeypatch.setattr(attention, 'MIN_KEY_CHUNK', 16)
+    import mmvitreg.ops.dropkey.cpu_flash as cpu_flash
+    monkeypatch.setattr(cpu_flash, 'FLASH_QUERY_BLOCK', 16)
+    monkeypatch.setattr(cpu_flash, 'MIN_KEY_CHUNK', 16)
     torch.manual_seed(0)
     q = torch.randn(1, 2, 40, 8, dtype=torch.float64, requires_grad=True)
     k, v = (torch.randn(1, 2, 64, 8, dtype=torch.float64, requires_grad=True) for _ in range(2))
@@ -164,9 +165,9 @@ def test_key_range_boxes_give_the_exact_masked_softmax(monkeypatch):
 
 
 def test_key_range_boxes_under_bf16_autocast(monkeypatch):
-    import mmvitreg.ops.dropkey.attention as attention
-    monkeypatch.setattr(attention, 'FLASH_QUERY_BLOCK', 16)
-    monkeypatch.setattr(attention, 'MIN_KEY_CHUNK', 16)
+    import mmvitreg.ops.dropkey.cpu_flash as cpu_flash
+    monkeypatch.setattr(cpu_flash, 'FLASH_QUERY_BLOCK', 16)
+    monkeypatch.setattr(cpu_flash, 'MIN_KEY_CHUNK', 16)
     torch.manual_seed(0)
     q = torch.randn(1, 2, 40, 8, requires_grad=True)
     k, v = (torch.randn(1, 2, 64, 8, requires_grad=True) for _ in range(2))

@@ -70,9 +70,8 @@ class _Reject(Exception):
 def _no_gc() -> Iterator[None]:
     """Pause the cyclic garbage collector while millions of containers are created.
 
-    ``json.load`` of a prediction file makes ~3 million dicts and lists, none of them cyclic;
-    every 700 allocations the collector would rescan the young ones (the load takes ~1.8x as
-    long with it on).
+    ``json.load`` of a prediction file makes millions of dicts and lists, none of them cyclic;
+    every 700 allocations the collector would rescan the young ones for nothing.
     """
     enabled = gc.isenabled()
     gc.disable()

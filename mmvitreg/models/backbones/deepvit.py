@@ -29,8 +29,9 @@ Official details reproduced:
 Blocks are mmpretrain ``TransformerEncoderLayer`` (switched to :class:`DeepViTLayer` for the
 residual scale), attention is mmpretrain ``MultiheadAttention`` or its subclass
 :class:`~mmvitreg.models.layers.reattention.ReAttention` (the same with a ``reattention``
-head-mixing child, :mod:`mmvitreg.regularizers.reattention`), so mmpretrain tooling (layer-wise lr
-decay, ``out_type``, position-embedding resizing, ``frozen_stages``) keeps working. Parameter
+head-mixing child, :mod:`mmvitreg.regularizers.stages.reattention`), so mmpretrain tooling
+(layer-wise lr decay, ``out_type``, position-embedding resizing, ``frozen_stages``) keeps
+working. Parameter
 names differ from the official ones; ``tools/model_converters/deepvit_to_mmvitreg.py`` maps them.
 """
 import copy
@@ -45,7 +46,7 @@ from mmpretrain.models.backbones.vision_transformer import (TransformerEncoderLa
 from mmpretrain.models.utils import to_2tuple
 from torch import Tensor
 
-from mmvitreg.regularizers.reattention import attach_reattention
+from mmvitreg.regularizers.stages.reattention import attach_reattention
 from mmvitreg.registry import MODELS
 
 __all__ = ['DeepViT', 'DeepViTLayer', 'DeepViTConvStem']

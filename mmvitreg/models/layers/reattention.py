@@ -3,15 +3,15 @@
 A registered type for configs that build attention layers by name (e.g. ``attn_cfg`` of custom
 blocks). It is the plain mmpretrain attention (same arguments, same ``qkv``/``proj`` weights)
 with the ``reattention`` head-mixing child attached by the same code as the ``reattention`` key
-of ``Regularized`` (:mod:`mmvitreg.regularizers.reattention`, which also documents the paper's
-equation and the official details).
+of ``Regularized`` (:mod:`mmvitreg.regularizers.stages.reattention`, which also documents the
+paper's equation and the official details).
 """
 from typing import Optional
 
 from mmpretrain.models.utils.attention import MultiheadAttention
 
 from mmvitreg.registry import MODELS
-from mmvitreg.regularizers.reattention import attach_reattention
+from mmvitreg.regularizers.stages.reattention import attach_reattention
 
 __all__ = ['ReAttention']
 

@@ -10,13 +10,14 @@ depth, plus Block/Cross variants on the key grid. Where this implementation deli
 * masks come from a counter-based hash of (run seed, iteration, layer, rank, call) and the
   element position (:mod:`.random`), not from the global RNG: identical on CPU and CUDA, in any
   chunking, and after ``--resume``;
-* no slow path: fused FlexAttention on CUDA (:mod:`.flex`), the flash kernel with chunked masks
-  under a memory budget elsewhere (:mod:`.attention`).
+* no slow path: fused FlexAttention on CUDA (:mod:`.flex`), the CPU flash kernel with boxed masks
+  (:mod:`.cpu_flash`), SDPA with query-chunked masks elsewhere, all under a memory budget
+  (:mod:`.attention`, :mod:`.budget`).
 
 Imports torch only.
 """
-from .attention import (default_memory_budget, device_memory, dropkey_attention,
-                        naive_dropkey_attention, plan_chunks)
+from .attention import dropkey_attention, naive_dropkey_attention
+from .budget import default_memory_budget, device_memory, plan_chunks
 from .masks import repair_all_dropped, sample_keep_mask
 from .module import (DropKey, assign_layer_ids, dropkey_modules, set_dropkey_enabled,
                      set_dropkey_sampling)

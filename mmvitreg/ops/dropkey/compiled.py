@@ -4,21 +4,19 @@ Eager torch evaluates the SplitMix64 finaliser as ~11 separate int64 passes over
 words, and the additive mask as 4 more float passes; the compiled functions do the same
 arithmetic in one vectorised loop each (int64 wrap-around, so the same bits):
 
-* :func:`mix_words`: the words of a block (5-10x faster than eager on a 2-core AVX-512 machine);
-  used for boolean masks;
+* :func:`mix_words`: the words of a block; used for boolean masks;
 * :func:`additive_mask`: the additive float mask (0 kept, ``-inf`` dropped) straight from the
   hash, one hash per logit (lane ``c % 4`` of word ``c // 4``, as in :mod:`.random`) and no
-  intermediate words (~2x faster than the words loop + eager float passes); used by the CPU
-  flash path.
+  intermediate words; used by the CPU flash path.
 
 They are used on CPU for masks of at least 1M logits (:data:`MIN_WORDS` words per call for
 the words, :data:`MIN_LOGITS` per box for the additive mask: every shipped config's training
 shape); smaller masks, as in tests and toy runs, stay eager, so they never pay for the build.
 Each loop is built once per process on first use (dynamic shapes: one compilation for every
-size; inductor caches it on disk: both loops take ~10 s the first time on a machine, ~2.5 s in
-later processes, measured on the 2-core machine). The first result of each loop in a process is checked against the
-same function run eagerly; if compilation fails (e.g. no C++ compiler) or a check fails, a
-warning is logged and the process stays on the eager ops. ``MMVITREG_DROPKEY_COMPILE=0``
+size; inductor caches the build on disk for later processes; build times: README). The first
+result of each loop in a process is checked against the same function run eagerly; if
+compilation fails (e.g. no C++ compiler) or a check fails, a warning is logged and the process
+stays on the eager ops. ``MMVITREG_DROPKEY_COMPILE=0``
 selects the eager ops from the start.
 """
 import logging

@@ -23,7 +23,8 @@ from .schedule import (block_footprint, check_block_size, check_ratio, check_var
                        ratio_threshold, seed_probability)
 
 __all__ = ['sample_keep_mask', 'keep_mask_rows', 'keep_for_rows', 'additive_mask_region',
-           'region_rows', 'query_rows', 'repair_all_dropped', 'check_grid']
+           'region_rows', 'query_rows', 'repair_all_dropped', 'check_grid', 'MaskSpec',
+           'full_region']
 
 
 def check_grid(variant: str, num_keys: int, grid_hw: Optional[Tuple[int, int]],
@@ -34,9 +35,10 @@ def check_grid(variant: str, num_keys: int, grid_hw: Optional[Tuple[int, int]],
     where = f' in {where}' if where else ''
     if grid_hw is None:
         raise ValueError(
-            f'DropKey variant {variant!r}{where} needs keys on an image grid, but this attention '
-            f'has {num_keys} keys that are not on one (e.g. object queries); use '
-            f'variant="random" for it')
+            f'DropKey variant {variant!r}{where} needs keys on an image grid, but the layout of '
+            f'its {num_keys} keys is unknown (not the declared extra tokens + a square grid, or '
+            f'no image grid at all, e.g. object queries): give it (Regularized: dropkey '
+            f"grid=dict(extra_tokens=..., size=(H, W))) or use variant='random' for it")
     gh, gw = int(grid_hw[0]), int(grid_hw[1])
     if num_extra_tokens < 0 or gh < 1 or gw < 1 or gh * gw + num_extra_tokens != num_keys:
         raise ValueError(
@@ -230,3 +232,64 @@ def additive_mask_region(key: int,
 
     for_each_block(key, rows, full_nk, emit, cols=(k0, k1))
     return out.view(box)
+
+
+def _slice_region(t: Optional[torch.Tensor], region) -> Optional[torch.Tensor]:
+    """Slice a mask broadcastable to ``(B, H, Nq, Nk)`` to a box of (b, h, q) ranges."""
+    if t is None:
+        return None
+    t = t.view((1, ) * (4 - t.dim()) + tuple(t.shape))
+    idx = tuple(slice(a, b) if t.shape[i] > 1 else slice(None) for i, (a, b) in enumerate(region))
+    return t[idx]
+
+
+def full_region(shape) -> Tuple[Tuple[int, int], ...]:
+    return ((0, shape[0]), (0, shape[1]), (0, shape[2]))
+
+
+class MaskSpec:
+    """Everything that determines the DropKey mask of one call; masks of any box of it."""
+
+    def __init__(self, key: int, shape: Tuple[int, ...], ratio: float, variant: str,
+                 grid_hw, num_extra_tokens: int, block_size: int,
+                 attn_mask: Optional[torch.Tensor], device: torch.device) -> None:
+        self.key, self.shape, self.ratio, self.variant = key, tuple(shape), ratio, variant
+        self.grid_hw, self.num_extra_tokens, self.block_size = grid_hw, num_extra_tokens, block_size
+        self.device = device
+        self.allowed = self.bias = None
+        if attn_mask is not None:
+            if attn_mask.dtype == torch.bool:
+                self.allowed = attn_mask
+            else:
+                self.bias = attn_mask
+
+    def keep(self, region) -> torch.Tensor:
+        """Bool mask of a (b, h, q) box: kept and allowed, all-dropped rows repaired."""
+        rows = region_rows(self.shape, region, self.device)
+        keep = keep_for_rows(self.key, rows, self.shape[-1], self.ratio, self.variant,
+                             self.grid_hw, self.num_extra_tokens, self.block_size)
+        keep = keep.view(tuple(b - a for a, b in region) + (self.shape[-1], ))
+        if self.bias is not None:
+            allowed = _slice_region(self.bias, region) > float('-inf')
+        else:
+            allowed = _slice_region(self.allowed, region)
+        return repair_all_dropped(keep, allowed)
+
+    def sdpa_mask(self, region, dtype: Optional[torch.dtype] = None,
+                  out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """SDPA mask of a box: the bool keep mask, or additive (``dtype``) with -inf.
+
+        ``out``: a flat buffer to write an additive random-variant mask into (reused across the
+        boxes of a call)."""
+        if (dtype is not None and self.variant == 'random' and self.bias is None
+                and self.allowed is None):
+            return additive_mask_region(self.key, self.shape, region, self.ratio, dtype,
+                                        self.device, out=out)
+        keep = self.keep(region)
+        if self.bias is None and dtype is None:
+            return keep
+        dtype = dtype or self.bias.dtype
+        bias = _slice_region(self.bias, region)
+        base = torch.zeros((), dtype=dtype, device=keep.device) if bias is None else bias.to(dtype)
+        return torch.where(keep, base, torch.full((), float('-inf'), dtype=dtype,
+                                                  device=keep.device))

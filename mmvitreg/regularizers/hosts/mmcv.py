@@ -4,8 +4,8 @@ mmcv wraps ``nn.MultiheadAttention`` and computes the attention step inside it, 
 reproduces ``mmcv MultiheadAttention.forward`` (positional encodings, batch-first handling, the
 in-projection of ``nn.MultiheadAttention``, its masks) up to the step; while no mechanism is
 active it calls the host's own ``forward``. The keys are a flattened feature map or object
-queries whose layout the layer does not know, so no key grid is given (DropKey-Block/Cross
-refuse these layers).
+queries whose layout the layer does not know, so the key grid is known only from the config's
+``grid`` option (DropKey-Block/Cross refuse these layers otherwise).
 """
 from typing import Optional
 
@@ -55,7 +55,10 @@ def sdpa_mask_from_mha(attn_mask: Optional[Tensor], key_padding_mask: Optional[T
 @register_attention_site(MultiheadAttention)
 class MMCVAttentionSite(AttentionSite):
     method = 'forward'
-    grid_known = False
+
+    @property
+    def grid_missing(self) -> str:
+        return 'object queries or a flattened feature map whose size the layer does not know'
 
     def num_heads(self) -> int:
         return int(self.host.attn.num_heads)
@@ -100,7 +103,8 @@ class MMCVAttentionSite(AttentionSite):
         v = F.linear(value, w_v, b_v).view(B, Nk, H, -1).transpose(1, 2)
         mask = sdpa_mask_from_mha(attn_mask, key_padding_mask, B, H, q.dtype)
         out = self.attend(q, k, v, attn_mask=mask,
-                          dropout_p=mha.dropout if module.training else 0.0)
+                          dropout_p=mha.dropout if module.training else 0.0,
+                          grid=self.key_grid(Nk))
         out = mha.out_proj(out.transpose(1, 2).reshape(B, Nq, E))
         if not module.batch_first:
             out = out.transpose(0, 1)

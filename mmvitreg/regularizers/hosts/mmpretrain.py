@@ -4,10 +4,10 @@ mmpretrain routes its attention step through the instance attribute
 ``scaled_dot_product_attention(q, k, v, dropout_p=...)``; the site replaces that attribute, so no
 part of the host's forward is copied. The keys are the backbone's extra tokens (class,
 distillation) followed by a square patch grid; the number of extra tokens comes from the backbone
-at installation (``VisionTransformer.num_extra_tokens``). With ``qk_scale`` set, mmpretrain's slot
-is its python attention with ``scale=head_dims ** -0.5``, which *divides* the logits by that
-value; the site reproduces the host (logits times ``head_dims ** 0.5``), not mmpretrain's
-docstring.
+at installation (``VisionTransformer.num_extra_tokens``), or the grid from the config. With
+``qk_scale`` set, mmpretrain's slot is its python attention with ``scale=head_dims ** -0.5``,
+which *divides* the logits by that value; the site reproduces the host (logits times
+``head_dims ** 0.5``), not mmpretrain's docstring.
 """
 import functools
 from typing import Optional
@@ -29,7 +29,7 @@ class PretrainAttentionSite(AttentionSite):
         if not self.active:
             return self.original(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
         return self.attend(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
-                           scale=self.logit_scale(), grid=self.square_grid(k.shape[-2]))
+                           scale=self.logit_scale(), grid=self.key_grid(k.shape[-2]))
 
     def logit_scale(self) -> Optional[float]:
         """The factor the host applies to ``q k^T`` (None: SDPA's default ``d ** -0.5``)."""

@@ -5,7 +5,7 @@ class in every timm version the package accepts (timm >= 1.0 defines it in ``tim
 re-exports it there). timm computes the attention step inside ``forward``, so the site reproduces
 that forward (qk-norm, scale-norm and the optional output gate included) up to the step; while
 no mechanism is active it calls the host's own ``forward``. The keys are the model's prefix
-tokens followed by a square patch grid (``num_extra_tokens`` from ``num_prefix_tokens``).
+tokens (class + register tokens: ``num_prefix_tokens``) followed by a square patch grid.
 """
 from typing import Optional
 
@@ -41,7 +41,7 @@ class TimmAttentionSite(AttentionSite):
             attn_mask = attn_mask.to(q.dtype)
         out = self.attend(q, k, v, attn_mask=attn_mask,
                           dropout_p=module.attn_drop.p if module.training else 0.0,
-                          scale=module.scale, grid=self.square_grid(N))
+                          scale=module.scale, grid=self.key_grid(N))
         out = out.transpose(1, 2).reshape(B, N, getattr(module, 'attn_dim', q.shape[1] * q.shape[-1]))
         out = module.norm(out) if hasattr(module, 'norm') else out
         if gate is not None:
