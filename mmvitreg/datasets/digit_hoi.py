@@ -64,15 +64,15 @@ class HOIStyle:
         rare_below: HOI classes with fewer training instances are *rare*.
     """
     subjects: Tuple[int, int] = (1, 2)
-    partners: Tuple[int, int] = (1, 2)
+    partners: Tuple[int, int] = (1, 3)
     distractors: Tuple[int, int] = (0, 1)
-    ring_size: Tuple[int, int] = (12, 20)
+    ring_size: Tuple[int, int] = (16, 24)
     near_gap: float = 0.5
     dominance: float = 1.5
     larger_ratio: float = 1.6
     touch_prob: float = 0.35
     larger_prob: float = 0.4
-    train_tail: float = 1.0
+    train_tail: float = 0.5
     rare_below: int = 40
 
     def __post_init__(self):

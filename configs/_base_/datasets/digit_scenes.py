@@ -26,15 +26,14 @@ train_dataloader = dict(
     batch_sampler=dict(type='AspectRatioBatchSampler'),
     dataset=dict(**_scenes, split='train', filter_cfg=dict(filter_empty_gt=False),
                  pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=32, num_workers=0, persistent_workers=False, drop_last=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(**_scenes, split='val', pipeline=test_pipeline))
+# The presets select nothing (no best checkpoint, no early stop), so the one validation at the end
+# of training is the test result: validation runs on the test split. A held-out `split='val'`
+# (250 scenes) is generated too, for configs that select.
 test_dataloader = dict(
     batch_size=32, num_workers=0, persistent_workers=False, drop_last=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(**_scenes, split='test', pipeline=test_pipeline))
-val_evaluator = dict(type='CocoMetric', ann_file=data_root + 'annotations/instances_val.json',
-                     metric='bbox', format_only=False)
+val_dataloader = test_dataloader
 test_evaluator = dict(type='CocoMetric', ann_file=data_root + 'annotations/instances_test.json',
                       metric='bbox', format_only=False)
+val_evaluator = test_evaluator

@@ -1,9 +1,12 @@
 # A ViT detector for digit scenes on a CPU core: a ViTDet-style plain ViT (PlainViT, 6 blocks of
 # width 128, 4 heads, global attention) on an 8x8 token grid from a convolutional stem (stride 8;
 # Xiao et al. 2021), ViTDet's simple feature pyramid (strides 4/8/16) and an FCOS head (centre
-# sampling, GIoU, centre-ness on the regression branch). Trained from scratch.
+# sampling, GIoU, centre-ness on the regression branch). As ViTDet starts from an ImageNet (MAE)
+# backbone, the ViT starts from digits://plainvit-t-p8 (mmvitreg.models.digit_pretrained: a
+# pretraining on digit crops of the training glyphs, made once on first use and cached, about
+# 2 min on one core); neck and head train from scratch.
 # DropKey applies to the ViT's attention, DRLoc to its token grid (configs/benchmark/).
-#   OMP_NUM_THREADS=1 python tools/train.py configs/vit/fcos_plainvit-t-p8_1xb16-4e_digit-scenes.py
+#   OMP_NUM_THREADS=1 python tools/train.py configs/vit/fcos_plainvit-t-p8_1xb16-3e_digit-scenes.py
 _base_ = ['mmdet::_base_/default_runtime.py', '../_base_/datasets/digit_scenes.py']
 custom_imports = dict(imports=['mmvitreg'], allow_failed_imports=False)
 
@@ -17,7 +20,9 @@ model = dict(
         arch=dict(embed_dims=embed_dims, num_layers=6, num_heads=4,
                   feedforward_channels=2 * embed_dims, global_attn_indexes=(0, 1, 2, 3, 4, 5)),
         img_size=64, patch_size=8, conv_stem=(32, 64, 128), pretrain_img_size=64,
-        window_size=0, use_rel_pos=False, drop_path_rate=0.1, out_indices=(-1, )),
+        window_size=0, use_rel_pos=False, drop_path_rate=0.1, out_indices=(-1, ),
+        init_cfg=dict(type='Pretrained', checkpoint='digits://plainvit-t-p8',
+                      prefix='backbone.')),
     neck=dict(type='SimpleFeaturePyramid', in_channels=embed_dims, out_channels=64,
               scale_factors=(2.0, 1.0, 0.5), num_outs=3),
     bbox_head=dict(
@@ -33,7 +38,7 @@ model = dict(
     test_cfg=dict(nms_pre=1000, min_bbox_size=0, score_thr=0.05,
                   nms=dict(type='nms', iou_threshold=0.6), max_per_img=100))
 
-max_epochs = 4
+max_epochs = 3
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
