@@ -9,10 +9,10 @@ PYTEST_ARGS ?= -q
 setup:
 	bash tools/setup_env.sh
 
-# 6 variants x 5 seeds, JOBS runs at once (the cores are split between them)
+# 3 tasks (digit classification, detection, HOI) x 3 variants x 3 seeds, JOBS runs at once
 JOBS ?= 2
 demo: setup
-	$(PY) tools/benchmark_regularizers.py configs/benchmark/digits_regularizers.py --jobs $(JOBS) --work-dir work_dirs/benchmark_digits
+	$(PY) tools/benchmark_regularizers.py configs/benchmark/suite_digits_cpu.py --jobs $(JOBS) --work-dir work_dirs/suite_digits_cpu
 
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS) --timeout=1200

@@ -6,7 +6,7 @@ The tool is ``python -m mmvitreg.benchmark`` (it works from an installed package
 only runs it from a checkout. Examples::
 
     python tools/benchmark_regularizers.py configs/benchmark/digits_regularizers.py --jobs 2
-    python tools/benchmark_regularizers.py configs/benchmark/suite_cpu_mini.py --jobs 2
+    python tools/benchmark_regularizers.py configs/benchmark/suite_digits_cpu.py --jobs 2
     python tools/benchmark_regularizers.py configs/benchmark/coco_detr_dropkey.py --jobs 1 \\
         --gpus-per-run 8
     python tools/benchmark_regularizers.py PRESET --slurm gpu --gpus-per-run 8 --submit

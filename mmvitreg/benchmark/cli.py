@@ -5,7 +5,7 @@ Examples::
 
     python -m mmvitreg.benchmark configs/benchmark/digits_regularizers.py --jobs 2
     python -m mmvitreg.benchmark PRESET --variants baseline dropkey --seeds 0 1 2
-    python -m mmvitreg.benchmark configs/benchmark/suite_cpu_mini.py --jobs 2
+    python -m mmvitreg.benchmark configs/benchmark/suite_digits_cpu.py --jobs 2
     python -m mmvitreg.benchmark PRESET --jobs 8                      # 8 GPUs, one run each
     python -m mmvitreg.benchmark PRESET --jobs 2 --gpus-per-run 4     # torchrun x4 per run
     python -m mmvitreg.benchmark PRESET --slurm gpu --gpus-per-run 8 --submit   # job array

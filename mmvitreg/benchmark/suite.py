@@ -8,7 +8,7 @@ A suite is an mmengine config with one ``suite`` dict listing presets::
         tasks=dict(
             digits=dict(preset='digits_regularizers.py',
                         variants=dict(dropkey='dropkey_decrease')),  # suite name -> preset name
-            coco_mini=dict(preset='coco_mini_detr_dropkey.py', seeds=[0, 1],
+            digit_scenes=dict(preset='digit_scenes_detection.py', seeds=[0, 1],
                            cfg_options={'train_cfg.max_epochs': 10}),
         ))
 
@@ -31,7 +31,8 @@ from . import aggregate, stats
 from .runner import _write_json, collect_results
 from .spec import BenchmarkSpec, load_spec, resolve_path
 
-__all__ = ['SuiteSpec', 'Task', 'load_suite', 'suite_table', 'write_suite_report']
+__all__ = ['SuiteSpec', 'Task', 'load_suite', 'suite_table', 'uninformative_reason',
+           'write_suite_report']
 
 _SUITE_KEYS = {'variants', 'seeds', 'tasks', 'description', 'bootstrap_reps'}
 _TASK_KEYS = {'preset', 'variants', 'seeds', 'cfg_options'}
@@ -107,10 +108,28 @@ def load_suite(path: str, cfg: Optional[Config] = None,
     return suite
 
 
+def uninformative_reason(variant: Dict[int, float], baseline: Dict[int, float],
+                         seeds: Sequence[int]) -> Optional[str]:
+    """Why a task's comparison carries no information (``None`` when it does).
+
+    A run that failed (or has no finite score) on one of the task's ``seeds``, or scores that
+    are all the same for both variants (e.g. every run at 0 mAP): such a task would enter the
+    cross-task aggregate as P(improve) = 0.5 with no variance, so it is flagged and left out.
+    """
+    missing = [s for s in seeds if s not in variant or s not in baseline]
+    if missing:
+        return f'failed or missing runs (seeds {missing})'
+    values = [variant[s] for s in seeds] + [baseline[s] for s in seeds]
+    if values and max(values) == min(values):
+        return f'every run scores {values[0]:g}'
+    return None
+
+
 def suite_table(suite: SuiteSpec, work_dir: str) -> List[dict]:
     """One row per non-baseline variant: per task ``<task>/delta``, ``/ci_low``, ``/ci_high``,
-    ``/p_value``, ``/sig``, ``/prob_improvement``, ``/n``, ``/metric``; and ``pi_mean``,
-    ``pi_ci_low``, ``pi_ci_high``, ``pi_tasks`` across tasks."""
+    ``/p_value``, ``/sig``, ``/prob_improvement``, ``/n``, ``/metric``, ``/flag`` (why the task
+    is left out of the aggregate, '' when it is not: :func:`uninformative_reason`); and
+    ``pi_mean``, ``pi_ci_low``, ``pi_ci_high``, ``pi_tasks`` across the informative tasks."""
     per_task = {}
     for task in suite.tasks:
         spec = task.spec
@@ -133,7 +152,9 @@ def suite_table(suite: SuiteSpec, work_dir: str) -> List[dict]:
                         f'{task.name}/prob_improvement': cmp['prob_improvement'],
                         f'{task.name}/sig': stats.significance_label(cmp['p_value'], spec.alpha)
                         if cmp['n'] else ''})
-            if cmp['n']:
+            flag = uninformative_reason(mine, base, spec.seeds) or ''
+            row[f'{task.name}/flag'] = flag
+            if cmp['n'] and not flag:
                 diffs.append([mine[s] - base[s] for s in cmp['seeds']] if spec.higher_is_better
                              else [base[s] - mine[s] for s in cmp['seeds']])
         pi, lo, hi = stats.stratified_bootstrap_pi(diffs, True, reps=suite.bootstrap_reps)
@@ -145,10 +166,11 @@ def suite_table(suite: SuiteSpec, work_dir: str) -> List[dict]:
 def _cell(row: dict, task: str, digits: int) -> str:
     d = row.get(f'{task}/delta')
     if not stats._finite(d):
-        return '-'
+        return '- [left out: uninformative]' if row.get(f'{task}/flag') else '-'
     lo, hi = row[f'{task}/ci_low'], row[f'{task}/ci_high']
     ci = f' [{lo:+.{digits}f}, {hi:+.{digits}f}]' if stats._finite(lo) else ''
-    return f"{d:+.{digits}f}{ci} {row[f'{task}/sig']} (n={row[f'{task}/n']})"
+    cell = f"{d:+.{digits}f}{ci} {row[f'{task}/sig']} (n={row[f'{task}/n']})"
+    return cell + (' [left out: uninformative]' if row.get(f'{task}/flag') else '')
 
 
 def write_suite_report(suite: SuiteSpec, work_dir: str, notes: Sequence[str] = (),
@@ -178,6 +200,11 @@ def write_suite_report(suite: SuiteSpec, work_dir: str, notes: Sequence[str] = (
           'the variant beats the baseline, ties 1/2) averaged over tasks, with a stratified '
           f'bootstrap 95 % CI ({suite.bootstrap_reps} resamples of the seeds within each task). '
           'No correction for multiple comparisons.']
+    flagged = [f"{t}: {r['variant']}: {r[f'{t}/flag']}" for r in rows for t in tasks
+               if r.get(f'{t}/flag')]
+    if flagged:
+        md += ['', 'Left out of the aggregate (their runs carry no information): '
+               + '; '.join(flagged) + '.']
     md += [''] + list(notes) if notes else []
     md = '\n'.join(md) + '\n'
     paths = dict(markdown_file=osp.join(work_dir, 'suite.md'),
@@ -186,7 +213,8 @@ def write_suite_report(suite: SuiteSpec, work_dir: str, notes: Sequence[str] = (
     with open(paths['markdown_file'], 'w') as f:
         f.write(md)
     cols = ['variant'] + [f'{t}/{k}' for t in tasks for k in (
-        'metric', 'n', 'delta', 'ci_low', 'ci_high', 'p_value', 'sig', 'prob_improvement')] + [
+        'metric', 'n', 'delta', 'ci_low', 'ci_high', 'p_value', 'sig', 'prob_improvement',
+        'flag')] + [
         'pi_mean', 'pi_ci_low', 'pi_ci_high', 'pi_tasks']
     with open(paths['csv'], 'w') as f:
         f.write(aggregate.to_csv(rows, cols))

@@ -63,8 +63,8 @@ _VERSION = 1
 
 def _recipe(name: str) -> dict:
     if name not in DIGIT_PRETRAINED:
-        raise KeyError(f'unknown digit-pretrained backbone {name!r}; known: '
-                       f'{sorted(DIGIT_PRETRAINED)}')
+        raise ValueError(f'unknown digit-pretrained backbone digits://{name}; known: '
+                         f'{", ".join(SCHEME + k for k in sorted(DIGIT_PRETRAINED))}')
     return DIGIT_PRETRAINED[name]
 
 

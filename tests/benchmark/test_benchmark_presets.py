@@ -1,6 +1,7 @@
 """Every preset and suite in configs/benchmark is an mmengine config that loads and builds every
-run config; the DETR/QPIC DropKey presets are the project's DropKey configs; the default
-(digits) preset's variants switch on what they claim."""
+run config; the DETR/QPIC DropKey presets are the project's DropKey configs; the digit-scene and
+digit-HOI presets reuse the project's recipes; the digits preset's variants switch on what they
+claim."""
 import glob
 import os.path as osp
 
@@ -18,8 +19,8 @@ def test_expected_presets_and_suites_exist():
     names = {osp.basename(p) for p in FILES}
     assert {'digits_regularizers.py', 'cifar100_dropkey.py', 'in1k_dropkey.py',
             'coco_detr_dropkey.py', 'hico_qpic_dropkey.py', 'cifar100_drloc.py',
-            'deepvit_depth.py', 'cifar100_dhvt_vs_deit.py', 'coco_mini_detr_dropkey.py',
-            'hico_mini_dropkey.py', 'suite_cpu_mini.py', 'suite_dropkey_gpu.py',
+            'deepvit_depth.py', 'cifar100_dhvt_vs_deit.py', 'digit_scenes_detection.py',
+            'digit_scenes_hoi.py', 'suite_digits_cpu.py', 'suite_dropkey_gpu.py',
             'suite_drloc_gpu.py'} <= names
 
 
@@ -51,24 +52,39 @@ def test_gpu_dropkey_presets_train_exactly_the_project_configs(preset, config, v
     assert run.optim_wrapper.to_dict() == ref.optim_wrapper.to_dict()
 
 
-@pytest.mark.parametrize('preset,recipe', [
-    ('coco_mini_detr_dropkey.py', 'configs/dropkey/detr_r50_dropkey_coco.py'),
-    ('hico_mini_dropkey.py', 'configs/qpic/qpic_r50_dropkey_8xb2-150e_hico.py'),
-])
-def test_cpu_dropkey_presets_reuse_the_recipe(preset, recipe):
-    """One recipe: the schedule restarts in each attention group and the attention dropout of
-    the baseline is kept, as in the project's DETR/QPIC DropKey configs."""
-    spec = load_spec(osp.join(REPO, 'configs', 'benchmark', preset))
+def test_digit_hoi_preset_reuses_the_qpic_recipes():
+    """The HOI preset's variants are the project's QPIC recipes unchanged: DropKey restarted in
+    each attention group with the baseline's attention dropout kept; DRLoc on the backbone."""
+    spec = load_spec(osp.join(REPO, 'configs', 'benchmark', 'digit_scenes_hoi.py'))
+    base = build_run_config(spec, spec.variant('baseline'), 0)
+    for variant, key, recipe in (('dropkey', 'dropkey', 'qpic_r50_dropkey_8xb2-150e_hico.py'),
+                                 ('drloc', 'drloc', 'qpic_r50_drloc_8xb2-150e_hico.py')):
+        run = build_run_config(spec, spec.variant(variant), 0)
+        ref = Config.fromfile(osp.join(REPO, 'configs', 'qpic', recipe))
+        assert run.model.type == 'Regularized' and run.model.host == 'QPIC'
+        assert run.model[key] == ref.model[key]
+        run.model.pop(key)
+        assert {k: v for k, v in run.model.items() if k not in ('type', 'host')} == \
+            {k: v for k, v in base.model.items() if k != 'type'}
+    assert len(ref.model.drloc) and base.model.backbone.depth == 18
+
+
+def test_digit_scenes_preset_switches_on_the_vit_recipes():
+    spec = load_spec(osp.join(REPO, 'configs', 'benchmark', 'digit_scenes_detection.py'))
     base = build_run_config(spec, spec.variant('baseline'), 0)
     dk = build_run_config(spec, spec.variant('dropkey'), 0)
-    ref = Config.fromfile(osp.join(REPO, recipe))
-    assert dk.model.type == 'Regularized' and dk.model.dropkey == ref.model.dropkey
-    assert len(dk.model.dropkey.targets) == 3
-    for key in ('encoder', 'decoder'):
-        assert dk.model[key].to_dict() == base.model[key].to_dict()
-    dk.model.pop('dropkey')
-    assert {k: v for k, v in dk.model.items() if k not in ('type', 'host')} == \
-        {k: v for k, v in base.model.items() if k != 'type'}
+    ref = Config.fromfile(osp.join(REPO, 'configs', 'dropkey',
+                                   'plainvit-b_mask-rcnn_dropkey_coco.py'))
+    assert dk.model.backbone.type == 'Regularized' and dk.model.backbone.host == 'PlainViT'
+    assert dk.model.backbone.dropkey == ref.model.backbone.dropkey
+    assert {k: v for k, v in dk.model.backbone.items() if k not in ('type', 'host', 'dropkey')} \
+        == {k: v for k, v in base.model.backbone.items() if k != 'type'}
+    drloc = build_run_config(spec, spec.variant('drloc'), 0)
+    assert drloc.model.type == 'Regularized' and drloc.model.host == 'FCOS'
+    assert drloc.model.drloc.source == 'backbone' and drloc.model.drloc.index == -1
+    for cfg in (base, dk, drloc):  # validation = the test split, evaluated once at the end
+        assert cfg.train_cfg.val_interval == cfg.train_cfg.max_epochs
+    assert spec.test is False
 
 
 def test_digits_preset_variants_do_what_they_say():

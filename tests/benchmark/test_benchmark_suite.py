@@ -153,3 +153,27 @@ def test_slurm_array_scripts(suite_dir, monkeypatch):
     (call,) = _calls(suite_dir)
     # plan order is seed-major: seed 0 of a/baseline, a/dk, b/baseline, b/dk, then seed 1 ...
     assert call['work_dir'] == str(suite_dir / 'w2' / 'a' / 'dk' / 'seed1')
+
+
+def test_uninformative_tasks_are_flagged_and_left_out_of_the_aggregate(suite_dir, monkeypatch):
+    """A task whose runs all score 0 (the old mini detection/HOI presets) or whose variant run
+    failed says so in the table and does not enter the aggregate as P(improve) = 0.5."""
+    import mmvitreg.benchmark.suite as suite_mod
+    suite = load_suite(str(suite_dir / 'suite.py'))
+    scores = {'a': {'baseline': [70, 71, 72], 'dk': [73, 74, 75]},  # dk better on every seed
+              'b': {'baseline': [0, 0, 0], 'dk': [0, 0, 0]}}        # nothing learnt
+    monkeypatch.setattr(suite_mod, 'collect_results', lambda spec, wd: (None, [
+        dict(variant=v, seed=s, status='ok', metrics={'accuracy/top1': x})
+        for v, xs in scores[osp.basename(wd)].items() for s, x in enumerate(xs)]))
+    (row,) = suite_mod.suite_table(suite, str(suite_dir / 'wd'))
+    assert row['a/flag'] == '' and row['b/flag'] == 'every run scores 0'
+    assert row['pi_tasks'] == 1 and row['pi_mean'] == 1.0  # not (1.0 + 0.5) / 2
+
+    scores['b'] = {'baseline': [60, 61, 62], 'dk': [64, 65, 66]}
+    (row,) = suite_mod.suite_table(suite, str(suite_dir / 'wd'))
+    assert row['b/flag'] == '' and row['pi_tasks'] == 2
+    scores['b']['dk'] = [64, float('nan'), 66]  # a failed run
+    (row,) = suite_mod.suite_table(suite, str(suite_dir / 'wd'))
+    assert row['b/flag'] == 'failed or missing runs (seeds [1])' and row['pi_tasks'] == 1
+    md = suite_mod.write_suite_report(suite, str(suite_dir / 'wd'), plots=False)['markdown']
+    assert '[left out: uninformative]' in md and 'b: dk: failed or missing runs' in md

@@ -1,0 +1,95 @@
+"""digits://NAME checkpoints: trained once on first use, cached, the same weights in every
+process whatever its thread count or random state, loaded through mmengine's init_cfg."""
+import os.path as osp
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import mmvitreg.models.digit_pretrained as dp
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+# a small recipe: the same code path as the shipped ones, a few seconds to train
+TINY = dict(backbone=dict(type='ResNet', depth=18, base_channels=8, stem_channels=8,
+                          num_stages=1, out_indices=(0, ), strides=(1, ), dilations=(1, ),
+                          norm_cfg=dict(type='BN', requires_grad=True), norm_eval=False),
+            scope='mmdet', crop_size=32, digit_height=(9, 28), num_crops=96, iters=6,
+            batch_size=16, lr=2e-3, weight_decay=0.05, seed=0)
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    monkeypatch.setitem(dp.DIGIT_PRETRAINED, 'tiny', TINY)
+    monkeypatch.setenv('MMVITREG_CACHE', str(tmp_path / 'cache'))
+    return tmp_path
+
+
+def test_first_use_trains_and_caches_then_reads_the_cache(tiny):
+    from mmengine.runner import CheckpointLoader
+    path = dp.digit_pretrained_path('tiny')
+    assert not osp.exists(path)
+    before = torch.random.get_rng_state()
+    ckpt = CheckpointLoader.load_checkpoint('digits://tiny', map_location='cpu')
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's stream is untouched
+    assert osp.isfile(path) and not osp.exists(path + '.tmp')
+    state = ckpt['state_dict']
+    assert state and all(k.startswith('backbone.') for k in state)
+    stamp = osp.getmtime(path)
+    again = CheckpointLoader.load_checkpoint('digits://tiny', map_location='cpu')
+    assert osp.getmtime(path) == stamp  # read, not retrained
+    assert all(torch.equal(state[k], again['state_dict'][k]) for k in state)
+    # a changed recipe is a different file, trained anew
+    dp.DIGIT_PRETRAINED['tiny'] = dict(TINY, iters=7)
+    assert dp.digit_pretrained_path('tiny') != path
+
+
+def test_weights_equal_in_another_process_with_other_threads(tiny):
+    """Benchmark runs in separate processes (2 threads, another seed) must start from the same
+    weights: pretraining is single-threaded on a forked, fixed random stream."""
+    here = dp.pretrain_on_digit_crops('tiny')
+    out = tiny / 'other.pt'
+    script = textwrap.dedent(f"""
+        import torch
+        import mmvitreg.models.digit_pretrained as dp
+        dp.DIGIT_PRETRAINED['tiny'] = {TINY!r}
+        torch.set_num_threads(2)
+        torch.manual_seed(123)
+        torch.save(dp.pretrain_on_digit_crops('tiny'), {str(out)!r})
+        """)
+    subprocess.run([sys.executable, '-c', script], check=True, cwd=REPO, timeout=600)
+    other = torch.load(out, weights_only=True)
+    assert sorted(other) == sorted(here)
+    assert all(torch.equal(here[k], other[k]) for k in here)
+    # ... and they are trained: not the initial weights
+    conv = 'backbone.conv1.weight'
+    torch.manual_seed(0)
+    from mmdet.registry import MODELS
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        init = MODELS.build(dict(TINY['backbone']))
+    init.init_weights()
+    assert here[conv].shape == init.conv1.weight.shape
+    assert not torch.equal(here[conv], init.conv1.weight)
+
+
+def test_a_backbone_init_cfg_loads_them(tiny):
+    import mmvitreg  # noqa: F401  (registers the scheme)
+    from mmdet.registry import MODELS
+    from mmengine.registry import DefaultScope
+    cfg = dict(TINY['backbone'], init_cfg=dict(type='Pretrained', checkpoint='digits://tiny',
+                                              prefix='backbone.'))
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model = MODELS.build(cfg)
+    model.init_weights()
+    cached = torch.load(dp.digit_pretrained_path('tiny'), weights_only=True)['state_dict']
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, cached['backbone.' + k]), k
+
+
+def test_unknown_name_is_one_clear_error(tiny):
+    from mmengine.runner import CheckpointLoader
+    with pytest.raises(ValueError, match=r'unknown digit-pretrained backbone digits://resnet99; '
+                       r'known: digits://plainvit-t-p8, digits://resnet18-w32-s8'):
+        CheckpointLoader.load_checkpoint('digits://resnet99')
