@@ -153,7 +153,7 @@ def test_predict_returns_contract_fields_in_original_coordinates():
     head.forward = lambda hs: (obj_cls, verb_cls, sub, obj)
     (res, ) = head.predict(torch.zeros(1, 1, Q, D), [s])
     assert set(res.keys()) == {'sub_bboxes', 'obj_bboxes', 'obj_labels', 'verb_labels',
-                               'scores'}
+                               'scores', 'query_index'}
     assert len(res) == 7
     # best triplets = the 3 positive (pair, verb) labels with score ~1
     top = {(int(res.obj_labels[i]), int(res.verb_labels[i])) for i in range(3)}

@@ -32,6 +32,7 @@ def test_scores_are_verb_prob_times_object_prob_sorted():
         sorted([expected0.item(), expected1.item(), expected2.item()], reverse=True))
     assert out['verb_labels'].tolist() == [1, 2, 0]
     assert out['obj_labels'].tolist() == [0, 1, 0]
+    assert out['query_index'].tolist() == [0, 1, 2]  # the query each triplet comes from
     # the no-object query scores low despite its confident verb
     assert out['scores'][-1] < 0.01
 

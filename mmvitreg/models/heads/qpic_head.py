@@ -85,7 +85,8 @@ def qpic_postprocess(obj_logits: Tensor,
 
     Returns:
         dict with ``sub_bboxes`` (K, 4), ``obj_bboxes`` (K, 4) xyxy, ``obj_labels`` (K,),
-        ``verb_labels`` (K,), ``scores`` (K,), sorted by decreasing score.
+        ``verb_labels`` (K,), ``scores`` (K,), sorted by decreasing score, and ``query_index``
+        (K,): the query each triplet comes from (to look up its attention maps).
     """
     if topk < 1:
         raise ValueError(f'topk must be a positive integer, got {topk}')
@@ -118,7 +119,7 @@ def qpic_postprocess(obj_logits: Tensor,
     query = torch.div(top_idx, num_verbs, rounding_mode='floor')
     return dict(sub_bboxes=boxes[0][query], obj_bboxes=boxes[1][query],
                 obj_labels=obj_labels[query], verb_labels=top_idx % num_verbs,
-                scores=top_scores)
+                scores=top_scores, query_index=query)
 
 
 def merge_duplicate_pairs(sub_ids: Tensor, obj_ids: Tensor,
