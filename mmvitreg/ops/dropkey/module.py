@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from .attention import dropkey_attention
 from .masks import check_grid, keep_mask_rows, repair_all_dropped
 from .random import call_key, get_generation, get_step
+from .replay import KeyReplay, in_backward, rng_fingerprint
 from .schedule import (check_backend, check_block_size, check_positive_int, check_ratio,
                        check_variant)
 
@@ -74,19 +75,30 @@ class DropKey(nn.Module):
         self.sampling = False
         self._generation: Optional[int] = None
         self._calls = 0
+        self._replay = KeyReplay()
 
     @property
     def active(self) -> bool:
         return (self.training or self.sampling) and self.enabled and self.ratio > 0
 
-    def next_key(self) -> int:
-        """The key of the next call (the counter restarts at every ``set_step``)."""
+    def next_key(self, device: Optional[torch.device] = None) -> int:
+        """The key of the next call (the counter restarts at every ``set_step``). A call inside
+        backward, i.e. activation checkpointing recomputing the forward, gets the key its
+        forward call had (:mod:`.replay`); ``device``: where the call's tensors are."""
         generation = get_generation()
         if generation != self._generation:
             self._generation, self._calls = generation, 0
+            self._replay.clear()
+        fingerprint = rng_fingerprint(torch.device('cpu') if device is None else device)
+        if in_backward():
+            key = self._replay.recall(fingerprint)
+            if key is not None:
+                return key
         call = self._calls
         self._calls += 1
-        return call_key(self.layer_id, call, step=get_step())
+        key = call_key(self.layer_id, call, step=get_step())
+        self._replay.record(fingerprint, key)
+        return key
 
     def _grid(self, num_keys: int, grid):
         if self.variant == 'random':
@@ -118,7 +130,7 @@ class DropKey(nn.Module):
         return dropkey_attention(q, k, v, self.ratio, self.variant, attn_mask=attn_mask,
                                  dropout_p=dropout_p, scale=scale, grid_hw=hw,
                                  num_extra_tokens=extra, block_size=self.block_size,
-                                 key=self.next_key() if key is None else key,
+                                 key=self.next_key(q.device) if key is None else key,
                                  chunk_size=self.chunk_size, memory_budget=self.memory_budget,
                                  backend=self.backend)
 
@@ -132,7 +144,7 @@ class DropKey(nn.Module):
         same key (host mask applied, all-dropped rows repaired). For explicit compositions
         (e.g. Re-attention: ``logits.masked_fill(~keep, -inf)`` before the softmax)."""
         hw, extra = self._grid(k.shape[-2], grid)
-        key = self.next_key() if key is None else key
+        key = self.next_key(q.device) if key is None else key
         shape = tuple(torch.broadcast_shapes(q.shape[:-2], k.shape[:-2])) + (q.shape[-2],
                                                                              k.shape[-2])
         keep = keep_mask_rows(key, shape, 0, shape[-2], self.ratio, self.variant, hw, extra,
