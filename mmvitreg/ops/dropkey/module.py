@@ -31,7 +31,7 @@ from .schedule import (check_backend, check_block_size, check_positive_int, chec
                        check_variant)
 
 __all__ = ['DropKey', 'dropkey_modules', 'set_dropkey_enabled', 'set_dropkey_sampling',
-           'assign_layer_ids']
+           'assign_layer_ids', 'next_layer_id']
 
 
 class DropKey(nn.Module):
@@ -189,8 +189,24 @@ def set_dropkey_sampling(model: nn.Module, sampling: bool) -> int:
 
 
 def assign_layer_ids(model: nn.Module) -> int:
-    """Number the DropKey modules of ``model`` 0, 1, ... in module order (unique mask keys)."""
+    """Make the layer ids of the DropKey modules of ``model`` unique (distinct mask streams).
+
+    In module order, the first module holding an id keeps it and every later one holding a taken
+    id gets the next unused one, so a model whose ids are already unique keeps its masks and
+    two subtrees numbered on their own (two towers, each ``Regularized``) are told apart. The
+    result depends only on the model's structure: the same ids in every process and on resume.
+    Returns the number of DropKey modules.
+    """
     mods = dropkey_modules(model)
-    for i, m in enumerate(mods):
-        m.layer_id = i
+    taken = set()
+    following = max((m.layer_id for m in mods), default=-1) + 1
+    for m in mods:
+        if m.layer_id in taken:
+            m.layer_id, following = following, following + 1
+        taken.add(m.layer_id)
     return len(mods)
+
+
+def next_layer_id(model: nn.Module) -> int:
+    """The first layer id after those of the DropKey modules already in ``model``."""
+    return max((m.layer_id for m in dropkey_modules(model)), default=-1) + 1

@@ -28,7 +28,7 @@ from typing import List, Tuple
 import torch.nn as nn
 from torch import Tensor
 
-from mmvitreg.ops.dropkey import DropKey, dropkey_ratios
+from mmvitreg.ops.dropkey import DropKey, assign_layer_ids, dropkey_ratios, next_layer_id
 from ..attention import (add_attention_stage, find_attention_modules, install_attention_site,
                          supported_attention_types)
 from ..grid import extra_tokens_of, grid_option
@@ -106,7 +106,7 @@ def attach_dropkey(model: nn.Module, cfg: dict) -> List[SummaryRow]:
     mc_samples = check_positive_int(cfg.get('mc_samples', 1), 'DropKey mc_samples')
     rows: List[SummaryRow] = []
     claimed = set()
-    layer_id = 0
+    layer_id = next_layer_id(model)  # after those of subtrees regularized on their own
     for pattern, group in _groups(cfg):
         mods = [(n, m) for n, m in find_attention_modules(model, pattern, 'DropKey')
                 if id(m) not in claimed]
@@ -146,4 +146,5 @@ def attach_dropkey(model: nn.Module, cfg: dict) -> List[SummaryRow]:
         MCPredictSite.inverse_activation(model.head)  # refuses heads of unknown activation
         MCPredictSite.install(model, samples=mc_samples)
         rows.append(('', 'DropKey MC averaging', f'mc_samples={mc_samples}'))
+    assign_layer_ids(model)
     return rows
