@@ -17,6 +17,7 @@ element position (:mod:`.random`); the call counter restarts at every ``set_step
 calls it before each training iteration), so a resumed run draws exactly the masks of the
 uninterrupted one.
 """
+import logging
 from typing import List, Optional
 
 import torch
@@ -24,11 +25,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import dropkey_attention
-from .masks import check_grid, keep_mask_rows, repair_all_dropped
+from .masks import check_grid, keep_mask_rows, repair_all_dropped, repaired_row_share
 from .random import call_key, get_generation, get_step
 from .replay import KeyReplay, in_backward, rng_fingerprint
 from .schedule import (check_backend, check_block_size, check_positive_int, check_ratio,
                        check_variant)
+
+#: a layer whose expected share of repaired (all-dropped) rows exceeds this gets a warning
+REPAIRED_ROWS_WARNING = 0.01
 
 __all__ = ['DropKey', 'dropkey_modules', 'set_dropkey_enabled', 'set_dropkey_sampling',
            'assign_layer_ids', 'next_layer_id']
@@ -76,6 +80,7 @@ class DropKey(nn.Module):
         self._generation: Optional[int] = None
         self._calls = 0
         self._replay = KeyReplay()
+        self._checked_keys: Optional[int] = None
 
     @property
     def active(self) -> bool:
@@ -99,6 +104,22 @@ class DropKey(nn.Module):
         key = call_key(self.layer_id, call, step=get_step())
         self._replay.record(fingerprint, key)
         return key
+
+    def check_repaired_rows(self, num_keys: int, grid_hw=None, num_extra_tokens: int = 0
+                            ) -> float:
+        """Expected share of this layer's rows with every key dropped (repaired to plain
+        attention, :mod:`.masks`) on ``num_keys`` keys; logs a warning once per key count when
+        it exceeds :data:`REPAIRED_ROWS_WARNING` (DropKey then drops far fewer than ``ratio``)."""
+        self._checked_keys = num_keys
+        share = repaired_row_share(self.ratio, num_keys, self.variant, grid_hw, num_extra_tokens,
+                                   self.block_size)
+        if share > REPAIRED_ROWS_WARNING:
+            logging.getLogger(__name__).warning(
+                f'DropKey {self.name or f"layer {self.layer_id}"}: ratio {self.ratio:.4g} on '
+                f'{num_keys} keys drops every key of {share:.1%} of the query rows (expected); '
+                f'those rows keep plain attention, so far fewer than {self.ratio:.4g} of the '
+                f'logits are dropped: use a lower ratio or more keys')
+        return share
 
     def _grid(self, num_keys: int, grid):
         if self.variant == 'random':
@@ -127,6 +148,8 @@ class DropKey(nn.Module):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
                                                   dropout_p=dropout_p, scale=scale)
         hw, extra = self._grid(k.shape[-2], grid)
+        if self._checked_keys != k.shape[-2]:
+            self.check_repaired_rows(k.shape[-2], hw, extra)
         return dropkey_attention(q, k, v, self.ratio, self.variant, attn_mask=attn_mask,
                                  dropout_p=dropout_p, scale=scale, grid_hw=hw,
                                  num_extra_tokens=extra, block_size=self.block_size,
@@ -144,6 +167,8 @@ class DropKey(nn.Module):
         same key (host mask applied, all-dropped rows repaired). For explicit compositions
         (e.g. Re-attention: ``logits.masked_fill(~keep, -inf)`` before the softmax)."""
         hw, extra = self._grid(k.shape[-2], grid)
+        if self._checked_keys != k.shape[-2]:
+            self.check_repaired_rows(k.shape[-2], hw, extra)
         key = self.next_key(q.device) if key is None else key
         shape = tuple(torch.broadcast_shapes(q.shape[:-2], k.shape[:-2])) + (q.shape[-2],
                                                                              k.shape[-2])
