@@ -65,3 +65,29 @@ def test_checkpointed_grads_equal_plain_grads(reentrant):
             m.enabled = False
     plain = _grads(net, x, None)
     assert (plain - ref).norm() > 1e-2 * ref.norm()
+
+
+def test_timm_grad_checkpointing_with_dropkey_and_drop_path():
+    """The user's case: a timm ViT with ``set_grad_checkpointing()``, DropKey and stochastic
+    depth (which draws from the global RNG inside the checkpointed blocks)."""
+    timm = pytest.importorskip('timm')
+    from mmvitreg.regularizers import apply_regularizers
+    torch.manual_seed(0)
+    net = timm.create_model('vit_tiny_patch16_224', pretrained=False, img_size=32, patch_size=8,
+                            depth=3, embed_dim=32, num_heads=2, num_classes=5,
+                            drop_path_rate=0.1)
+    apply_regularizers(net, dropkey=dict(ratio=0.3, schedule='constant'))
+    net.train()
+    x = torch.randn(2, 3, 32, 32)
+
+    def grads(with_cp):
+        net.set_grad_checkpointing(with_cp)
+        net.zero_grad()
+        reset_context()
+        torch.manual_seed(1)
+        set_step(2)
+        net(x).square().sum().backward()
+        return torch.cat([p.grad.reshape(-1) for p in net.parameters() if p.grad is not None])
+
+    ref = grads(False)
+    assert (grads(True) - ref).norm() <= 1e-6 * ref.norm()
