@@ -91,3 +91,20 @@ def test_timm_grad_checkpointing_with_dropkey_and_drop_path():
 
     ref = grads(False)
     assert (grads(True) - ref).norm() <= 1e-6 * ref.norm()
+
+
+def test_checkpoint_without_rng_preservation_warns(caplog):
+    import logging
+
+    from mmvitreg.ops.dropkey import module
+    torch.manual_seed(0)
+    net = _Net()
+    assign_layer_ids(net)
+    x = torch.randn(2, 17, 16, requires_grad=True)
+    reset_context()
+    with caplog.at_level(logging.WARNING, logger=module.__name__):
+        y = x
+        for block in net.blocks:
+            y = checkpoint(block, y, use_reentrant=False, preserve_rng_state=False)
+        y.sum().backward()
+    assert any('preserve_rng_state=False' in r.getMessage() for r in caplog.records)

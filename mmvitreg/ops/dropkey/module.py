@@ -99,6 +99,13 @@ class DropKey(nn.Module):
             key = self._replay.recall(fingerprint)
             if key is not None:
                 return key
+            if not self._replay.warned:
+                self._replay.warned = True
+                logging.getLogger(__name__).warning(
+                    f'DropKey {self.name or f"layer {self.layer_id}"}: a call inside backward '
+                    'matches no forward call (activation checkpointing with '
+                    'preserve_rng_state=False?); it draws a new mask, so its gradients are not '
+                    "those of the forward's mask")
         call = self._calls
         self._calls += 1
         key = call_key(self.layer_id, call, step=get_step())

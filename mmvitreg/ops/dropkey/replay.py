@@ -13,7 +13,7 @@ latest recorded call of the same module with the same fingerprint not yet replay
 backward pass. Calls outside backward keep the counter's keys: masks are unchanged.
 
 Not covered: ``preserve_rng_state=False`` (the fingerprint differs: a fresh key is drawn, as
-the bernoulli two-liner would) and more than :data:`MAX_RECORDS` calls of one module between
+the bernoulli two-liner would; a warning is logged once) and more than :data:`MAX_RECORDS` calls of one module between
 two iterations.
 """
 from typing import List, Optional
@@ -45,6 +45,7 @@ class KeyReplay:
 
     def __init__(self) -> None:
         self.records: List[list] = []  # [fingerprint, key, graph task that replayed it]
+        self.warned = False  # about a call inside backward that matched no forward call
 
     def clear(self) -> None:
         self.records.clear()
