@@ -18,7 +18,7 @@ from typing import NamedTuple, Optional, Tuple
 import torch.nn as nn
 
 __all__ = ['GridOption', 'declared_extra_tokens', 'extra_tokens_of', 'grid_option',
-           'EXTRA_TOKEN_ATTRIBUTES']
+           'EXTRA_TOKEN_ATTRIBUTES', 'patch_grid_of']
 
 EXTRA_TOKEN_ATTRIBUTES = ('num_extra_tokens', 'num_prefix_tokens',
                           'num_tokens + num_register_tokens')
@@ -50,6 +50,28 @@ def extra_tokens_of(model: nn.Module, path: str) -> Optional[int]:
     parts = path.split('.') if path else []
     for i in range(len(parts) - 1, -1, -1):
         value = declared_extra_tokens(model.get_submodule('.'.join(parts[:i])))
+        if value is not None:
+            return value
+    return None
+
+
+def _declared_patch_grid(module: nn.Module) -> Optional[Tuple[int, int]]:
+    """The patch grid a backbone is built for: ``patch_resolution`` (mmpretrain ViTs) or
+    ``patch_embed.grid_size`` (timm ViTs); None when it declares neither."""
+    for value in (getattr(module, 'patch_resolution', None),
+                  getattr(getattr(module, 'patch_embed', None), 'grid_size', None)):
+        if (isinstance(value, (tuple, list)) and len(value) == 2
+                and all(isinstance(v, int) and v > 0 for v in value)):
+            return int(value[0]), int(value[1])
+    return None
+
+
+def patch_grid_of(model: nn.Module, path: str) -> Optional[Tuple[int, int]]:
+    """The patch grid of the nearest module enclosing ``path`` that declares one (the grid of
+    its build-time image size), or None."""
+    parts = path.split('.') if path else []
+    for i in range(len(parts) - 1, -1, -1):
+        value = _declared_patch_grid(model.get_submodule('.'.join(parts[:i])))
         if value is not None:
             return value
     return None

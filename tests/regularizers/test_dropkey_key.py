@@ -1,6 +1,7 @@
 """The ``dropkey`` key: where DropKey goes (targets, schedules per group, key grids) and the
 errors for hosts it cannot serve."""
 import copy
+import logging
 
 import pytest
 import torch
@@ -87,3 +88,38 @@ def test_block_variant_on_vit_grids():
     with pytest.raises(ValueError, match='grid') as err:
         model(torch.randn(2, 3, 16, 24))
     assert '\n' not in str(err.value)
+
+
+def _repaired_row_warnings(caplog, **dropkey):
+    from mmvitreg.ops.dropkey import module
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=module.__name__):
+        model = MODELS.build(dict(TINY_VIT, type='Regularized', host='VisionTransformer',
+                                  dropkey=dropkey))
+    return model, [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_high_ratio_on_few_keys_warns_at_build(caplog):
+    """At 0.99 on 17 keys (16 patches + class token) 84 % of the rows would be all dropped and
+    repaired to plain attention: one warning per layer at build, none at the paper's settings."""
+    _, warned = _repaired_row_warnings(caplog, ratio=0.99, schedule='constant')
+    assert len(warned) == 2 and all('on 17 keys' in w and '84.' in w for w in warned)
+    model, warned = _repaired_row_warnings(caplog, ratio=0.1, schedule='decrease')
+    assert warned == []
+    model.train()  # nor at the first training call
+    with caplog.at_level(logging.WARNING):
+        model(torch.randn(2, 3, 16, 16))
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+    _, warned = _repaired_row_warnings(caplog, ratio=0.9, variant='block', block_size=2,
+                                       schedule='constant')
+    assert len(warned) == 2  # the block variant is estimated from its own masks
+
+
+def test_high_ratio_warns_at_the_first_call_where_keys_are_unknown(caplog):
+    from mmvitreg.ops.dropkey import DropKey, module
+    m = DropKey(0.99).train()
+    q = torch.randn(1, 1, 3, 4)
+    with caplog.at_level(logging.WARNING, logger=module.__name__):
+        m(q, torch.randn(1, 1, 17, 4), torch.randn(1, 1, 17, 4))
+        m(q, torch.randn(1, 1, 17, 4), torch.randn(1, 1, 17, 4))  # once per key count
+    assert len([r for r in caplog.records if 'on 17 keys' in r.getMessage()]) == 1

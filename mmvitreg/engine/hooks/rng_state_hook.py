@@ -15,7 +15,10 @@ diverge from the uninterrupted run. This hook
   restored after each validation), so the stream does not depend on when validation runs;
 * sets DropKey's step context (:func:`mmvitreg.ops.dropkey.set_step`) before every training
   iteration and its run seed from ``runner.seed``: masks are a pure function of (seed, iteration,
-  layer, rank, call) and survive a resume exactly.
+  layer, rank, call) and survive a resume exactly;
+* makes the DropKey layer ids unique model-wide before a run (:func:`assign_layer_ids`: subtrees
+  regularized on their own, e.g. two towers, would otherwise draw identical masks); the ids
+  depend only on the model's structure, so a resumed run gets the same ones.
 
 Not covered: dataloader worker processes (their generators are re-created by PyTorch; with
 ``persistent_workers=True`` a resumed run's augmentation differs from the uninterrupted one) and
@@ -30,6 +33,7 @@ import torch
 from mmengine.dist import all_gather_object, get_rank, get_world_size
 from mmengine.hooks import CheckpointHook, Hook
 
+from mmvitreg.ops.dropkey import assign_layer_ids
 from mmvitreg.ops.dropkey.random import set_seed, set_step
 from mmvitreg.registry import HOOKS
 
@@ -112,6 +116,9 @@ class RNGStateHook(Hook):
         self._training = False
 
     # ---------------------------------------------------------------- seed and step
+    def before_run(self, runner) -> None:
+        assign_layer_ids(runner.model)
+
     def before_train(self, runner) -> None:
         self._training = True
         seed = getattr(runner, 'seed', None)

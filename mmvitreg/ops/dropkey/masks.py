@@ -24,7 +24,7 @@ from .schedule import (block_footprint, check_block_size, check_ratio, check_var
 
 __all__ = ['sample_keep_mask', 'keep_mask_rows', 'keep_for_rows', 'additive_mask_region',
            'region_rows', 'query_rows', 'repair_all_dropped', 'check_grid', 'MaskSpec',
-           'full_region']
+           'full_region', 'repaired_row_share']
 
 
 def check_grid(variant: str, num_keys: int, grid_hw: Optional[Tuple[int, int]],
@@ -146,6 +146,28 @@ def sample_keep_mask(shape: Sequence[int],
     key = next_key() if key is None else key
     return keep_mask_rows(key, shape, 0, shape[-2], ratio, variant, grid_hw, num_extra_tokens,
                           block_size, device)
+
+
+def repaired_row_share(ratio: float,
+                       num_keys: int,
+                       variant: str = 'random',
+                       grid_hw: Optional[Tuple[int, int]] = None,
+                       num_extra_tokens: int = 0,
+                       block_size: int = 3) -> float:
+    """Expected share of a layer's query rows whose every key is dropped, i.e. repaired to plain
+    attention (no host mask): ``p ** Nk`` for the random variant (``p`` quantised as the masks
+    draw it); for block/cross, the share of 4096 rows of a fixed key (the drops are correlated).
+    """
+    from .random import call_key
+    from .schedule import ratio_threshold
+    if ratio <= 0:
+        return 0.0
+    if variant == 'random':
+        return (ratio_threshold(ratio) / 65536.0)**num_keys
+    rows = torch.arange(4096, dtype=torch.int64)
+    keep = keep_for_rows(call_key(0, 0, seed=0, step=0, rank=0), rows, num_keys, ratio, variant,
+                         grid_hw, num_extra_tokens, block_size)
+    return float((~keep.any(-1)).double().mean())
 
 
 def repair_all_dropped(keep: torch.Tensor, allowed: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -17,6 +17,7 @@ element position (:mod:`.random`); the call counter restarts at every ``set_step
 calls it before each training iteration), so a resumed run draws exactly the masks of the
 uninterrupted one.
 """
+import logging
 from typing import List, Optional
 
 import torch
@@ -24,13 +25,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import dropkey_attention
-from .masks import check_grid, keep_mask_rows, repair_all_dropped
+from .masks import check_grid, keep_mask_rows, repair_all_dropped, repaired_row_share
 from .random import call_key, get_generation, get_step
+from .replay import KeyReplay, in_backward, rng_fingerprint
 from .schedule import (check_backend, check_block_size, check_positive_int, check_ratio,
                        check_variant)
 
+#: a layer whose expected share of repaired (all-dropped) rows exceeds this gets a warning
+REPAIRED_ROWS_WARNING = 0.01
+
 __all__ = ['DropKey', 'dropkey_modules', 'set_dropkey_enabled', 'set_dropkey_sampling',
-           'assign_layer_ids']
+           'assign_layer_ids', 'next_layer_id']
 
 
 class DropKey(nn.Module):
@@ -74,19 +79,54 @@ class DropKey(nn.Module):
         self.sampling = False
         self._generation: Optional[int] = None
         self._calls = 0
+        self._replay = KeyReplay()
+        self._checked_keys: Optional[int] = None
 
     @property
     def active(self) -> bool:
         return (self.training or self.sampling) and self.enabled and self.ratio > 0
 
-    def next_key(self) -> int:
-        """The key of the next call (the counter restarts at every ``set_step``)."""
+    def next_key(self, device: Optional[torch.device] = None) -> int:
+        """The key of the next call (the counter restarts at every ``set_step``). A call inside
+        backward, i.e. activation checkpointing recomputing the forward, gets the key its
+        forward call had (:mod:`.replay`); ``device``: where the call's tensors are."""
         generation = get_generation()
         if generation != self._generation:
             self._generation, self._calls = generation, 0
+            self._replay.clear()
+        fingerprint = rng_fingerprint(torch.device('cpu') if device is None else device)
+        if in_backward():
+            key = self._replay.recall(fingerprint)
+            if key is not None:
+                return key
+            if not self._replay.warned:
+                self._replay.warned = True
+                logging.getLogger(__name__).warning(
+                    f'DropKey {self.name or f"layer {self.layer_id}"}: a call inside backward '
+                    'matches no forward call (activation checkpointing with '
+                    'preserve_rng_state=False?); it draws a new mask, so its gradients are not '
+                    "those of the forward's mask")
         call = self._calls
         self._calls += 1
-        return call_key(self.layer_id, call, step=get_step())
+        key = call_key(self.layer_id, call, step=get_step())
+        self._replay.record(fingerprint, key)
+        return key
+
+    def check_repaired_rows(self, num_keys: int, grid_hw=None, num_extra_tokens: int = 0
+                            ) -> float:
+        """Expected share of this layer's rows with every key dropped (repaired to plain
+        attention, :mod:`.masks`) on ``num_keys`` keys; logs a warning once per key count when
+        it exceeds :data:`REPAIRED_ROWS_WARNING` (DropKey then drops far fewer than ``ratio``)."""
+        self._checked_keys = num_keys
+        share = repaired_row_share(self.ratio, num_keys, self.variant, grid_hw, num_extra_tokens,
+                                   self.block_size)
+        if share > REPAIRED_ROWS_WARNING:
+            logging.getLogger(__name__).warning(
+                f'DropKey {self.name or f"layer {self.layer_id}"}: ratio {self.ratio:.4g} on '
+                f'{num_keys} keys drops every key of {share:.1%} of the query rows (expected); '
+                f'those rows keep plain attention, so far fewer than {self.ratio:.4g} of the '
+                f'logits are dropped: use a lower ratio or more keys')
+        return share
 
     def _grid(self, num_keys: int, grid):
         if self.variant == 'random':
@@ -115,10 +155,12 @@ class DropKey(nn.Module):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
                                                   dropout_p=dropout_p, scale=scale)
         hw, extra = self._grid(k.shape[-2], grid)
+        if self._checked_keys != k.shape[-2]:
+            self.check_repaired_rows(k.shape[-2], hw, extra)
         return dropkey_attention(q, k, v, self.ratio, self.variant, attn_mask=attn_mask,
                                  dropout_p=dropout_p, scale=scale, grid_hw=hw,
                                  num_extra_tokens=extra, block_size=self.block_size,
-                                 key=self.next_key() if key is None else key,
+                                 key=self.next_key(q.device) if key is None else key,
                                  chunk_size=self.chunk_size, memory_budget=self.memory_budget,
                                  backend=self.backend)
 
@@ -132,7 +174,9 @@ class DropKey(nn.Module):
         same key (host mask applied, all-dropped rows repaired). For explicit compositions
         (e.g. Re-attention: ``logits.masked_fill(~keep, -inf)`` before the softmax)."""
         hw, extra = self._grid(k.shape[-2], grid)
-        key = self.next_key() if key is None else key
+        if self._checked_keys != k.shape[-2]:
+            self.check_repaired_rows(k.shape[-2], hw, extra)
+        key = self.next_key(q.device) if key is None else key
         shape = tuple(torch.broadcast_shapes(q.shape[:-2], k.shape[:-2])) + (q.shape[-2],
                                                                              k.shape[-2])
         keep = keep_mask_rows(key, shape, 0, shape[-2], self.ratio, self.variant, hw, extra,
@@ -177,8 +221,24 @@ def set_dropkey_sampling(model: nn.Module, sampling: bool) -> int:
 
 
 def assign_layer_ids(model: nn.Module) -> int:
-    """Number the DropKey modules of ``model`` 0, 1, ... in module order (unique mask keys)."""
+    """Make the layer ids of the DropKey modules of ``model`` unique (distinct mask streams).
+
+    In module order, the first module holding an id keeps it and every later one holding a taken
+    id gets the next unused one, so a model whose ids are already unique keeps its masks and
+    two subtrees numbered on their own (two towers, each ``Regularized``) are told apart. The
+    result depends only on the model's structure: the same ids in every process and on resume.
+    Returns the number of DropKey modules.
+    """
     mods = dropkey_modules(model)
-    for i, m in enumerate(mods):
-        m.layer_id = i
+    taken = set()
+    following = max((m.layer_id for m in mods), default=-1) + 1
+    for m in mods:
+        if m.layer_id in taken:
+            m.layer_id, following = following, following + 1
+        taken.add(m.layer_id)
     return len(mods)
+
+
+def next_layer_id(model: nn.Module) -> int:
+    """The first layer id after those of the DropKey modules already in ``model``."""
+    return max((m.layer_id for m in dropkey_modules(model)), default=-1) + 1

@@ -28,10 +28,10 @@ from typing import List, Tuple
 import torch.nn as nn
 from torch import Tensor
 
-from mmvitreg.ops.dropkey import DropKey, dropkey_ratios
+from mmvitreg.ops.dropkey import DropKey, assign_layer_ids, dropkey_ratios, next_layer_id
 from ..attention import (add_attention_stage, find_attention_modules, install_attention_site,
                          supported_attention_types)
-from ..grid import extra_tokens_of, grid_option
+from ..grid import extra_tokens_of, grid_option, patch_grid_of
 from ..model import MCPredictSite
 from ..registry import SummaryRow, check_options, check_positive_int, register_regularizer
 from ..stage import AttentionCall, AttentionStage, register_attention_stage
@@ -87,6 +87,19 @@ def _groups(cfg: dict) -> List[Tuple[str, dict]]:
     return groups
 
 
+def _check_repaired_rows(dropkey: DropKey, model: nn.Module, name: str, grid) -> None:
+    """Warn at build about a high share of repaired (all-dropped) rows where the number of keys
+    is known: the config's grid size, else the build-time patch grid of the enclosing backbone
+    (other layers are checked at their first call)."""
+    extra = extra_tokens_of(model, name) or 0
+    if grid is not None and grid.extra_tokens is not None:
+        extra = grid.extra_tokens
+    size = grid.size if grid is not None and grid.size is not None else patch_grid_of(model, name)
+    if size is None:
+        return
+    dropkey.check_repaired_rows(size[0] * size[1] + extra, size, extra)
+
+
 @register_regularizer('dropkey')
 def attach_dropkey(model: nn.Module, cfg: dict) -> List[SummaryRow]:
     """Attach DropKey to the attention layers of ``model`` in place.
@@ -106,7 +119,7 @@ def attach_dropkey(model: nn.Module, cfg: dict) -> List[SummaryRow]:
     mc_samples = check_positive_int(cfg.get('mc_samples', 1), 'DropKey mc_samples')
     rows: List[SummaryRow] = []
     claimed = set()
-    layer_id = 0
+    layer_id = next_layer_id(model)  # after those of subtrees regularized on their own
     for pattern, group in _groups(cfg):
         mods = [(n, m) for n, m in find_attention_modules(model, pattern, 'DropKey')
                 if id(m) not in claimed]
@@ -131,6 +144,7 @@ def attach_dropkey(model: nn.Module, cfg: dict) -> List[SummaryRow]:
                               chunk_size=group['chunk_size'], backend=group['backend'],
                               layer_id=layer_id, name=name)
             add_attention_stage(module, CHILD, dropkey)
+            _check_repaired_rows(dropkey, model, name, grid)
             claimed.add(id(module))
             layer_id += 1
             settings = dropkey.extra_repr()
@@ -146,4 +160,5 @@ def attach_dropkey(model: nn.Module, cfg: dict) -> List[SummaryRow]:
         MCPredictSite.inverse_activation(model.head)  # refuses heads of unknown activation
         MCPredictSite.install(model, samples=mc_samples)
         rows.append(('', 'DropKey MC averaging', f'mc_samples={mc_samples}'))
+    assign_layer_ids(model)
     return rows
