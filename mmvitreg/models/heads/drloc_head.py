@@ -239,13 +239,22 @@ class DRLocHead(BaseModule):
         epoch, max_epochs = hub.get_info('epoch'), hub.get_info('max_epochs')
         if epoch is None or max_epochs is None:
             return None
+        self.check_train_loop(int(max_epochs))
+        return float(epoch), sched['total'] or float(max_epochs)
+
+    def check_train_loop(self, max_epochs: int) -> None:
+        """Refuse an epoch-counted schedule on a loop that reports a single epoch (e.g.
+        ``IterBasedTrainLoop``: lambda would stay at its epoch-0 value). ``TrainLoopCheckHook``
+        calls it before training starts; :meth:`current_weight` calls it too."""
+        sched = self.weight_schedule
+        if sched is None or not sched['by_epoch'] or sched['iters_per_epoch'] is not None:
+            return
         if int(max_epochs) <= 1:
             raise ValueError(
                 'DRLoc weight_schedule counts epochs (by_epoch=True) but the training loop '
-                'reports a single epoch (max_epochs=1, e.g. IterBasedTrainLoop), so lambda would '
-                'stay at its epoch-0 value; set weight_schedule.iters_per_epoch to the train '
-                'dataloader length, or by_epoch=False with warmup/total in iterations')
-        return float(epoch), sched['total'] or float(max_epochs)
+                f'reports a single epoch (max_epochs={max_epochs}, e.g. IterBasedTrainLoop), so '
+                'lambda would stay at its epoch-0 value; set weight_schedule.iters_per_epoch to '
+                'the train dataloader length, or by_epoch=False with warmup/total in iterations')
 
     def current_weight(self) -> float:
         """``lambda`` now: constant, or the official warm-up/decay from the runner's progress."""
