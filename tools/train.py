@@ -16,9 +16,9 @@ from typing import List, Optional
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
 from mmvitreg.utils.cli import (  # noqa: E402
-    add_launch_args, add_rng_state_hook, build_runner, check_resume_trusted, enable_amp,
-    load_config, one_line_errors, parse_launch_args, set_work_dir, setup_cpu_distributed,
-    shutdown_distributed)
+    add_launch_args, add_rng_state_hook, add_train_check_hook, build_runner, check_resume_trusted,
+    enable_amp, load_config, one_line_errors, parse_launch_args, set_work_dir,
+    setup_cpu_distributed, shutdown_distributed)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -49,6 +49,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         cfg.launcher = args.launcher
         set_work_dir(cfg, args.config, args.work_dir)
         add_rng_state_hook(cfg)  # exact --resume (random generators saved with checkpoints)
+        add_train_check_hook(cfg)  # settings that don't fit the loop: refused before iteration 0
         if args.amp:
             enable_amp(cfg)
         if args.resume == 'auto':

@@ -48,7 +48,9 @@ optim_wrapper = dict(
                        custom_keys={'.cls_token': dict(decay_mult=0.0)}),
 )
 param_scheduler = [
-    dict(type='LinearLR', start_factor=4e-3, by_epoch=True, begin=0, end=10),  # 1e-6 -> 2.5e-4
+    # timm's warm-up: 1e-6 + e * (2.5e-4 - 1e-6) / 10 at epochs 0..9; LinearLR spans
+    # end - begin - 1 steps, so end=11; from epoch 10 the cosine below overrides it
+    dict(type='LinearLR', start_factor=4e-3, by_epoch=True, begin=0, end=11),
     dict(type='OffsetCosineAnnealingLR', T_max=300, offset=10, eta_min=1e-5, by_epoch=True,
          begin=10, end=300),  # timm: one cosine over 0..300, the warm-up overrides 0..10
 ]

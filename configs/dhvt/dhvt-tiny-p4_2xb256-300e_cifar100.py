@@ -81,7 +81,9 @@ optim_wrapper = dict(
                        custom_keys={'.cls_token': dict(decay_mult=0.0)}),
 )
 param_scheduler = [  # stepped per epoch, as timm's scheduler in the official code
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=5),  # 1e-6 -> 1e-3
+    # timm's warm-up: 1e-6 + e * (1e-3 - 1e-6) / 5 at epochs 0..4 (8.0e-4 at epoch 4); LinearLR
+    # spans end - begin - 1 steps, so end=6; from epoch 5 the cosine below overrides it
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=6),
     dict(type='OffsetCosineAnnealingLR', T_max=300, offset=5, eta_min=1e-5, by_epoch=True,
          begin=5, end=300),
 ]

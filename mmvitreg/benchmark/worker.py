@@ -48,9 +48,9 @@ def _trusted(work_dir: str):
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
-    from mmvitreg.utils.cli import (CLIError, add_rng_state_hook, build_runner, load_config,
-                                    one_line_errors, setup_cpu_distributed,
-                                    shutdown_distributed)
+    from mmvitreg.utils.cli import (CLIError, add_rng_state_hook, add_train_check_hook,
+                                    build_runner, load_config, one_line_errors,
+                                    setup_cpu_distributed, shutdown_distributed)
     with one_line_errors() as guard, _trusted(args.work_dir):
         import mmvitreg  # noqa: F401  (registers mmvitreg types in both toolboxes)
         from mmengine.dist import broadcast_object_list, get_rank
@@ -61,6 +61,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         cfg.launcher = args.launcher
         cfg.work_dir = args.work_dir
         add_rng_state_hook(cfg)  # an interrupted run resumes exactly
+        add_train_check_hook(cfg)  # settings that don't fit the loop: refused before iteration 0
         if args.resume:
             cfg.resume, cfg.load_from = True, None
         setup_cpu_distributed(cfg, args.launcher)

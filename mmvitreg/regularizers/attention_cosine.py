@@ -22,7 +22,8 @@ from torch import Tensor
 from mmvitreg.ops.attention_cosine import OFFICIAL_WEIGHT, attention_cosine_loss
 from .attention import AttentionRecorder, find_attention_modules, install_attention_site
 from .model import LossTerm, add_loss_term
-from .registry import SummaryRow, check_options, check_positive_int, register_regularizer
+from .registry import (SummaryRow, check_finite_weight, check_options, check_positive_int,
+                       register_regularizer)
 
 __all__ = ['AttentionCosineTerm', 'attach_attention_cosine']
 
@@ -73,7 +74,7 @@ def attach_attention_cosine(model: nn.Module, cfg: dict) -> List[SummaryRow]:
         raise KeyError('attention_cosine needs `component`, the number of consecutive layer '
                        'pairs (official cos_reg_component, e.g. 12)')
     component = check_positive_int(cfg['component'], 'attention_cosine component')
-    weight = float(cfg.get('weight', OFFICIAL_WEIGHT))
+    weight = check_finite_weight(cfg.get('weight', OFFICIAL_WEIGHT), 'attention_cosine weight')
     layers = find_attention_modules(model, cfg.get('targets') or '', 'attention_cosine')
     if len(layers) < component + 1:
         raise ValueError(f'attention_cosine component={component} needs {component + 1} '

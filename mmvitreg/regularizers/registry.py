@@ -9,12 +9,14 @@ terms, so the keys of a config apply in any order (only two attention mechanisms
 phase apply in the keys' order).
 """
 import logging
+import math
+import numbers
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch.nn as nn
 
 __all__ = ['REGULARIZERS', 'register_regularizer', 'apply_regularizers', 'format_summary',
-           'SummaryRow']
+           'SummaryRow', 'check_finite_weight']
 
 SummaryRow = Tuple[str, str, str]  # (module path, mechanism, settings)
 Attach = Callable[[nn.Module, dict], List[SummaryRow]]
@@ -50,6 +52,16 @@ def check_positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f'{name} must be an integer >= 1, got {value!r}')
     return value
+
+
+def check_finite_weight(value, name: str) -> float:
+    """``value`` as float if it is a finite real number >= 0 (not a bool); one clear error
+    otherwise (a NaN/inf loss weight would only show as a NaN loss at the first iteration)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f'{name} must be a finite number >= 0, got {value!r}')
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f'{name} must be a finite number >= 0, got {value!r}')
+    return float(value)
 
 
 def format_summary(rows: Sequence[SummaryRow]) -> str:

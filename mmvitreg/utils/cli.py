@@ -173,6 +173,14 @@ def add_rng_state_hook(cfg: Config) -> None:
         cfg.custom_hooks = hooks + [dict(type='RNGStateHook')]
 
 
+def add_train_check_hook(cfg: Config) -> None:
+    """Add ``TrainLoopCheckHook`` to ``custom_hooks`` unless the config has one: settings that
+    do not fit the training loop are refused before the first iteration, in one line."""
+    hooks = list(cfg.get('custom_hooks', None) or [])
+    if not any(isinstance(h, dict) and h.get('type') == 'TrainLoopCheckHook' for h in hooks):
+        cfg.custom_hooks = hooks + [dict(type='TrainLoopCheckHook')]
+
+
 def build_runner(cfg: Config):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner

@@ -72,11 +72,12 @@ def test_pooling_in_head():
 
 
 def test_head_bad_values():
-    with pytest.raises(ValueError, match='num_pairs must be an integer >= 1, got 0'):
+    with pytest.raises(ValueError, match=r'num_pairs must be an integer in \[1, 4096\].* got 0'):
         DRLocHead(in_channels=8, num_pairs=0)
     with pytest.raises(ValueError, match="variant must be one of .* got 'mse'"):
         DRLocHead(in_channels=8, variant='mse')
-    with pytest.raises(ValueError, match=r'loss_weight \(lambda\) must be >= 0, got -1'):
+    with pytest.raises(ValueError,
+                       match=r'loss_weight \(lambda\) must be a finite number >= 0, got -1'):
         DRLocHead(in_channels=8, loss_weight=-1)
     with pytest.raises(ValueError, match='pool_size must be an int >= 2'):
         DRLocHead(in_channels=8, pool_size=1)

@@ -150,7 +150,7 @@ def test_drloc_on_a_host_without_loss(drloc):
 def test_regularizer_bad_config():
     with pytest.raises(ValueError, match="source 'backbone.nope' is not a submodule"):
         vit_classifier(drloc=dict(source='backbone.nope'))
-    with pytest.raises(ValueError, match='num_pairs must be an integer >= 1'):
+    with pytest.raises(ValueError, match=r'num_pairs must be an integer in \[1, 4096\]'):
         vit_classifier(drloc=dict(num_pairs=0))
     with pytest.raises(ValueError, match='in_channels must be one int or one per source'):
         vit_classifier(drloc=dict(all_layers=True, in_channels=[32]))

@@ -98,3 +98,19 @@ custom_hooks = [dict(type='FailingHook')]
         run_main('train', [cfg, '--work-dir', tmp_path, '--cfg-options',
                            'train_cfg.max_epochs=1', *TINY_DIGITS_OPTIONS])
     assert 'error: ' not in capsys.readouterr().err
+
+
+def test_drloc_epoch_schedule_on_an_iteration_loop_is_refused_before_training(tmp_path, capsys):
+    """DRLoc's epoch-counted lambda schedule cannot advance on IterBasedTrainLoop (one epoch):
+    one ``error:`` line before the first iteration, not a traceback from inside the loop."""
+    cfg = tmp_path / 'drloc_iter.py'
+    cfg.write_text(f"""_base_ = {DIGITS_CONFIG!r}
+model = dict(type='Regularized', host='ImageClassifier',
+             drloc=dict(num_pairs=8, loss_weight=0.5, weight_schedule=dict(warmup=2)))
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=3, val_interval=1000)
+param_scheduler = []
+""")
+    line = _error_line(capsys, 'train', [cfg, '--work-dir', tmp_path, '--cfg-options',
+                                         *TINY_DIGITS_OPTIONS])
+    assert 'DRLoc weight_schedule counts epochs' in line and 'max_epochs=1' in line
+    assert not list(tmp_path.glob('**/iter_*.pth'))

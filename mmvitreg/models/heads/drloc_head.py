@@ -8,6 +8,8 @@ how the head is attached to a host model (the ``drloc`` key of ``Regularized``) 
 :class:`DRLocHead` takes a ``(B, C, H, W)`` map (any ``H x W`` >= 2x2, square or not) and returns
 ``dict(loss_drloc=lambda * L_drloc)``.
 """
+import math
+import numbers
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -24,6 +26,9 @@ from mmvitreg.registry import MODELS
 __all__ = ['DRLocHead']
 
 IntPair = Union[int, Sequence[int]]
+#: more pairs per image than this is a typo, not a setting (the paper samples 64; each pair holds
+#: two feature vectors of every image in the batch, so 10**6 pairs exhaust any device's memory)
+MAX_NUM_PAIRS = 4096
 
 
 def _pair_or_none(value: Optional[IntPair], name: str) -> Optional[Tuple[int, int]]:
@@ -108,10 +113,14 @@ class DRLocHead(BaseModule):
                  init_cfg: Optional[Union[dict, List[dict]]] = dict(
                      type='TruncNormal', layer='Linear', std=0.02, bias=0.)):
         super().__init__(init_cfg=init_cfg)
-        if int(num_pairs) != num_pairs or num_pairs < 1:
-            raise ValueError(f'DRLoc num_pairs must be an integer >= 1, got {num_pairs}')
-        if loss_weight < 0:
-            raise ValueError(f'DRLoc loss_weight (lambda) must be >= 0, got {loss_weight}')
+        if (isinstance(num_pairs, bool) or not isinstance(num_pairs, numbers.Integral)
+                or not 1 <= num_pairs <= MAX_NUM_PAIRS):
+            raise ValueError(f'DRLoc num_pairs must be an integer in [1, {MAX_NUM_PAIRS}] (pairs '
+                             f'per image; paper 64), got {num_pairs!r}')
+        if (isinstance(loss_weight, bool) or not isinstance(loss_weight, numbers.Real)
+                or not math.isfinite(loss_weight) or loss_weight < 0):
+            raise ValueError(f'DRLoc loss_weight (lambda) must be a finite number >= 0, '
+                             f'got {loss_weight!r}')
         if in_channels < 1:
             raise ValueError(f'DRLoc in_channels must be >= 1, got {in_channels}')
         if pool_mode not in POOL_MODES:
@@ -230,13 +239,22 @@ class DRLocHead(BaseModule):
         epoch, max_epochs = hub.get_info('epoch'), hub.get_info('max_epochs')
         if epoch is None or max_epochs is None:
             return None
+        self.check_train_loop(int(max_epochs))
+        return float(epoch), sched['total'] or float(max_epochs)
+
+    def check_train_loop(self, max_epochs: int) -> None:
+        """Refuse an epoch-counted schedule on a loop that reports a single epoch (e.g.
+        ``IterBasedTrainLoop``: lambda would stay at its epoch-0 value). ``TrainLoopCheckHook``
+        calls it before training starts; :meth:`current_weight` calls it too."""
+        sched = self.weight_schedule
+        if sched is None or not sched['by_epoch'] or sched['iters_per_epoch'] is not None:
+            return
         if int(max_epochs) <= 1:
             raise ValueError(
                 'DRLoc weight_schedule counts epochs (by_epoch=True) but the training loop '
-                'reports a single epoch (max_epochs=1, e.g. IterBasedTrainLoop), so lambda would '
-                'stay at its epoch-0 value; set weight_schedule.iters_per_epoch to the train '
-                'dataloader length, or by_epoch=False with warmup/total in iterations')
-        return float(epoch), sched['total'] or float(max_epochs)
+                f'reports a single epoch (max_epochs={max_epochs}, e.g. IterBasedTrainLoop), so '
+                'lambda would stay at its epoch-0 value; set weight_schedule.iters_per_epoch to '
+                'the train dataloader length, or by_epoch=False with warmup/total in iterations')
 
     def current_weight(self) -> float:
         """``lambda`` now: constant, or the official warm-up/decay from the runner's progress."""

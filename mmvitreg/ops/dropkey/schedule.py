@@ -5,6 +5,7 @@ linearly with depth (first layer ``p``, last layer 0); constant and increasing s
 ablations. DropKey-Block / DropKey-Cross drop square windows / plus-shaped stripes of keys around
 seed points of the 2-D key grid.
 """
+import numbers
 from typing import List
 
 __all__ = [
@@ -21,11 +22,11 @@ THRESHOLD_BITS = 16
 
 
 def check_ratio(ratio: float, name: str = 'ratio') -> float:
-    """Return ``ratio`` as float if it is in ``[0, 1)``; raise ``ValueError`` otherwise."""
-    try:
-        value = float(ratio)
-    except (TypeError, ValueError):
-        raise ValueError(f'DropKey {name} must be a number in [0, 1), got {ratio!r}') from None
+    """Return ``ratio`` as float if it is a real number in ``[0, 1)``; one clear error otherwise
+    (``TypeError`` for booleans and non-numbers: ``ratio=False`` is not a ratio of 0)."""
+    if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real):
+        raise TypeError(f'DropKey {name} must be a number in [0, 1), got {ratio!r}')
+    value = float(ratio)
     if not 0.0 <= value < 1.0:
         raise ValueError(f'DropKey {name} must be in [0, 1), got {ratio!r}')
     return value
@@ -64,10 +65,14 @@ def dropkey_ratios(num_layers: int,
 
     ``'decrease'`` (paper default): linear from ``ratio`` (first layer) to ``min_ratio`` (last
     layer); ``'constant'``: ``ratio`` everywhere; ``'increase'``: linear from ``min_ratio`` to
-    ``ratio``. A single layer gets ``ratio``.
+    ``ratio``. A single layer gets ``ratio``. ``min_ratio > ratio`` is refused for the
+    linear schedules (it would silently reverse their direction).
     """
     ratio = check_ratio(ratio)
     min_ratio = check_ratio(min_ratio, 'min_ratio')
+    if schedule in ('decrease', 'increase') and min_ratio > ratio:
+        raise ValueError(f'DropKey min_ratio={min_ratio!r} must be <= ratio={ratio!r} for '
+                         f'schedule={schedule!r}')
     if schedule not in DROPKEY_SCHEDULES:
         raise ValueError(
             f'DropKey schedule must be one of {list(DROPKEY_SCHEDULES)}, got {schedule!r}')

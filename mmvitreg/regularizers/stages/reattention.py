@@ -19,6 +19,7 @@ Config::
     model = dict(backbone=dict(type='Regularized', host='VisionTransformer',
                                reattention=dict(last_k=4)))
 """
+import numbers
 from typing import Callable, List, Optional, Sequence
 
 import torch
@@ -155,7 +156,12 @@ def select_layers(num: int, last_k: Optional[int], layers: Optional[Sequence[int
         raise ValueError('reattention takes either `last_k` or `layers`, not both')
     if layers is not None:
         out = []
+        if isinstance(layers, (str, int)):
+            raise TypeError(f'reattention layers must be a list of layer indices, got {layers!r}')
         for i in layers:
+            if isinstance(i, bool) or not isinstance(i, numbers.Integral):
+                raise TypeError(f'reattention layers must hold integer layer indices, got {i!r} '
+                                f'in {layers!r}')
             if not -num <= int(i) < num:
                 raise ValueError(f'reattention layer index {i} is out of range for '
                                  f'{num} attention layers')
@@ -163,6 +169,8 @@ def select_layers(num: int, last_k: Optional[int], layers: Optional[Sequence[int
         return sorted(set(out))
     if last_k is None:
         return list(range(num))
+    if isinstance(last_k, bool) or not isinstance(last_k, numbers.Integral):
+        raise TypeError(f'reattention last_k must be an integer, got {last_k!r}')
     if not 0 <= int(last_k) <= num:
         raise ValueError(f'reattention last_k must be in [0, {num}], got {last_k}')
     return list(range(num - int(last_k), num))
@@ -182,13 +190,17 @@ def attach_reattention(model: nn.Module, cfg: dict) -> List[SummaryRow]:
     if not found:
         raise ValueError(f'reattention found no supported attention module in '
                          f'{type(model).__name__}')
+    transform_scale = cfg.get('transform_scale', False)
+    if not isinstance(transform_scale, bool):
+        raise TypeError(f'reattention transform_scale must be True or False, got '
+                        f'{transform_scale!r}')
     rows: List[SummaryRow] = []
     for i in select_layers(len(found), cfg.get('last_k'), cfg.get('layers')):
         name, module = found[i]
         if CHILD in module._modules:
             continue
         site = install_attention_site(module)
-        scale = site.head_dim()**-0.5 if cfg.get('transform_scale', False) else 1.0
+        scale = site.head_dim()**-0.5 if transform_scale else 1.0
         mixing = HeadMixing(site.num_heads(), scale, cfg.get('norm_cfg', dict(type='BN')),
                             cfg.get('transform_init', 'default'))
         add_attention_stage(module, CHILD, mixing)
