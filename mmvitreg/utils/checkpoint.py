@@ -51,6 +51,10 @@ class UntrustedCheckpointError(ValueError):
     """A checkpoint needs more than the safe unpickler allows and the file is not trusted."""
 
 
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file that torch cannot read (truncated by a kill during a save, corrupt)."""
+
+
 class SkippedObject:
     """Inert stand-in for an object of mmengine's training state that a safe load did not unpickle.
 
@@ -235,9 +239,16 @@ def load_checkpoint_file(path: str, map_location=None, trusted: Optional[bool] =
         raise FileNotFoundError(f'checkpoint {path} can not be found.')
     if trusted is None:
         trusted = is_trusted(path)
-    if trusted:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    return _safe_load(path, map_location)
+    try:
+        if trusted:
+            return torch.load(path, map_location=map_location, weights_only=False)
+        return _safe_load(path, map_location)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        if isinstance(exc, UntrustedCheckpointError):
+            raise
+        raise CorruptCheckpointError(
+            f'checkpoint {path} is truncated or corrupt ({type(exc).__name__}: '
+            f'{str(exc).splitlines()[0][:120]})') from None
 
 
 def load_official_checkpoint(path: str) -> Mapping:
