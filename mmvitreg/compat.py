@@ -2,8 +2,10 @@
 
 * torch >= 2.6 loads with ``weights_only=True`` by default, which rejects the message hub that
   mmengine pickles into its own checkpoints. :func:`install_checkpoint_loader` re-registers
-  mmengine's *local-file* checkpoint loader (``load_from``, ``--resume``,
-  ``init_cfg=dict(type='Pretrained')``) with :func:`mmvitreg.utils.checkpoint.load_checkpoint_file`:
+  mmengine's local-file checkpoint loader (``load_from``, ``--resume``,
+  ``init_cfg=dict(type='Pretrained')``) and every remote scheme (``http(s)://``,
+  ``torchvision://``, ``open-mmlab://``, ``mmcls://``, ``s3://``, ``pavi://``; see
+  :mod:`mmvitreg.utils.checkpoint_schemes`) with :func:`mmvitreg.utils.checkpoint.load_checkpoint_file`:
   still torch's safe loader, with numpy values and ``argparse.Namespace`` allow-listed and mmengine's
   training state skipped; full unpickling only for trusted files (the run's own ``--resume``
   checkpoint, or an explicit opt-in). Plain ``torch.load`` elsewhere is untouched.
@@ -33,6 +35,8 @@ def install_checkpoint_loader() -> None:
         return
     from mmengine.runner.checkpoint import CheckpointLoader
     CheckpointLoader.register_scheme(prefixes='', loader=_load_local, force=True)
+    from .utils.checkpoint_schemes import register_safe_schemes
+    register_safe_schemes()
     _APPLIED = True
 
 

@@ -26,6 +26,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the dir to save the evaluation log')
     parser.add_argument('--out', help='dump the raw predictions to this pickle file')
+    parser.add_argument('--allow-partial-checkpoint', action='store_true',
+                        help='evaluate even when the checkpoint leaves model tensors unloaded '
+                        '(missing or of another shape; by default this is an error)')
     parser.add_argument('--amp', action='store_true', help='mixed-precision inference')
     parser.add_argument('--show-dir', help='save a picture of the predictions of every test '
                         'image to this folder (HOI models: the top triplets)')
@@ -63,6 +66,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         with trusted_checkpoints(trust_all=args.trust_checkpoint):
             runner = build_runner(cfg)
             guard.watch(runner)
+            from mmvitreg.utils.checkpoint_fit import check_checkpoint_fits
+            check_checkpoint_fits(runner.model, args.checkpoint, args.allow_partial_checkpoint)
             runner.test()
         shutdown_distributed()
 

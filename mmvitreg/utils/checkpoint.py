@@ -51,6 +51,10 @@ class UntrustedCheckpointError(ValueError):
     """A checkpoint needs more than the safe unpickler allows and the file is not trusted."""
 
 
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file that torch cannot read (truncated by a kill during a save, corrupt)."""
+
+
 class SkippedObject:
     """Inert stand-in for an object of mmengine's training state that a safe load did not unpickle.
 
@@ -83,10 +87,19 @@ def _placeholder(origin: str) -> type:
     return type('SkippedObject', (SkippedObject,), {'origin': origin})
 
 
+def _plain_dtype(*args, **kwargs) -> np.dtype:
+    """``numpy.dtype`` for the unpickler, refusing object dtypes (their arrays hold arbitrary
+    Python objects instead of numbers)."""
+    dtype = np.dtype(*args, **kwargs)
+    if dtype.hasobject:
+        raise pickle.UnpicklingError(f'numpy object dtype {dtype!r} is not plain data')
+    return dtype
+
+
 def _plain_globals() -> List[Tuple[Any, str]]:
     """(object, pickled name) pairs of the plain types real checkpoints carry."""
     pairs: List[Tuple[Any, str]] = [(argparse.Namespace, 'argparse.Namespace'),
-                                    (np.dtype, 'numpy.dtype'), (np.ndarray, 'numpy.ndarray'),
+                                    (_plain_dtype, 'numpy.dtype'), (np.ndarray, 'numpy.ndarray'),
                                     (bytes, 'builtins.bytes')]  # empty numpy arrays
     multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
     for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):  # numpy 1.x / 2.x names
@@ -95,8 +108,29 @@ def _plain_globals() -> List[Tuple[Any, str]]:
     dtypes = getattr(np, 'dtypes', None)  # numpy >= 1.25: one class per dtype (BUILD needs them)
     if dtypes is not None:
         pairs += [(cls, f'numpy.dtypes.{name}') for name, cls in vars(dtypes).items()
-                  if isinstance(cls, type) and issubclass(cls, np.dtype)]
+                  if isinstance(cls, type) and issubclass(cls, np.dtype)
+                  and name != 'ObjectDType']
     return pairs
+
+
+def _object_arrays(obj: Any, path: str = '', depth: int = 0) -> List[str]:
+    """Where ``obj`` holds numpy values of an object dtype (e.g. a structured dtype whose fields
+    were set to objects after construction)."""
+    if isinstance(obj, (np.ndarray, np.generic, np.dtype)):
+        dtype = obj if isinstance(obj, np.dtype) else obj.dtype
+        return [path or '<root>'] if dtype.hasobject else []
+    if depth > 50:
+        return []
+    if isinstance(obj, Mapping):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple, set)):
+        items = enumerate(obj)
+    elif isinstance(obj, argparse.Namespace):
+        items = vars(obj).items()
+    else:
+        return []
+    return [hit for k, v in items for hit in _object_arrays(v, f'{path}.{k}' if path else
+                                                             str(k), depth + 1)]
 
 
 def _contains_placeholder(obj: Any, depth: int = 0) -> bool:
@@ -175,6 +209,11 @@ def _safe_load(path: str, map_location) -> Any:
         raise UntrustedCheckpointError(
             f'refusing to unpickle checkpoint {path}: {str(exc).splitlines()[0]}; '
             f'{TRUST_HINT}') from None
+    objects = _object_arrays(ckpt)
+    if objects:
+        raise UntrustedCheckpointError(
+            f'refusing to load checkpoint {path}: {", ".join(objects[:3])} holds numpy object '
+            f'arrays (arbitrary Python objects, not plain data); {TRUST_HINT}')
     if skipped:
         outside = [k for k, v in ckpt.items() if k != TRAINING_STATE_KEY
                    and _contains_placeholder(v)] if isinstance(ckpt, Mapping) else ['<root>']
@@ -200,9 +239,16 @@ def load_checkpoint_file(path: str, map_location=None, trusted: Optional[bool] =
         raise FileNotFoundError(f'checkpoint {path} can not be found.')
     if trusted is None:
         trusted = is_trusted(path)
-    if trusted:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    return _safe_load(path, map_location)
+    try:
+        if trusted:
+            return torch.load(path, map_location=map_location, weights_only=False)
+        return _safe_load(path, map_location)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        if isinstance(exc, UntrustedCheckpointError):
+            raise
+        raise CorruptCheckpointError(
+            f'checkpoint {path} is truncated or corrupt ({type(exc).__name__}: '
+            f'{str(exc).splitlines()[0][:120]})') from None
 
 
 def load_official_checkpoint(path: str) -> Mapping:

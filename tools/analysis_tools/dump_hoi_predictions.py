@@ -15,11 +15,13 @@ Example::
     python tools/test.py configs/qpic/qpic_r50_8xb2-150e_hico.py qpic.pth --out preds.pkl
     python tools/analysis_tools/dump_hoi_predictions.py preds.pkl preds.json
     python tools/analysis_tools/eval_hoi.py --ann data/.../test_hico.json --pred preds.json
+
+The pickle is read safely (:func:`mmvitreg.utils.safe_pickle.load_pickle_file`): a received file
+cannot run code; ``--trust-file`` unpickles in full.
 """
 import argparse
 import json
 import os.path as osp
-import pickle
 import sys
 from typing import Dict, List
 
@@ -28,6 +30,7 @@ import numpy as np
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from mmvitreg.utils.cli import CLIError, one_line_errors  # noqa: E402
+from mmvitreg.utils.safe_pickle import load_pickle_file  # noqa: E402
 
 FIELDS = ('sub_bboxes', 'obj_bboxes', 'obj_labels', 'verb_labels', 'scores')
 
@@ -79,12 +82,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description='pred_hoi pickle -> eval_hoi.py JSON')
     parser.add_argument('pkl', help='output of tools/test.py --out')
     parser.add_argument('out', help='JSON file to write')
+    parser.add_argument('--trust-file', action='store_true',
+                        help='unpickle the file in full (only for files you trust; by default '
+                        'only containers, tensors and numeric numpy values are unpickled)')
     args = parser.parse_args(argv)
     with one_line_errors():
         if not osp.isfile(args.pkl):
             raise CLIError(f'prediction pickle not found: {args.pkl}')
-        with open(args.pkl, 'rb') as f:
-            results = pickle.load(f)
+        results = load_pickle_file(args.pkl, trusted=args.trust_file or None)
         entries = convert(results)
         with open(args.out, 'w') as f:
             json.dump(entries, f)
