@@ -148,7 +148,7 @@ def test_wheel_ships_configs_tools_and_every_subpackage(wheel_env):
     wheel = wheel_env[0]
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
-        for name in ('model-index.yml', 'configs/dropkey/deit-small_dropkey_in1k.py',
+        for name in ('model-index.yml', 'configs/dropkey/deit-small_dropkey_4xb256_in1k.py',
                      'configs/dropkey/metafile.yml', 'configs/_base_/models/vit-tiny-p4_16px.py',
                      'tools/train.py', 'tools/test.py', 'tools/dist_train.sh'):
             assert f'mmvitreg/.mim/{name}' in names, name
@@ -170,7 +170,7 @@ def test_wheel_ships_configs_tools_and_every_subpackage(wheel_env):
 def test_installed_wheel_builds_a_model_from_an_mmvitreg_base(wheel_env):
     _, python, site, outside = wheel_env
     with open(osp.join(outside, 'my_dropkey.py'), 'w') as f:
-        f.write("_base_ = 'mmvitreg::dropkey/deit-small_dropkey_in1k.py'\n"
+        f.write("_base_ = 'mmvitreg::dropkey/deit-small_dropkey_4xb256_in1k.py'\n"
                 "model = dict(head=dict(num_classes=10))\n")
     script = textwrap.dedent('''
         import json, sys
@@ -182,7 +182,7 @@ def test_installed_wheel_builds_a_model_from_an_mmvitreg_base(wheel_env):
         out = dict(mmvitreg=mmvitreg.__file__)
         sfp = DET_MODELS.build(dict(type='SimpleFeaturePyramid', in_channels=8, out_channels=8))
         out['sfp'] = sys.modules[type(sfp).__module__].__file__
-        out['base'] = Config._get_cfg_path('mmvitreg::dropkey/deit-small_dropkey_in1k.py', '')[0]
+        out['base'] = Config._get_cfg_path('mmvitreg::dropkey/deit-small_dropkey_4xb256_in1k.py', '')[0]
         cfg = Config.fromfile('my_dropkey.py')
         out['dropkey'] = cfg.model.backbone.dropkey.to_dict()
         model = MODELS.build(cfg.model)
@@ -196,7 +196,7 @@ def test_installed_wheel_builds_a_model_from_an_mmvitreg_base(wheel_env):
     out = json.loads(proc.stdout.split('RESULT ', 1)[1])
     for key in ('mmvitreg', 'sfp', 'base'):
         assert out[key].startswith(site + os.sep), (key, out[key])   # the wheel's copy
-    assert out['base'].endswith('mmvitreg/.mim/configs/dropkey/deit-small_dropkey_in1k.py')
+    assert out['base'].endswith('mmvitreg/.mim/configs/dropkey/deit-small_dropkey_4xb256_in1k.py')
     assert out['dropkey']['ratio'] == 0.1
     assert out['model'] == ['ImageClassifier', 'VisionTransformer', 10]
     assert out['hub'][1] == 'mmpretrain'

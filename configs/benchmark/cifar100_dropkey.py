@@ -6,7 +6,7 @@
 # logits masked before the softmax, ratio 0.1 decreasing to 0 with depth (the paper's default);
 # attention_dropout = the Dropout baseline with DropKey's decreasing schedule (the paper reports
 # that the schedule helps Dropout too).
-_base_ = ['../dropkey/vit-small-p4_32px_cifar100.py']
+_base_ = ['../dropkey/vit-small-p4_1xb128-300e_cifar100.py']
 
 benchmark = dict(
     seeds=[0, 1, 2, 3, 4],
@@ -14,10 +14,10 @@ benchmark = dict(
     baseline='baseline',
     variants=dict(
         baseline=dict(description='no attention regularizer'),
-        dropout=dict(config='../dropkey/vit-small-p4_32px_dropout_cifar100.py'),
-        dropkey=dict(config='../dropkey/vit-small-p4_32px_dropkey_cifar100.py'),
+        dropout=dict(config='../dropkey/vit-small-p4_dropout_1xb128-300e_cifar100.py'),
+        dropkey=dict(config='../dropkey/vit-small-p4_dropkey_1xb128-300e_cifar100.py'),
         dropkey_constant=dict(description='DropKey 0.1 in every block',
-                              recipe='../dropkey/vit-small-p4_32px_dropkey_cifar100.py',
+                              recipe='../dropkey/vit-small-p4_dropkey_1xb128-300e_cifar100.py',
                               cfg_options={'model.backbone.dropkey.schedule': 'constant'}),
         attention_dropout=dict(
             description='Dropout on the attention weights, 0.1 in the first block decreasing '

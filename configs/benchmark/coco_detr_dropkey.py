@@ -1,9 +1,9 @@
 # DropKey in DETR-R50 on COCO (DropKey paper, CVPR 2023, object detection), exactly the project's
-# configs: configs/dropkey/detr_r50_coco.py (stock mmdet DETR, 150 epochs, 8 GPUs x 2 images,
-# attention-weight dropout 0.1) and configs/dropkey/detr_r50_dropkey_coco.py (+ DropKey 0.1
+# configs: configs/dropkey/detr_r50_8xb2-150e_coco.py (stock mmdet DETR, 150 epochs, 8 GPUs x 2 images,
+# attention-weight dropout 0.1) and configs/dropkey/detr_r50_dropkey_8xb2-150e_coco.py (+ DropKey 0.1
 # decreasing with depth, restarted in the encoder, decoder self- and cross-attention groups).
 #   python tools/benchmark_regularizers.py configs/benchmark/coco_detr_dropkey.py --gpus-per-run 8
-_base_ = ['../dropkey/detr_r50_coco.py']
+_base_ = ['../dropkey/detr_r50_8xb2-150e_coco.py']
 
 benchmark = dict(
     seeds=[0, 1, 2],
@@ -11,7 +11,7 @@ benchmark = dict(
     baseline='baseline',
     variants=dict(
         baseline=dict(description='stock DETR: attention-weight dropout 0.1'),
-        dropkey=dict(config='../dropkey/detr_r50_dropkey_coco.py'),
+        dropkey=dict(config='../dropkey/detr_r50_dropkey_8xb2-150e_coco.py'),
         none=dict(description='attention-weight dropout off',
                   cfg_options={'model.encoder.layer_cfg.self_attn_cfg.dropout': 0.0,
                                'model.decoder.layer_cfg.self_attn_cfg.dropout': 0.0,

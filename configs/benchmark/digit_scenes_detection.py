@@ -7,7 +7,7 @@
 #   python tools/benchmark_regularizers.py configs/benchmark/digit_scenes_detection.py --jobs 2
 #
 # The variants apply the project's recipes to the ViT backbone, as on classification:
-# `dropkey` is what configs/dropkey/plainvit-b_mask-rcnn_dropkey_coco.py changes (DropKey 0.1,
+# `dropkey` is what configs/dropkey/mask-rcnn_plainvit-b_dropkey_8xb2-1x_coco.py changes (DropKey 0.1,
 # decreasing with depth, in every ViT attention); `drloc` adds DRLoc's loss on the ViT's final
 # 8x8 token grid (64 pairs, L1, lambda 0.1, as configs/drloc/retinanet_r50_fpn_drloc_1x_coco.py
 # on the C5 map). Why a ViT with a one-stage head and not a DETR: README, "Digit scenes".
@@ -23,8 +23,8 @@ benchmark = dict(
     variants=dict(
         baseline=dict(description="ViT-FCOS, digit-pretrained ViT, stochastic depth 0.1"),
         dropkey=dict(description='+ DropKey 0.1 -> 0 with depth in every ViT attention '
-                     '(configs/dropkey/plainvit-b_mask-rcnn_dropkey_coco.py)',
-                     recipe='../dropkey/plainvit-b_mask-rcnn_dropkey_coco.py'),
+                     '(configs/dropkey/mask-rcnn_plainvit-b_dropkey_8xb2-1x_coco.py)',
+                     recipe='../dropkey/mask-rcnn_plainvit-b_dropkey_8xb2-1x_coco.py'),
         drloc=dict(description='+ DRLoc on the final ViT token grid (64 pairs, L1, lambda 0.1)',
                    cfg_options={'model.type': 'Regularized', 'model.host': 'FCOS',
                                 'model.drloc': dict(source='backbone', index=-1, num_pairs=64,

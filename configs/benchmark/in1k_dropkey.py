@@ -11,8 +11,8 @@ benchmark = dict(
     baseline='baseline',
     variants=dict(
         baseline=dict(description='DeiT-S recipe, no attention regularizer'),
-        dropout=dict(config='../dropkey/deit-small_dropout_in1k.py'),
-        dropkey=dict(config='../dropkey/deit-small_dropkey_in1k.py'),
+        dropout=dict(config='../dropkey/deit-small_dropout_4xb256_in1k.py'),
+        dropkey=dict(config='../dropkey/deit-small_dropkey_4xb256_in1k.py'),
         attention_dropout=dict(
             description='Dropout on the attention weights, 0.1 in the first block decreasing '
             'linearly to 0 (the DropKey schedule, which the paper reports helps Dropout too)',

@@ -11,7 +11,7 @@ from mmvitreg.datasets.hico_meta import hico_meta
 from mmvitreg.testing import make_hico_dataset
 from tests._helpers import REPO
 
-CONFIG = osp.join(REPO, 'configs', 'qpic', 'qpic_tiny_hico-mini.py')
+CONFIG = osp.join(REPO, 'configs', 'qpic', 'qpic_r18-w16_1xb4-300iter_hico-mini.py')
 
 
 @pytest.fixture(scope='module')

@@ -39,8 +39,8 @@ def test_loads_with_mmengine_and_builds_every_run(path):
 
 
 @pytest.mark.parametrize('preset,config,variant', [
-    ('coco_detr_dropkey.py', 'configs/dropkey/detr_r50_dropkey_coco.py', 'dropkey'),
-    ('coco_detr_dropkey.py', 'configs/dropkey/detr_r50_coco.py', 'baseline'),
+    ('coco_detr_dropkey.py', 'configs/dropkey/detr_r50_dropkey_8xb2-150e_coco.py', 'dropkey'),
+    ('coco_detr_dropkey.py', 'configs/dropkey/detr_r50_8xb2-150e_coco.py', 'baseline'),
     ('hico_qpic_dropkey.py', 'configs/qpic/qpic_r50_dropkey_8xb2-150e_hico.py', 'dropkey'),
     ('hico_qpic_dropkey.py', 'configs/qpic/qpic_r50_8xb2-150e_hico.py', 'baseline'),
 ])
@@ -74,7 +74,7 @@ def test_digit_scenes_preset_switches_on_the_vit_recipes():
     base = build_run_config(spec, spec.variant('baseline'), 0)
     dk = build_run_config(spec, spec.variant('dropkey'), 0)
     ref = Config.fromfile(osp.join(REPO, 'configs', 'dropkey',
-                                   'plainvit-b_mask-rcnn_dropkey_coco.py'))
+                                   'mask-rcnn_plainvit-b_dropkey_8xb2-1x_coco.py'))
     assert dk.model.backbone.type == 'Regularized' and dk.model.backbone.host == 'PlainViT'
     assert dk.model.backbone.dropkey == ref.model.backbone.dropkey
     assert {k: v for k, v in dk.model.backbone.items() if k not in ('type', 'host', 'dropkey')} \

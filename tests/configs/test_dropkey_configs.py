@@ -14,17 +14,17 @@ CFG_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
 
 CONFIGS = [
     # (config, task, expected number of DropKey modules; 0 = baseline)
-    ('deit-small_dropkey_in1k.py', 'cls', 12),
-    ('deit-small_dropout_in1k.py', 'cls', 0),
-    ('deit-small-distilled_dropkey_in1k.py', 'cls', 12),
-    ('vit-small-p4_32px_cifar100.py', 'cls', 0),
-    ('vit-small-p4_32px_dropkey_cifar100.py', 'cls', 12),
-    ('vit-small-p4_32px_dropout_cifar100.py', 'cls', 0),
-    ('vit-small-p4_32px_dropkey-block-aligned_cifar100.py', 'cls', 12),
-    ('detr_r50_coco.py', 'det', 0),
-    ('detr_r50_dropkey_coco.py', 'det', 18),
-    ('plainvit-b_mask-rcnn_coco.py', 'det', 0),
-    ('plainvit-b_mask-rcnn_dropkey_coco.py', 'det', 12),
+    ('deit-small_dropkey_4xb256_in1k.py', 'cls', 12),
+    ('deit-small_dropout_4xb256_in1k.py', 'cls', 0),
+    ('deit-small-distilled_dropkey_4xb256_in1k.py', 'cls', 12),
+    ('vit-small-p4_1xb128-300e_cifar100.py', 'cls', 0),
+    ('vit-small-p4_dropkey_1xb128-300e_cifar100.py', 'cls', 12),
+    ('vit-small-p4_dropout_1xb128-300e_cifar100.py', 'cls', 0),
+    ('vit-small-p4_dropkey-block-aligned_1xb128-300e_cifar100.py', 'cls', 12),
+    ('detr_r50_8xb2-150e_coco.py', 'det', 0),
+    ('detr_r50_dropkey_8xb2-150e_coco.py', 'det', 18),
+    ('mask-rcnn_plainvit-b_8xb2-1x_coco.py', 'det', 0),
+    ('mask-rcnn_plainvit-b_dropkey_8xb2-1x_coco.py', 'det', 12),
 ]
 
 

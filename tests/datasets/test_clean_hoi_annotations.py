@@ -108,7 +108,7 @@ def test_bad_caps_are_refused(bad):
     ('configs/qpic/qpic_r50_8xb2-150e_hico.py', 100),
     ('configs/qpic/qpic_r50_dropkey_8xb2-150e_hico.py', 100),
     ('configs/qpic/qpic_r50_drloc_8xb2-150e_hico.py', 100),
-    ('configs/qpic/qpic_tiny_hico-mini.py', 10),
+    ('configs/qpic/qpic_r18-w16_1xb4-300iter_hico-mini.py', 10),
 ])
 def test_qpic_training_pipelines_clean_right_after_loading(repo_root, cfg_path, num_queries):
     import mmvitreg  # noqa: F401

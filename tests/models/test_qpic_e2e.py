@@ -27,7 +27,7 @@ from mmvitreg.testing.hico import make_hico_dataset
 from tests._helpers import read_logs, run_main
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-CONFIG = osp.join(ROOT, 'configs', 'qpic', 'qpic_tiny_hico-mini.py')
+CONFIG = osp.join(ROOT, 'configs', 'qpic', 'qpic_r18-w16_1xb4-300iter_hico-mini.py')
 
 
 def _tool(name: str, *args: str, timeout: int = 900) -> str:

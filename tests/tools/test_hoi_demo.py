@@ -10,7 +10,7 @@ import torch
 from mmvitreg.testing import make_hico_dataset
 from tests._helpers import REPO, run_main, run_tool
 
-CONFIG = osp.join(REPO, 'configs', 'qpic', 'qpic_tiny_hico-mini.py')
+CONFIG = osp.join(REPO, 'configs', 'qpic', 'qpic_r18-w16_1xb4-300iter_hico-mini.py')
 
 
 @pytest.fixture(scope='module')

@@ -9,7 +9,7 @@ import sys
 from mmvitreg.testing.hico import make_hico_dataset
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-CONFIG = osp.join(ROOT, 'configs', 'qpic', 'qpic_tiny_hico-mini.py')
+CONFIG = osp.join(ROOT, 'configs', 'qpic', 'qpic_r18-w16_1xb4-300iter_hico-mini.py')
 
 
 def _free_port() -> int:

@@ -8,7 +8,7 @@ from PIL import Image
 from mmvitreg.testing import make_hico_dataset
 from tests._helpers import REPO, load_tool
 
-CONFIG = osp.join(REPO, 'configs', 'qpic', 'qpic_tiny_hico-mini.py')
+CONFIG = osp.join(REPO, 'configs', 'qpic', 'qpic_r18-w16_1xb4-300iter_hico-mini.py')
 
 
 @pytest.fixture(scope='module')

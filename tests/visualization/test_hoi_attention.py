@@ -11,7 +11,7 @@ from mmvitreg.visualization.hoi_attention import (box_attention_share, decoder_q
                                                   memory_grid, triplets_by_query)
 from tests._helpers import REPO
 
-CONFIG = osp.join(REPO, 'configs', 'qpic', 'qpic_tiny_hico-mini.py')
+CONFIG = osp.join(REPO, 'configs', 'qpic', 'qpic_r18-w16_1xb4-300iter_hico-mini.py')
 
 
 @pytest.fixture(scope='module')

@@ -4,7 +4,7 @@
 # The full HICO-DET heads (80 objects, 117 verbs), losses, matching and metric are unchanged.
 #
 # Point it at generated data with (each split has its own data_root):
-#   python tools/train.py configs/qpic/qpic_tiny_hico-mini.py --cfg-options \
+#   python tools/train.py configs/qpic/qpic_r18-w16_1xb4-300iter_hico-mini.py --cfg-options \
 #       train_dataloader.dataset.dataset.data_root=DATA \
 #       val_dataloader.dataset.data_root=DATA test_dataloader.dataset.data_root=DATA
 _base_ = ['./qpic_r50_8xb2-150e_hico.py']

@@ -1,5 +1,5 @@
 # ViT-S/4 on CIFAR-100 with DropKey: ratio 0.1 -> 0 with depth (paper default schedule).
-_base_ = ['./vit-small-p4_32px_cifar100.py']
+_base_ = ['./vit-small-p4_1xb128-300e_cifar100.py']
 
 model = dict(
     backbone=dict(

@@ -2,7 +2,7 @@
 # * the classifier is the Regularized host, so `mc_samples=8` makes `predict` average the softmax
 #   scores of 8 stochastic DropKey passes (Monte-Carlo test-time averaging);
 # * DropKeyScheduleHook switches DropKey off for the last 10 epochs (final plain phase).
-_base_ = ['./vit-small-p4_32px_cifar100.py']
+_base_ = ['./vit-small-p4_1xb128-300e_cifar100.py']
 
 model = dict(
     type='Regularized',
