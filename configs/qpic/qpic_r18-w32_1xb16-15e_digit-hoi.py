@@ -4,7 +4,7 @@
 # table (11 box classes, 6 verbs). Like QPIC's ImageNet-pretrained backbone, the backbone starts
 # from digits://resnet18-w32-s8 (mmvitreg.models.digit_pretrained: a 30 s pretraining on digit
 # crops, made once and cached); the transformer and heads train from scratch.
-#   OMP_NUM_THREADS=1 python tools/train.py configs/qpic/qpic_r18-w32_1xb16-10e_digit-hoi.py
+#   OMP_NUM_THREADS=1 python tools/train.py configs/qpic/qpic_r18-w32_1xb16-15e_digit-hoi.py
 _base_ = ['../_base_/models/qpic_r50.py', '../_base_/datasets/digit_hoi.py']
 custom_imports = dict(imports=['mmvitreg'], allow_failed_imports=False)
 
@@ -30,7 +30,7 @@ model = dict(
     # 8 queries x 6 verbs = 48 triplets per image: all kept, no verb-object mask needed
     test_cfg=dict(max_per_img=100, corre=None))
 
-max_epochs = 10
+max_epochs = 15
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
