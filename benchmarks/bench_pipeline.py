@@ -15,8 +15,10 @@ median of the per-round ratios. Anchors:
 
 ``workers/GPU`` is how many dataloader processes per GPU keep up with ``--step-time`` seconds per
 iteration at the config's batch per GPU (``ceil(ms/sample * batch / step)``), assuming one core
-per worker as fast as this one. Timings are single-process wall times; on a loaded machine run
-more repeats (the ratios are what is comparable across machines).
+per worker as fast as this one. Times are this process's CPU time per sample, single-threaded
+(OpenCV and torch at one thread, as in dataloader workers), the cases interleaved sample by
+sample, so other load on the machine affects the ratios little; the ratios are what carries over
+to other machines.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_pipeline.py            # ~5 min on 2 loaded cores
     OMP_NUM_THREADS=1 python benchmarks/bench_pipeline.py --quick    # ~1 min
@@ -136,12 +138,30 @@ def cls_case(config: str, data: Dict) -> Callable[[int], object]:
     return lambda i: pipeline(dict(img_path=data['paths'][i % len(data['paths'])], gt_label=0))
 
 
+def _clamp_timm_posterize() -> None:
+    """timm's increasing Posterize can ask for 0 bits, which recent Pillow (13) rejects: keep >= 1."""
+    from timm.data import auto_augment as aa
+    orig = aa.posterize
+    if getattr(orig, 'clamped', False):
+        return
+
+    def posterize(img, bits_to_keep, **kwargs):
+        return orig(img, max(bits_to_keep, 1), **kwargs)
+
+    posterize.clamped = True
+    for name, op in list(aa.NAME_TO_OP.items()):
+        if op is orig:
+            aa.NAME_TO_OP[name] = posterize
+    aa.posterize = posterize
+
+
 def timm_case(data: Dict, size: int, cifar: bool,
               cifar_crop: bool = False) -> Callable[[int], object]:
     """timm ``create_transform`` with the official recipe on PIL images (as their loaders)."""
     from PIL import Image
     from timm.data import create_transform
     from torchvision import transforms as T
+    _clamp_timm_posterize()
     tf = create_transform(size, **TIMM_RECIPE)
     if cifar_crop:
         tf.transforms[0] = T.RandomCrop(32, padding=4)
@@ -217,18 +237,25 @@ def build_cases(data: Dict, rows: Sequence[tuple]) -> Dict[str, Callable[[int], 
 
 def measure(cases: Dict[str, Callable[[int], object]], samples: int,
             repeats: int) -> Dict[str, List[float]]:
-    """Seconds per sample of every case, one value per round; cases interleaved in each round."""
+    """CPU seconds per sample of every case, one value per round.
+
+    Cases are interleaved sample by sample (the order rotating), and timed with this process's
+    CPU clock: on a shared machine other processes then inflate neither side of a ratio.
+    """
     times: Dict[str, List[float]] = {k: [] for k in cases}
     for case in cases.values():  # warm-up (imports, caches, lazy init)
         case(0)
     keys = list(cases)
     for rep in range(repeats):
-        order = keys if rep % 2 == 0 else keys[::-1]  # no case always runs first
-        for key in order:
-            start = time.perf_counter()
-            for i in range(samples):
+        total = dict.fromkeys(keys, 0.0)
+        for i in range(samples):
+            shift = (rep * samples + i) % len(keys)  # no case always runs first
+            for key in keys[shift:] + keys[:shift]:
+                start = time.process_time()
                 cases[key](i)
-            times[key].append((time.perf_counter() - start) / samples)
+                total[key] += time.process_time() - start
+        for key in keys:
+            times[key].append(total[key] / samples)
     return times
 
 
@@ -285,6 +312,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
     args = parse_args(argv)
+    cv2.setNumThreads(0)  # as mmengine's runner (env_cfg.mp_cfg.opencv_num_threads=0)
+    torch.set_num_threads(1)  # one core per dataloader worker
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -296,7 +325,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
         times = measure(cases, args.samples or args.images, args.repeats)
     table = make_table(rows, times, args.step_time)
     print(f'{args.images} generated images of {args.size[0]}-{args.size[1]} px, '
-          f'{args.repeats} interleaved rounds, step time {args.step_time} s/iter, '
+          f'{args.repeats} interleaved rounds, CPU ms per sample, step time {args.step_time} s/iter, '
           f'{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}')
     print(format_table(table))
     return table
