@@ -182,7 +182,10 @@ class HICODetDataset(BaseDetDataset):
             of range; ``'skip_image'`` drops such images, as QPIC's training set does (the
             public ``trainval_hico.json`` has a few).
         merge_pairs: merge HOIs per pair (default: ``not test_mode``).
-        filter_cfg: ``dict(filter_empty_gt=True)`` drops training images without pairs.
+        filter_cfg: ``dict(filter_empty_gt=True)`` drops training images without pairs. The
+            default (and the shipped configs, ``filter_empty_gt=False``) keep them, as QPIC's
+            training set (``datasets/hico.py``) does: such an image trains every query as
+            "no interaction" (an empty target, like an image whose pairs a crop removed).
     """
 
     METAINFO = hico_meta().to_metainfo()
