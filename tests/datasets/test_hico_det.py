@@ -164,7 +164,8 @@ def test_non_finite_boxes_are_errors_and_inverted_ones_only_in_test_mode(tmp_pat
                            dict(bbox=[5, 5, 15, 15], category_id=2)]
     for first, message in (([0, float('nan'), 10, 20], 'bbox must be a finite number, got nan'),
                            ([0, 0, float('inf'), 20], 'bbox must be a finite number, got inf'),
-                           ([0, 0, 10, 10**400], 'bbox must be a finite number, got an integer of 401 digits')):
+                           ([0, 0, 10, 10**400],
+                            'bbox must be a finite number, got an integer of 401 digits')):
         path = write_json(tmp_path, [entry(), entry(file_name='b.jpg', annotations=boxes(first))])
         for test_mode in (False, True):
             with pytest.raises(HICOInputError, match=r'entry 1 \(b.jpg\): annotations\[0\] '
