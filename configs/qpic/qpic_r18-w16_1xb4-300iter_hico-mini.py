@@ -55,7 +55,7 @@ train_dataloader = dict(
             data_root=data_root,
             ann_file='annotations/trainval_hico.json',
             data_prefix=dict(img='images/train2015/'),
-            filter_cfg=dict(filter_empty_gt=True),
+            filter_cfg=dict(filter_empty_gt=False),  # as QPIC: images without HOIs train too
             pipeline=train_pipeline)))
 val_dataloader = dict(
     batch_size=4, num_workers=0, persistent_workers=False,

@@ -25,13 +25,14 @@ from mmengine.fileio import exists, get_local_path
 from mmengine.logging import print_log
 
 from mmvitreg.registry import DATASETS
-from .hico_json import read_json_list
+from .hico_json import HICOInputError, read_json_list
 from .hico_meta import HOIClassTable, hico_meta
 
-__all__ = ['HICODetDataset', 'load_hico_json', 'parse_hico_entry', 'HOIIndexError']
+__all__ = ['HICODetDataset', 'load_hico_json', 'parse_hico_entry', 'HOIIndexError',
+           'HICOInputError']
 
 
-class HOIIndexError(ValueError):
+class HOIIndexError(HICOInputError):
     """An HOI whose subject/object index does not point into the image's boxes."""
 
 
@@ -46,12 +47,20 @@ def load_hico_json(path: str, backend_args: Optional[dict] = None,
 
 def _num(value, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f'{where} must be a number, got {value!r}')
-    return float(value)
+        raise HICOInputError(f'{where} must be a number, got {value!r}')
+    try:
+        value = float(value)
+    except OverflowError:  # a JSON integer beyond the float range
+        raise HICOInputError(f'{where} must be a finite number, got an integer of '
+                             f'{len(str(abs(value)))} digits') from None
+    if not np.isfinite(value):
+        raise HICOInputError(f'{where} must be a finite number, got {value!r}')
+    return value
 
 
 def parse_hico_entry(entry, index: int, path: str, prediction: bool = False,
-                     table: Optional[HOIClassTable] = None) -> Dict:
+                     table: Optional[HOIClassTable] = None,
+                     check_box_order: bool = False) -> Dict:
     """Validate one image entry and convert it to arrays.
 
     Returns a dict with ``file_name``; ``bboxes`` (N, 4) float64; ``labels`` (N,) contiguous
@@ -59,17 +68,21 @@ def parse_hico_entry(entry, index: int, path: str, prediction: bool = False,
     ``(subject index, object index, verb 0..V-1)``; ``hoi_ids`` (M,) 0-based HOI class from
     ``hoi_category_id`` (-1 when absent); and for predictions ``scores`` (M,) float64.
 
+    Box coordinates and scores must be finite numbers; with ``check_box_order`` (evaluation
+    input) a box must also have ``x1 <= x2`` and ``y1 <= y2`` (training annotations may hold
+    inverted boxes: ``CleanHOIAnnotations`` drops them, as QPIC does).
+
     Raises:
-        ValueError: naming ``path``, the entry and the offending item; :class:`HOIIndexError`
-            for subject/object indices out of range.
+        HICOInputError: (a ``ValueError``) naming ``path``, the entry and the offending item;
+            :class:`HOIIndexError` for subject/object indices out of range.
     """
     table = table or hico_meta()
     if not isinstance(entry, dict):
-        raise ValueError(f'{path} entry {index} must be a JSON object, got '
+        raise HICOInputError(f'{path} entry {index} must be a JSON object, got '
                          f'{type(entry).__name__}')
     file_name = entry.get('file_name')
     if not isinstance(file_name, str) or not file_name:
-        raise ValueError(f'{path} entry {index} has no "file_name" string')
+        raise HICOInputError(f'{path} entry {index} has no "file_name" string')
     where = f'{path} entry {index} ({file_name})'
     box_key = 'annotations'
     if prediction and 'predictions' in entry:
@@ -78,25 +91,28 @@ def parse_hico_entry(entry, index: int, path: str, prediction: bool = False,
     hoi_key = 'hoi_prediction' if prediction else 'hoi_annotation'
     hois = entry.get(hoi_key, [])
     if not isinstance(boxes, list):
-        raise ValueError(f'{where}: "{box_key}" must be a list')
+        raise HICOInputError(f'{where}: "{box_key}" must be a list')
     if not isinstance(hois, list):
-        raise ValueError(f'{where}: "{hoi_key}" must be a list')
+        raise HICOInputError(f'{where}: "{hoi_key}" must be a list')
 
     bboxes = np.zeros((len(boxes), 4), dtype=np.float64)
     labels = np.zeros(len(boxes), dtype=np.int64)
     for j, box in enumerate(boxes):
         if not isinstance(box, dict) or 'bbox' not in box or 'category_id' not in box:
-            raise ValueError(f'{where}: {box_key}[{j}] needs "bbox" and "category_id"')
+            raise HICOInputError(f'{where}: {box_key}[{j}] needs "bbox" and "category_id"')
         bbox = box['bbox']
         if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
-            raise ValueError(f'{where}: {box_key}[{j}] bbox must be [x1, y1, x2, y2], '
+            raise HICOInputError(f'{where}: {box_key}[{j}] bbox must be [x1, y1, x2, y2], '
                              f'got {bbox!r}')
         bboxes[j] = [_num(v, f'{where}: {box_key}[{j}] bbox') for v in bbox]
+        if check_box_order and (bboxes[j, 2] < bboxes[j, 0] or bboxes[j, 3] < bboxes[j, 1]):
+            raise HICOInputError(f'{where}: {box_key}[{j}] bbox {bbox!r} is inverted (needs '
+                                 'x1 <= x2 and y1 <= y2)')
         cid = box['category_id']
         label = table.category_to_label(cid)[()] if isinstance(cid, int) and \
-            not isinstance(cid, bool) else -1
+            not isinstance(cid, bool) and 0 <= cid <= int(table.category_ids.max()) else -1
         if label < 0:
-            raise ValueError(f'{where}: {box_key}[{j}] has unknown object category_id '
+            raise HICOInputError(f'{where}: {box_key}[{j}] has unknown object category_id '
                              f'{cid!r} (expected one of the {table.num_objects} ids '
                              f'{_id_range(table.category_ids)})')
         labels[j] = label
@@ -107,10 +123,10 @@ def parse_hico_entry(entry, index: int, path: str, prediction: bool = False,
     n_box = len(boxes)
     for k, hoi in enumerate(hois):
         if not isinstance(hoi, dict):
-            raise ValueError(f'{where}: {hoi_key}[{k}] must be a JSON object')
+            raise HICOInputError(f'{where}: {hoi_key}[{k}] must be a JSON object')
         for key in ('subject_id', 'object_id', 'category_id'):
             if key not in hoi:
-                raise ValueError(f'{where}: {hoi_key}[{k}] has no "{key}"')
+                raise HICOInputError(f'{where}: {hoi_key}[{k}] has no "{key}"')
         for key in ('subject_id', 'object_id'):
             value = hoi[key]
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < n_box:
@@ -119,19 +135,19 @@ def parse_hico_entry(entry, index: int, path: str, prediction: bool = False,
         verb = hoi['category_id']
         if isinstance(verb, bool) or not isinstance(verb, int) or \
                 not 1 <= verb <= table.num_verbs:
-            raise ValueError(f'{where}: {hoi_key}[{k}] has verb category_id {verb!r} outside '
+            raise HICOInputError(f'{where}: {hoi_key}[{k}] has verb category_id {verb!r} outside '
                              f'1..{table.num_verbs}')
         rows[k] = (hoi['subject_id'], hoi['object_id'], verb - 1)
         if 'hoi_category_id' in hoi:
             hid = hoi['hoi_category_id']
             if isinstance(hid, bool) or not isinstance(hid, int) or \
                     not 1 <= hid <= table.num_hoi_classes:
-                raise ValueError(f'{where}: {hoi_key}[{k}] has hoi_category_id {hid!r} '
+                raise HICOInputError(f'{where}: {hoi_key}[{k}] has hoi_category_id {hid!r} '
                                  f'outside 1..{table.num_hoi_classes}')
             hoi_ids[k] = hid - 1
         if prediction:
             if 'score' not in hoi:
-                raise ValueError(f'{where}: {hoi_key}[{k}] has no "score"')
+                raise HICOInputError(f'{where}: {hoi_key}[{k}] has no "score"')
             scores[k] = _num(hoi['score'], f'{where}: {hoi_key}[{k}] score')
     out = dict(file_name=file_name, bboxes=bboxes, labels=labels, hois=rows, hoi_ids=hoi_ids)
     if prediction:
@@ -182,7 +198,10 @@ class HICODetDataset(BaseDetDataset):
             of range; ``'skip_image'`` drops such images, as QPIC's training set does (the
             public ``trainval_hico.json`` has a few).
         merge_pairs: merge HOIs per pair (default: ``not test_mode``).
-        filter_cfg: ``dict(filter_empty_gt=True)`` drops training images without pairs.
+        filter_cfg: ``dict(filter_empty_gt=True)`` drops training images without pairs. The
+            default (and the shipped configs, ``filter_empty_gt=False``) keep them, as QPIC's
+            training set (``datasets/hico.py``) does: such an image trains every query as
+            "no interaction" (an empty target, like an image whose pairs a crop removed).
     """
 
     METAINFO = hico_meta().to_metainfo()
@@ -218,7 +237,8 @@ class HICODetDataset(BaseDetDataset):
         data_list, skipped = [], 0
         for idx, entry in enumerate(entries):
             try:
-                parsed = parse_hico_entry(entry, idx, self.ann_file, table=table)
+                parsed = parse_hico_entry(entry, idx, self.ann_file, table=table,
+                                          check_box_order=self.test_mode)
             except HOIIndexError:
                 if self.invalid_hoi == 'error':
                     raise

@@ -6,7 +6,12 @@ import json
 import os.path as osp
 from typing import Optional
 
-__all__ = ['read_json_list']
+__all__ = ['read_json_list', 'HICOInputError']
+
+
+class HICOInputError(ValueError):
+    """A malformed value in a HICO-DET annotation or prediction file (or in the arrays of an
+    evaluation): the message names the file or image and the offending field."""
 
 
 def read_json_list(local_path: str, what: str, path: Optional[str] = None) -> list:

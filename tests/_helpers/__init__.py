@@ -85,3 +85,17 @@ def read_logs(work_dir: str) -> str:
         with open(path) as f:
             text.append(f.read())
     return '\n'.join(text)
+
+
+def empty_some_hico_train_images(root: str) -> None:
+    """In a generated HICO-DET train split (>= 3 images): entry 1 keeps its boxes without
+    HOIs, entry 2 has neither boxes nor HOIs."""
+    import json
+    path = osp.join(root, 'annotations', 'trainval_hico.json')
+    with open(path) as f:
+        entries = json.load(f)
+    entries[1]['hoi_annotation'] = []
+    entries[2]['annotations'] = []
+    entries[2]['hoi_annotation'] = []
+    with open(path, 'w') as f:
+        json.dump(entries, f)

@@ -153,3 +153,30 @@ def test_skip_image_policy_drops_images_with_bad_indices(tmp_path):
     assert len(ds) == 1 and ds.get_data_info(0)['file_name'] == 'a.jpg'
     with pytest.raises(ValueError, match="invalid_hoi must be 'error' or 'skip_image'"):
         build(str(tmp_path), ann=path, invalid_hoi='drop')
+
+
+def test_non_finite_boxes_are_errors_and_inverted_ones_only_in_test_mode(tmp_path):
+    """NaN/Inf/huge coordinates and huge category ids are one HICOInputError (a ValueError)
+    naming the entry and field; an inverted box is an error for test-mode GT (it feeds the
+    metric) but stays in training, where CleanHOIAnnotations drops it as QPIC does."""
+    from mmvitreg.datasets import HICOInputError
+    boxes = lambda first: [dict(bbox=first, category_id=1),  # noqa: E731
+                           dict(bbox=[5, 5, 15, 15], category_id=2)]
+    for first, message in (([0, float('nan'), 10, 20], 'bbox must be a finite number, got nan'),
+                           ([0, 0, float('inf'), 20], 'bbox must be a finite number, got inf'),
+                           ([0, 0, 10, 10**400],
+                            'bbox must be a finite number, got an integer of 401 digits')):
+        path = write_json(tmp_path, [entry(), entry(file_name='b.jpg', annotations=boxes(first))])
+        for test_mode in (False, True):
+            with pytest.raises(HICOInputError, match=r'entry 1 \(b.jpg\): annotations\[0\] '
+                                                     + message):
+                build(str(tmp_path), ann=path, test_mode=test_mode)
+    huge = entry(annotations=[dict(bbox=[0, 0, 10, 20], category_id=10**30),
+                              dict(bbox=[5, 5, 15, 15], category_id=2)])
+    with pytest.raises(HICOInputError, match='unknown object category_id 1000000000000'):
+        build(str(tmp_path), ann=write_json(tmp_path, [huge]))
+    path = write_json(tmp_path, [entry(annotations=boxes([10, 0, 0, 20]))])
+    assert len(build(str(tmp_path), ann=path)) == 1
+    with pytest.raises(HICOInputError, match=r'annotations\[0\] bbox \[10, 0, 0, 20\] is '
+                                             'inverted'):
+        build(str(tmp_path), ann=path, test_mode=True)

@@ -119,3 +119,31 @@ def test_config_pipelines_on_generated_data(tmp_path, repo_root):
                 _, h, w = out['inputs'].shape
                 assert min(h, w) >= 384 or max(h, w) == 1333
     assert 'hoi_gt' in sample.metainfo and sample.metainfo['scale_factor'][0] > 1
+
+
+def test_base_config_keeps_images_without_hois_and_its_pipeline_runs_on_them(tmp_path,
+                                                                             repo_root):
+    """As QPIC's training set: images without HOIs (with or without boxes) are kept; the
+    pair-aware training pipeline (clean, flip, jitter, resize/crop) gives them empty targets."""
+    import mmvitreg  # noqa: F401
+    from mmdet.registry import DATASETS
+
+    from tests._helpers import empty_some_hico_train_images
+    root = str(tmp_path)
+    make_hico_dataset(root, num_train=4, num_test=1, seed=3)
+    empty_some_hico_train_images(root)
+    cfg = Config.fromfile(f'{repo_root}/configs/_base_/datasets/hico_det.py')
+    cfg.train_dataloader.dataset.data_root = root
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        ds = DATASETS.build(cfg.train_dataloader.dataset)
+        assert len(ds) == 4
+        np.random.seed(0)
+        for _ in range(6):  # both RandomChoice branches (the crop one included)
+            for i in (1, 2):
+                sample = ds[i]['data_samples']
+                assert len(sample.gt_hoi.sub_ids) == 0
+                assert tuple(sample.gt_hoi.verb_labels.shape) == (0, 117)
+            assert len(ds[2]['data_samples'].gt_instances) == 0
+        # the option to drop them still works
+        cfg.train_dataloader.dataset.filter_cfg = dict(filter_empty_gt=True)
+        assert len(DATASETS.build(cfg.train_dataloader.dataset)) == 2

@@ -149,3 +149,96 @@ def test_file_level_errors(tmp_path):
     path.write_text('[{"file_name": "a.jpg",')
     with pytest.raises(ValueError, match='is not valid JSON'):
         read_hico_file(str(path))
+
+
+def _set_box(entry, key, coord, value):
+    entry[key][0]['bbox'][coord] = value
+
+
+def _invert(entry, key):
+    box = entry[key][0]['bbox']
+    box[0], box[2] = box[2] + 1, box[0]
+
+
+# (name, edit of an entry, message); the key is 'predictions' or 'annotations'
+BAD_VALUES = [
+    ('nan-box', lambda e, k: _set_box(e, k, 2, float('nan')),
+     '[0] bbox must be a finite number, got nan'),
+    ('inf-box', lambda e, k: _set_box(e, k, 1, float('-inf')),
+     '[0] bbox must be a finite number, got -inf'),
+    ('huge-int-box', lambda e, k: _set_box(e, k, 3, 10**400),
+     '[0] bbox must be a finite number, got an integer of 401 digits'),
+    ('inverted-box', _invert, '[0] bbox ['),
+    ('huge-category', lambda e, k: e[k][0].update(category_id=10**30),
+     f'[0] has unknown object category_id {10**30}'),
+    ('negative-category', lambda e, k: e[k][0].update(category_id=-2**70),
+     f'[0] has unknown object category_id {-2**70}'),
+]
+BAD_SCORES = [
+    ('nan-score', float('nan'), 'hoi_prediction[0] score must be a finite number, got nan'),
+    ('inf-score', float('inf'), 'hoi_prediction[0] score must be a finite number, got inf'),
+    ('huge-int-score', 10**400, 'hoi_prediction[0] score must be a finite number, got an '
+                                'integer of 401 digits'),
+]
+
+
+def _entry_with_pairs(entries):
+    return json.loads(json.dumps([e for e in entries if e.get('hoi_prediction', e.get(
+        'hoi_annotation')) and e.get('predictions', e.get('annotations'))][0]))
+
+
+@pytest.mark.parametrize('name, edit, message', BAD_VALUES, ids=[c[0] for c in BAD_VALUES])
+@pytest.mark.parametrize('prediction', [True, False], ids=['pred', 'gt'])
+def test_non_finite_inverted_and_out_of_range_values_name_image_and_field(
+        files, tmp_path, name, edit, message, prediction):
+    from mmvitreg.datasets.hico_json import HICOInputError
+    ann_path, _, preds = files
+    entries = preds if prediction else json.load(open(ann_path))
+    entry = _entry_with_pairs(entries)
+    key = 'predictions' if 'predictions' in entry else 'annotations'
+    edit(entry, key)
+    path = write(tmp_path, [entry])  # json writes NaN / Infinity tokens, as Python reads them
+    with pytest.raises(HICOInputError) as exc:
+        read_hico_file(path, prediction=prediction)
+    text = str(exc.value)
+    assert isinstance(exc.value, ValueError) and len(text.splitlines()) == 1
+    assert f'{path} entry 0 ({entry["file_name"]}): {key}{message}' in text, text
+    if name == 'inverted-box':
+        assert 'is inverted (needs x1 <= x2 and y1 <= y2)' in text
+
+
+@pytest.mark.parametrize('name, score, message', BAD_SCORES, ids=[c[0] for c in BAD_SCORES])
+def test_non_finite_scores_name_image_and_field(files, tmp_path, name, score, message):
+    from mmvitreg.datasets.hico_json import HICOInputError
+    _, _, preds = files
+    entry = _entry_with_pairs(preds)
+    entry['hoi_prediction'][0]['score'] = score
+    path = write(tmp_path, [entry])
+    with pytest.raises(HICOInputError) as exc:
+        read_hico_file(path, prediction=True)
+    assert f'{path} entry 0 ({entry["file_name"]}): {message}' in str(exc.value)
+
+
+@pytest.mark.parametrize('prediction', [True, False], ids=['pred', 'gt'])
+def test_huge_verb_and_object_ids_are_errors_not_overflows(files, tmp_path, prediction):
+    from mmvitreg.datasets.hico_json import HICOInputError
+    ann_path, _, preds = files
+    key = 'hoi_prediction' if prediction else 'hoi_annotation'
+    for field, value, message in (('category_id', 10**30, 'verb category_id'),
+                                  ('object_id', 10**30, 'object_id'),
+                                  ('hoi_category_id', -10**30, 'hoi_category_id')):
+        entry = _entry_with_pairs(preds if prediction else json.load(open(ann_path)))
+        entry[key][0][field] = value
+        path = write(tmp_path, [entry])
+        with pytest.raises(HICOInputError) as exc:
+            read_hico_file(path, prediction=prediction)
+        assert f'{key}[0] has {message} {value}' in str(exc.value)
+
+
+def test_zero_width_boxes_are_valid(files, tmp_path):
+    ann_path, _, _ = files
+    entry = _entry_with_pairs(json.load(open(ann_path)))
+    box = entry['annotations'][0]['bbox']
+    box[2], box[3] = box[0], box[1]
+    assert read_hico_file(write(tmp_path, [entry])).boxes[0].tolist() == \
+        [box[0], box[1], box[0], box[1]]

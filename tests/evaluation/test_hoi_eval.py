@@ -176,6 +176,47 @@ def test_input_validation_messages():
         HOIGroundTruth(img=[0], cls=[0], sub=[[0, 0, 1]], obj=[BOX_O], num_images=1)
 
 
+@pytest.mark.parametrize('case, message', [
+    ('det_nan_score', "detected score nan of image 1 (b.jpg) is not finite"),
+    ('det_inf_score', "detected score inf of image 1 (b.jpg) is not finite"),
+    ('det_nan_box', "detected object box [20.0, 0.0, nan, 9.0] of image 1 (b.jpg) is not "
+                    "finite"),
+    ('det_inverted_box', "detected subject box [9.0, 0.0, 0.0, 19.0] of image 1 (b.jpg) is "
+                         "inverted (needs x1 <= x2 and y1 <= y2)"),
+    ('gt_nan_box', "GT subject box [0.0, nan, 9.0, 19.0] of image 1 (b.jpg) is not finite"),
+    ('gt_inverted_box', "GT object box [20.0, 9.0, 29.0, 0.0] of image 1 (b.jpg) is inverted"),
+])
+def test_non_finite_or_inverted_inputs_name_the_image_and_field(case, message):
+    """Before: a NaN score ranked first (mAP 1.00 with a NaN detection), NaN/inverted boxes
+    silently never matched (mAP 0.88); now one error naming the image and the field."""
+    from mmvitreg.datasets.hico_json import HICOInputError
+    good_gt = [(0, 0, BOX_H, BOX_O), (1, 0, BOX_H, BOX_O)]
+    good_det = [(0, 0, BOX_H, BOX_O, 0.9), (1, 0, BOX_H, BOX_O, 0.8)]
+    bad_sub, bad_obj = [9, 0, 0, 19], [20, 0, float('nan'), 9]
+    g_rows, d_rows = list(good_gt), list(good_det)
+    if case == 'det_nan_score':
+        d_rows[1] = (1, 0, BOX_H, BOX_O, float('nan'))
+    elif case == 'det_inf_score':
+        d_rows[1] = (1, 0, BOX_H, BOX_O, float('inf'))
+    elif case == 'det_nan_box':
+        d_rows[1] = (1, 0, BOX_H, bad_obj, 0.8)
+    elif case == 'det_inverted_box':
+        d_rows[1] = (1, 0, bad_sub, BOX_O, 0.8)
+    elif case == 'gt_nan_box':
+        g_rows[1] = (1, 0, [0, float('nan'), 9, 19], BOX_O)
+    else:
+        g_rows[1] = (1, 0, BOX_H, [20, 9, 29, 0])
+    assert evaluate_hoi(gt(good_gt, 2), dets(good_det), [0], [False],
+                        known_object=False).summary['mAP'] == pytest.approx(1.0)
+    for mode in ('official', 'qpic'):
+        with pytest.raises(HICOInputError) as exc:
+            evaluate_hoi(gt(g_rows, 2), dets(d_rows), [0], [False], mode=mode,
+                         image_names=['a.jpg', 'b.jpg'])
+        assert isinstance(exc.value, ValueError) and message in str(exc.value)
+    with pytest.raises(HICOInputError, match='of image 1 is'):  # without names: the index
+        evaluate_hoi(gt(g_rows, 2), dets(d_rows), [0], [False])
+
+
 # ----------------------------------------------------------------------------- reference
 def _reference_voc_bboxpair(d_img, d_sub, d_obj, d_score, gt_by_img, npos):
     """Literal per-detection loop of VOCevaldet_bboxpair.m for one class (exact 11-point)."""

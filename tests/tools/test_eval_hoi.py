@@ -133,3 +133,60 @@ def test_fresh_process_imports_no_toolbox_and_matches_the_metric(files):
     result = evaluate_hoi(gt_from_images(gts)[0], dets_from_triplets(dets), meta.hoi_object,
                           meta.rare)
     assert format_summary(result.summary, 'HICO-DET (official)') in res.stdout
+
+
+def _first_with_pairs(entries):
+    return next(i for i, e in enumerate(entries)
+                if e.get('hoi_prediction', e.get('hoi_annotation')))
+
+
+def _bad(kind, entry, box_key, hoi_key):
+    box = entry[box_key][0]['bbox']
+    if kind == 'nan-score':
+        entry[hoi_key][0]['score'] = float('nan')
+    elif kind == 'inf-score':
+        entry[hoi_key][0]['score'] = float('inf')
+    elif kind == 'nan-box':
+        box[0] = float('nan')
+    elif kind == 'inverted-box':
+        box[1], box[3] = box[3] + 1, box[1]
+    elif kind == 'huge-category':
+        entry[box_key][0]['category_id'] = 10**30
+    elif kind == 'huge-verb':
+        entry[hoi_key][0]['category_id'] = 10**30
+
+
+EXPECTED = {
+    'nan-score': 'hoi_prediction[0] score must be a finite number, got nan',
+    'inf-score': 'hoi_prediction[0] score must be a finite number, got inf',
+    'nan-box': '[0] bbox must be a finite number, got nan',
+    'inverted-box': 'is inverted (needs x1 <= x2 and y1 <= y2)',
+    'huge-category': f'[0] has unknown object category_id {10**30}',
+    'huge-verb': f'[0] has verb category_id {10**30} outside 1..117',
+}
+CASES = [(k, True) for k in EXPECTED] + [(k, False) for k in EXPECTED if 'score' not in k]
+
+
+@pytest.mark.parametrize('kind, in_pred', CASES,
+                         ids=[f'{k}-{"pred" if p else "gt"}' for k, p in CASES])
+def test_bad_numbers_and_ids_are_one_line_errors_naming_image_and_field(
+        files, capsys, tmp_path, kind, in_pred):
+    """Before: NaN/Inf scores printed mAP 100.00, NaN or inverted boxes 88.xx, a huge
+    category_id an OverflowError traceback."""
+    _, ann, pred, preds = files
+    entries = json.loads(json.dumps(preds if in_pred else json.load(open(ann))))
+    idx = _first_with_pairs(entries)
+    entry = entries[idx]
+    box_key = 'predictions' if in_pred else 'annotations'
+    _bad(kind, entry, box_key, 'hoi_prediction' if in_pred else 'hoi_annotation')
+    path = tmp_path / ('pred.json' if in_pred else 'ann.json')
+    path.write_text(json.dumps(entries))
+    argv = ['--ann', ann, '--pred', str(path)] if in_pred else ['--ann', str(path), '--pred', pred]
+    with pytest.raises(SystemExit) as exc:
+        run(capsys, *argv)
+    assert exc.value.code == 1
+    out = capsys.readouterr()
+    err = out.err.strip()
+    assert len(err.splitlines()) == 1 and 'mAP' not in out.out
+    assert err.startswith('error: HICOInputError: ')
+    assert f'{path} entry {idx} ({entry["file_name"]}): ' in err and EXPECTED[kind] in err, err

@@ -117,7 +117,8 @@ def main(argv=None) -> int:
         result = hoi_eval.evaluate_hoi(gt, dets, meta.hoi_object, meta.rare, mode=args.mode,
                                        ap_method=args.ap_method,
                                        max_per_image=args.max_per_image,
-                                       classes_without_gt=args.classes_without_gt)
+                                       classes_without_gt=args.classes_without_gt,
+                                       image_names=list(names))
         print(f'{gt.num_images} images, {len(gt.cls)} GT pairs of '
               f'{int((result.npos > 0).sum())} classes, {len(dets.score)} predicted triplets, '
               f'mode={args.mode}')

@@ -61,7 +61,9 @@ train_dataloader = dict(
         ann_file='annotations/trainval_hico.json',
         data_prefix=dict(img='images/train2015/'),
         invalid_hoi='skip_image',  # as QPIC: the public trainval json has a few broken entries
-        filter_cfg=dict(filter_empty_gt=True),
+        # as QPIC (datasets/hico.py): images without HOIs (or whose pairs the crop removes)
+        # stay in training, all queries then learn "no interaction"; True would drop them
+        filter_cfg=dict(filter_empty_gt=False),
         pipeline=train_pipeline,
         backend_args=backend_args))
 val_dataloader = dict(

@@ -175,6 +175,9 @@ def _flatten(entries: list, path: str, prediction: bool, table: HOIClassTable) -
     except (KeyError, TypeError, AttributeError):  # not dicts, or a key missing
         raise _Reject from None
     bbox = _numbers(bbox, (len(boxes), 4))
+    if not np.isfinite(bbox).all() or (bbox[:, 2] < bbox[:, 0]).any() or \
+            (bbox[:, 3] < bbox[:, 1]).any():  # non-finite or inverted boxes
+        raise _Reject
     labels = table.category_to_label(_ints(cat))
     verb, sub, obj, hoi_cls = _ints(verb), _ints(sub), _ints(obj), _ints(hoi_cls)
     box_count = np.repeat(n_boxes, n_hois)
@@ -187,6 +190,8 @@ def _flatten(entries: list, path: str, prediction: bool, table: HOIClassTable) -
     rows = np.stack([sub + offset, obj + offset, verb - 1], axis=1) if len(hois) else \
         np.zeros((0, 3), dtype=np.int64)
     scores = _numbers(score, (len(hois),)) if prediction else None
+    if prediction and not np.isfinite(scores).all():
+        raise _Reject
     return HICOFile(path=path, file_names=names, boxes=bbox, labels=labels, n_boxes=n_boxes,
                     hois=rows.astype(np.int64, copy=False), n_hois=n_hois, scores=scores,
                     table=table)
@@ -196,7 +201,8 @@ def _explain(entries: list, path: str, prediction: bool, table: HOIClassTable) -
     """Re-read entry by entry to raise the precise error of the first bad one."""
     from mmvitreg.datasets.hico_det import parse_hico_entry  # heavy; only on bad input
     for index, entry in enumerate(entries):
-        parse_hico_entry(entry, index, path, prediction=prediction, table=table)
+        parse_hico_entry(entry, index, path, prediction=prediction, table=table,
+                         check_box_order=True)
 
 
 def read_hico_file(path: str, prediction: bool = False, what: Optional[str] = None,
@@ -207,10 +213,14 @@ def read_hico_file(path: str, prediction: bool = False, what: Optional[str] = No
     instead is an error naming the expected key); their boxes are read from ``predictions``,
     or from ``annotations`` when there is no ``predictions`` key.
 
+    Box coordinates and scores must be finite, boxes not inverted (``x1 <= x2``,
+    ``y1 <= y2``), object and verb ids those of the class table.
+
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: not a JSON list, or an entry that ``parse_hico_entry`` rejects (same
-            message, naming the file, the entry and the item).
+        ValueError: not a JSON list; :class:`~mmvitreg.datasets.hico_json.HICOInputError` (a
+            ``ValueError``) for an entry that ``parse_hico_entry`` rejects (same message,
+            naming the file, the entry and the item).
     """
     what = what or ('prediction file' if prediction else 'HICO-DET annotation file')
     table = table or hico_meta()

@@ -56,6 +56,8 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
+from mmvitreg.datasets.hico_json import HICOInputError
+
 __all__ = ['HOIGroundTruth', 'HOIDetections', 'HOIEvalResult', 'pair_iou', 'match_detections',
            'average_precision', 'topk_per_image', 'evaluate_hoi', 'EVAL_MODES', 'AP_METHODS']
 
@@ -320,11 +322,32 @@ def _mean(values: np.ndarray, mask: np.ndarray) -> float:
     return float(values[mask].mean()) if mask.any() else float('nan')
 
 
+def _check_values(what: str, img: np.ndarray, boxes: Dict[str, np.ndarray],
+                  score: Optional[np.ndarray], image_names: Optional[Sequence]) -> None:
+    """Finite, non-inverted boxes and finite scores, or an error naming image and field."""
+    def image(row: int) -> str:
+        idx = int(img[row])
+        name = image_names[idx] if image_names is not None and idx < len(image_names) else None
+        return f'image {idx}' + (f' ({name})' if name is not None else '')
+
+    for field_name, arr in boxes.items():
+        bad = ~np.isfinite(arr).all(axis=1) | (arr[:, 2] < arr[:, 0]) | (arr[:, 3] < arr[:, 1])
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            kind = 'is not finite' if not np.isfinite(arr[row]).all() else \
+                'is inverted (needs x1 <= x2 and y1 <= y2)'
+            raise HICOInputError(f'{what} {field_name} box {arr[row].tolist()} of {image(row)} '
+                                 f'{kind}')
+    if score is not None and not np.isfinite(score).all():
+        row = int(np.flatnonzero(~np.isfinite(score))[0])
+        raise HICOInputError(f'{what} score {score[row]} of {image(row)} is not finite')
+
+
 def evaluate_hoi(gt: HOIGroundTruth, dets: HOIDetections, hoi_object: Sequence[int],
                  rare: Sequence[bool], mode: str = 'official', ap_method: Optional[str] = None,
                  known_object: bool = True, max_per_image: Optional[int] = None,
-                 iou_thr: float = 0.5, classes_without_gt: Optional[str] = None
-                 ) -> HOIEvalResult:
+                 iou_thr: float = 0.5, classes_without_gt: Optional[str] = None,
+                 image_names: Optional[Sequence] = None) -> HOIEvalResult:
     """Evaluate detected HOI triplets against GT pairs (see the module docstring).
 
     Args:
@@ -341,6 +364,12 @@ def evaluate_hoi(gt: HOIGroundTruth, dets: HOIDetections, hoi_object: Sequence[i
         iou_thr: minimum min(IoU_h, IoU_o) of a TP.
         classes_without_gt: ``'zero'`` (AP 0, counted in the means: official) or ``'ignore'``
             (left out of the means: QPIC); the default follows ``mode``.
+        image_names: optional name of each image index, used in error messages.
+
+    Raises:
+        HICOInputError: (a ``ValueError``) a non-finite or inverted box, or a non-finite
+            score, naming the image and the field (NaN scores would otherwise rank first and
+            NaN boxes silently never match).
     """
     if mode not in EVAL_MODES:
         raise ValueError(f'HOI evaluation mode must be one of {EVAL_MODES}, got {mode!r}')
@@ -366,6 +395,9 @@ def evaluate_hoi(gt: HOIGroundTruth, dets: HOIDetections, hoi_object: Sequence[i
     if len(dets.img) and (dets.img.min() < 0 or dets.img.max() >= gt.num_images):
         raise ValueError(f'detection image indices must be in [0, {gt.num_images}), got '
                          f'[{dets.img.min()}, {dets.img.max()}]')
+    _check_values('GT', gt.img, dict(subject=gt.sub, object=gt.obj), None, image_names)
+    _check_values('detected', dets.img, dict(subject=dets.sub, object=dets.obj), dets.score,
+                  image_names)
 
     if max_per_image is None and mode == 'qpic':
         max_per_image = QPIC_MAX_PER_IMAGE

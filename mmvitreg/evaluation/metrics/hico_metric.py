@@ -156,7 +156,9 @@ class HICODetMetric(BaseMetric):
         result = evaluate_hoi(gt, dets, meta.hoi_object, meta.rare, mode=self.mode,
                               ap_method=self.ap_method, known_object=self.known_object,
                               max_per_image=self.max_per_image, iou_thr=self.iou_thr,
-                              classes_without_gt=self.classes_without_gt)
+                              classes_without_gt=self.classes_without_gt,
+                              image_names=[r['file_name'] if r['file_name'] is not None
+                                           else r['img_id'] for r in unique])
         self.last_result = result
         name = 'HICO-DET' if meta is hico_meta() else f'HOI, {meta.num_hoi_classes} classes'
         print_log('\n' + format_summary(result.summary, f'{name} ({self.mode})'),
