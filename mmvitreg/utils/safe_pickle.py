@@ -12,6 +12,7 @@ import os.path as osp
 import pickle
 from typing import Any, Dict, Optional
 
+import numpy as np
 import torch
 
 from .checkpoint import TRUST_ENV, UntrustedCheckpointError, _plain_globals, is_trusted
@@ -22,10 +23,28 @@ def _tensor_from_bytes(data: bytes) -> Any:
     return torch.load(io.BytesIO(data), weights_only=True)
 
 
+def _latin1_encode(text: str, encoding: str = 'latin1') -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles use it for bytes (numpy arrays): latin-1 only."""
+    if encoding not in ('latin1', 'latin-1') or not isinstance(text, str):
+        raise pickle.UnpicklingError(f'_codecs.encode with encoding {encoding!r} is not allowed')
+    return text.encode('latin-1')
+
+
+def _numpy_frombuffer(buf: Any, dtype: Any, shape: tuple, order: str) -> np.ndarray:
+    """numpy's protocol-5 array reconstruction, numeric dtypes only (no object memory)."""
+    dtype = np.dtype(dtype)
+    if dtype.hasobject:
+        raise pickle.UnpicklingError(f'numpy array of dtype {dtype} is not allowed')
+    return np.frombuffer(buf, dtype=dtype).reshape(shape, order=order).copy()
+
+
 def _allowed() -> Dict[str, Any]:
     allowed = {name: obj for obj, name in _plain_globals()}
     allowed.update({
         'torch.storage._load_from_bytes': _tensor_from_bytes,
+        '_codecs.encode': _latin1_encode,
+        'numpy._core.numeric._frombuffer': _numpy_frombuffer,
+        'numpy.core.numeric._frombuffer': _numpy_frombuffer,
         'torch._utils._rebuild_tensor_v2': torch._utils._rebuild_tensor_v2,
         'collections.OrderedDict': collections.OrderedDict,
         'builtins.set': set, 'builtins.frozenset': frozenset, 'builtins.slice': slice,

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -37,10 +38,13 @@ def _run(*args):
     return subprocess.run([sys.executable, TOOL, *args], capture_output=True, text=True, env=env)
 
 
-def test_dump_converts(tmp_path):
+@pytest.mark.parametrize('protocol', [2, 4, 5])
+def test_dump_converts(tmp_path, protocol):
+    # protocol 2 is what mmengine's dump (tools/test.py --out) writes: numpy arrays pickle their
+    # bytes through _codecs.encode(text, 'latin1'); protocol 5 through numpy's _frombuffer
     pkl, out = str(tmp_path / 'p.pkl'), str(tmp_path / 'p.json')
     with open(pkl, 'wb') as f:
-        pickle.dump([_record()], f)
+        pickle.dump([_record()], f, protocol=protocol)
     res = _run(pkl, out)
     assert res.returncode == 0, res.stderr
     entry = json.load(open(out))[0]
@@ -56,3 +60,18 @@ def test_crafted_pickle_is_refused_without_running_code(tmp_path):
     assert res.returncode != 0
     assert 'refusing to unpickle' in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert not marker.exists() and not osp.exists(out)
+
+
+class _OtherCodec:
+    def __reduce__(self):
+        import _codecs
+        return _codecs.encode, ('x', 'rot13')
+
+
+def test_codecs_other_than_latin1_are_refused(tmp_path):
+    pkl, out = str(tmp_path / 'p.pkl'), str(tmp_path / 'p.json')
+    with open(pkl, 'wb') as f:
+        pickle.dump([_record(x=_OtherCodec())], f, protocol=2)
+    res = _run(pkl, out)
+    assert res.returncode != 0 and 'rot13' in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
