@@ -1,7 +1,8 @@
 """Regularizer benchmark: run a preset's variants x seeds (or a suite of presets across tasks),
-``--jobs`` at once, and report paired statistics (CIs, raw and Holm-adjusted p-values, probability of improvement),
-tables and plots. Entry points: ``python -m mmvitreg.benchmark`` and
-``tools/benchmark_regularizers.py``; presets and suites: ``configs/benchmark``.
+``--jobs`` at once, and report paired statistics (CIs, raw and Holm-adjusted p-values,
+probability of improvement, IQM, minimum detectable effect), tables and plots. Entry points:
+``python -m mmvitreg.benchmark`` and ``tools/benchmark_regularizers.py``; presets and suites:
+``configs/benchmark``.
 
 Each run is a ``python -m mmvitreg.benchmark.worker`` process, so everything works from an
 installed package. Not imported by ``import mmvitreg`` (matplotlib is needed for the plots only).
