@@ -6,11 +6,14 @@ A *run result* is a dict as written to ``RUN/result.json`` by the runner::
          wall_s=63.1, peak_rss_mb=812.0, peak_cuda_mb=None, error='', work_dir='...')
 
 :func:`summarize` gives one row per variant with, for every metric ``m``: ``m/n``, ``m/mean``,
-``m/std``, ``m/ci_low``, ``m/ci_high`` (t-based 95 % CI of the mean) and, against the variant's
-baseline, the *paired* statistics of :mod:`.stats`: ``m/n_pairs``, ``m/delta`` (mean paired
-difference), ``m/delta_ci_low``, ``m/delta_ci_high``, ``m/p_value`` (paired t-test),
-``m/prob_improvement``, ``m/significant``, ``m/sig`` (``*``, ``**``, ``n.s.``) and
-``m/rel_gain_pct`` (100 * delta / |baseline mean over the same seeds|). Plus mean wall time,
+``m/std``, ``m/ci_low``, ``m/ci_high`` (t-based 95 % CI of the mean), ``m/iqm`` (interquartile
+mean) and, against the variant's baseline, the statistics of :mod:`.stats`: ``m/n_pairs``,
+``m/delta`` (mean paired difference), ``m/delta_ci_low``, ``m/delta_ci_high``, ``m/p_value``
+(raw two-sided p) with ``m/test`` (``t`` or ``exact``: which test gave it), ``m/p_holm`` (Holm's
+adjustment over the table's comparisons of ``m``), ``m/prob_improvement`` (pairwise, over all
+runs) with ``m/pi_ci_low``/``m/pi_ci_high``, ``m/significant`` (``p_holm < alpha``), ``m/sig``
+(``*``, ``**``, ``n.s.``, from ``p_holm``), ``m/mde`` (minimum detectable effect at ``n_pairs``)
+and ``m/rel_gain_pct`` (100 * delta / |baseline mean over the same seeds|). Plus mean wall time,
 the largest peak memory and the errors of failed runs. The CSV and JSON carry the same numbers
 as the markdown table.
 """
@@ -22,11 +25,13 @@ from typing import Dict, Iterable, List, Optional, Sequence
 from . import stats
 
 __all__ = ['summarize', 'summary_columns', 'run_columns', 'to_csv', 'to_markdown',
-           'format_mean_std', 'stats_note']
+           'format_mean_std', 'stats_note', 'mde_note']
 
 NAN = float('nan')
-_PAIRED = ('n_pairs', 'delta', 'delta_ci_low', 'delta_ci_high', 'p_value', 'prob_improvement',
-           'significant', 'sig', 'rel_gain_pct')
+_PAIRED = ('n_pairs', 'delta', 'delta_ci_low', 'delta_ci_high', 'p_value', 'test', 'p_holm',
+           'prob_improvement', 'pi_ci_low', 'pi_ci_high', 'significant', 'sig', 'mde',
+           'rel_gain_pct')
+_DESCRIBE = ('n', 'mean', 'std', 'ci_low', 'ci_high', 'iqm')
 
 
 def _finite(x) -> bool:
@@ -76,7 +81,7 @@ def summarize(results: Iterable[dict], variants: Sequence[str], metrics: Sequenc
         for m in metrics:
             for key in _PAIRED:
                 row[f'{m}/{key}'] = NAN
-            row[f'{m}/sig'] = ''
+            row[f'{m}/sig'] = row[f'{m}/test'] = ''
             row[f'{m}/significant'] = False
             if not row['baseline'] or row['baseline'] == row['variant']:
                 continue
@@ -88,19 +93,27 @@ def summarize(results: Iterable[dict], variants: Sequence[str], metrics: Sequenc
                 continue
             row[f'{m}/delta'] = cmp['delta']
             row[f'{m}/delta_ci_low'], row[f'{m}/delta_ci_high'] = cmp['ci_low'], cmp['ci_high']
-            row[f'{m}/p_value'] = cmp['p_value']
+            row[f'{m}/p_value'], row[f'{m}/test'] = cmp['p_value'], cmp['test']
             row[f'{m}/prob_improvement'] = cmp['prob_improvement']
-            row[f'{m}/significant'] = cmp['significant']
-            row[f'{m}/sig'] = stats.significance_label(cmp['p_value'], alpha)
+            row[f'{m}/pi_ci_low'], row[f'{m}/pi_ci_high'] = cmp['pi_ci_low'], cmp['pi_ci_high']
+            row[f'{m}/mde'] = cmp['mde']
             ref_mean = sum(base[s] for s in cmp['seeds']) / cmp['n']
             row[f'{m}/rel_gain_pct'] = 100.0 * cmp['delta'] / abs(ref_mean) if ref_mean else NAN
+    for m in metrics:  # the family: every comparison of this metric in the table
+        tested = [row for row in rows if _finite(row[f'{m}/p_value'])]
+        for row, adj in zip(tested, stats.holm_adjust([r[f'{m}/p_value'] for r in tested])):
+            row[f'{m}/p_holm'] = adj
+            row[f'{m}/significant'] = adj < alpha
+        for row in rows:
+            if row['baseline'] and row['baseline'] != row['variant'] and row[f'{m}/n_pairs']:
+                row[f'{m}/sig'] = stats.significance_label(row[f'{m}/p_holm'], alpha)
     return rows
 
 
 def summary_columns(metrics: Sequence[str]) -> List[str]:
     cols = ['variant', 'status', 'runs_ok', 'runs_total', 'seeds', 'baseline']
     for m in metrics:
-        cols += [f'{m}/{k}' for k in ('n', 'mean', 'std', 'ci_low', 'ci_high') + _PAIRED]
+        cols += [f'{m}/{k}' for k in _DESCRIBE + _PAIRED]
     return cols + ['wall_s', 'peak_rss_mb', 'peak_cuda_mb', 'errors']
 
 
@@ -163,13 +176,54 @@ def _md_table(header: List[str], body: List[List[str]], align: str) -> str:
     return '\n'.join(lines + ['| ' + ' | '.join(row) + ' |' for row in esc])
 
 
-def stats_note(n_text: str, alpha: float = 0.05) -> str:
+EXACT_MARK = '†'
+
+
+def stats_note(n_text: str, alpha: float = 0.05, comparisons: int = 0,
+               reps: int = stats.BOOTSTRAP_REPS) -> str:
+    """The table footnote: what every column means and which test gives p."""
+    k = f' k = {comparisons}' if comparisons else ''
     return (f'{n_text}. Runs are paired by seed (same seed: same data order and, where the '
             'variant allows, the same initialisation). Mean ± sample std; 95 % CIs are t-based; '
-            'Δ is the mean paired difference to the baseline with its 95 % CI; p is the two-sided '
-            'paired t-test (scipy.stats.ttest_rel); P(improve) is the share of seeds on which the '
-            f'variant beats the baseline (ties 1/2). * p < {alpha:g}, ** p < {alpha / 5:g}, '
-            'n.s. not significant; no correction for multiple comparisons.')
+            'IQM is the interquartile mean of the runs (scipy.stats.trim_mean(x, 0.25)). Δ is the '
+            'mean paired difference to the baseline with its t-based 95 % CI (none when every '
+            'difference is the same: zero variance). p is two-sided: the paired t-test '
+            f'(scipy.stats.ttest_rel) from {stats.MIN_PAIRS_TTEST} pairs on when the differences '
+            f'vary, else ({EXACT_MARK}) the exact paired permutation test of the mean difference '
+            'over all 2^n sign flips (scipy.stats.permutation_test, permutation_type=\'samples\'),'
+            ' which is at least 2/2^n and 1 when nothing differs. p (Holm) is Holm\'s (1979) '
+            f'step-down family-wise adjustment over the table\'s{k} comparisons of the metric (each '
+            f'variant vs its baseline); * p (Holm) < {alpha:g}, ** p (Holm) < {alpha / 5:g}, '
+            'n.s. not significant. P(improve) is the probability that a run of the variant beats '
+            'a run of the baseline over all pairs of successful runs (ties 1/2; Mann-Whitney U / '
+            '(n m), scipy.stats.mannwhitneyu; Agarwal et al. 2021), with a 95 % percentile '
+            f'bootstrap CI (scipy.stats.bootstrap, {reps} resamples of each variant\'s runs, '
+            'fixed seed).')
+
+
+def mde_note(summary: Sequence[dict], metrics: Sequence[str], alpha: float = 0.05,
+             power: float = 0.8) -> str:
+    """The minimum-detectable-effect line: per metric and compared variant, the smallest true
+    Δ the paired t-test (two-sided ``alpha``, before Holm) detects with probability ``power``
+    at the comparison's n, given its observed std of the paired differences."""
+    parts = []
+    for m in metrics:
+        rows = [r for r in summary if r.get('baseline') and r['variant'] != r['baseline']
+                and r[f'{m}/n_pairs']]
+        if not rows:
+            continue
+        d = _digits([r.get(f'{m}/mean') for r in summary])
+        ns = sorted({int(r[f'{m}/n_pairs']) for r in rows})
+        n = str(ns[0]) if len(ns) == 1 else f'{ns[0]}-{ns[-1]}'
+        parts.append(f'{m} (n = {n} pairs): ' + ', '.join(
+            f"{r['variant']} {r[f'{m}/mde']:.{d}f}" if _finite(r[f'{m}/mde'])
+            else f"{r['variant']} -" for r in rows))
+    if not parts:
+        return ''
+    return (f'Minimum detectable effect (smallest true |Δ| the paired t-test, two-sided α = '
+            f'{alpha:g} before Holm, detects with power {power:g}; exact noncentral t, '
+            'scipy.stats.nct, from each comparison\'s observed std of the paired differences; '
+            '- where that std is 0 or n < 2): ' + '; '.join(parts) + '.')
 
 
 def _n_text(summary: Sequence[dict], metric: str) -> str:
@@ -196,9 +250,9 @@ def to_markdown(summary: Sequence[dict], runs: Sequence[dict], metrics: Sequence
         d = digits[m]
         vs = f'vs {baseline}' if baseline and not several else 'vs baseline'
         header = ['variant', 'n'] + (['baseline'] if several else []) + [
-            f'{m} mean ± std', '95% CI', f'Δ {vs} (paired)', '95% CI of Δ', 'p', 'P(improve)',
-            'sig.']
-        align = 'lr' + ('l' if several else '') + 'rrrrrrl'
+            f'{m} mean ± std', '95% CI', 'IQM', f'Δ {vs} (paired)', '95% CI of Δ', 'p',
+            'p (Holm)', 'P(improve) [95% CI]', 'sig.']
+        align = 'lr' + ('l' if several else '') + 'rrrrrrrrl'
         if i == 0:
             header += ['time/run (s)', 'peak RSS (MB)', 'peak CUDA (MB)', 'status']
             align += 'rrrl'
@@ -208,16 +262,22 @@ def to_markdown(summary: Sequence[dict], runs: Sequence[dict], metrics: Sequence
             if several:
                 cells.append(row.get('baseline') or '-')
             cells += [format_mean_std(row[f'{m}/mean'], row[f'{m}/std'], d),
-                      _ci(row[f'{m}/ci_low'], row[f'{m}/ci_high'], d)]
+                      _ci(row[f'{m}/ci_low'], row[f'{m}/ci_high'], d),
+                      f"{row[f'{m}/iqm']:.{d}f}" if _finite(row[f'{m}/iqm']) else '-']
             if row['variant'] == row.get('baseline'):
-                cells += ['(baseline)', '', '', '', '']
+                cells += ['(baseline)', '', '', '', '', '']
             else:
                 delta = row[f'{m}/delta']
+                exact = row[f'{m}/test'] in ('exact', 'permutation')
+                pi = row[f'{m}/prob_improvement']
                 cells += [f'{delta:+.{d}f}' if _finite(delta) else '-',
                           _ci(row[f'{m}/delta_ci_low'], row[f'{m}/delta_ci_high'], d, True),
-                          _p(row[f'{m}/p_value']),
-                          f"{row[f'{m}/prob_improvement']:.2f}"
-                          if _finite(row[f'{m}/prob_improvement']) else '-',
+                          _p(row[f'{m}/p_value']) + (EXACT_MARK if exact else ''),
+                          _p(row[f'{m}/p_holm']),
+                          (f'{pi:.2f}' + (' ' + _ci(row[f'{m}/pi_ci_low'],
+                                                    row[f'{m}/pi_ci_high'], 2)
+                                          if _finite(row[f'{m}/pi_ci_low']) else ''))
+                          if _finite(pi) else '-',
                           row[f'{m}/sig'] or '-']
             if i == 0:
                 for key in ('wall_s', 'peak_rss_mb', 'peak_cuda_mb'):
@@ -225,7 +285,10 @@ def to_markdown(summary: Sequence[dict], runs: Sequence[dict], metrics: Sequence
                 cells.append(row['status'] + (': ' + row['errors'] if row.get('errors') else ''))
             body.append(cells)
         out += ([''] if i else []) + [_md_table(header, body, align)]
-    out += ['', stats_note(_n_text(summary, metrics[0]), alpha)]
+    k = max((sum(_finite(r[f'{m}/p_value']) for r in summary) for m in metrics), default=0)
+    out += ['', stats_note(_n_text(summary, metrics[0]), alpha, k)]
+    mde = mde_note(summary, metrics, alpha)
+    out += ['', mde] if mde else []
     out += [''] + list(notes) if notes else []
     header = ['variant', 'seed', 'status'] + list(metrics) + ['time (s)', 'peak RSS (MB)',
                                                               'peak CUDA (MB)', 'error']

@@ -1,7 +1,7 @@
 """Benchmark plots (matplotlib, Agg backend; no display needed).
 
 * ``forest.png``: per metric, one row per variant: the mean paired difference to the baseline
-  with its 95 % CI, a zero line, and n / p / significance written next to each row.
+  with its 95 % CI, a zero line, and n / Holm-adjusted p / significance next to each row.
 * ``metrics.png``: per metric, a bar per variant at the mean with the 95 % CI as error bar and
   every seed as a dot; the axis starts at 0 for non-negative metrics (differences are read from
   the forest plot, not from bar heights); n under each bar.
@@ -73,11 +73,11 @@ def plot_forest(summary: Sequence[dict], metrics: Sequence[str], out_file: str,
     for ax, m in zip(axes[0], metrics):
         notes = []
         for r in rows:
-            p = r[f'{m}/p_value']
+            p = r.get(f'{m}/p_holm')
             notes.append(f"n={r[f'{m}/n_pairs']:.0f}" if _finite(r[f'{m}/n_pairs']) else 'n=0')
             if _finite(p):
-                notes[-1] += f", p={p:.3f} {r[f'{m}/sig']}" if p >= 0.001 else \
-                    f", p<0.001 {r[f'{m}/sig']}"
+                notes[-1] += f", p(Holm)={p:.3f} {r[f'{m}/sig']}" if p >= 0.001 else \
+                    f", p(Holm)<0.001 {r[f'{m}/sig']}"
         several = len({r['baseline'] for r in rows}) > 1
         labels = [r['variant'] + (f" vs {r['baseline']}" if several else '') for r in rows]
         _forest_panel(ax, labels, [r[f'{m}/delta'] for r in rows],

@@ -15,8 +15,10 @@ A suite is an mmengine config with one ``suite`` dict listing presets::
 A suite variant a task does not map keeps its name in that preset; a task without one of the
 variants leaves that cell empty. Task runs go to ``<work_dir>/<task>/<variant>/seed<k>``; each
 task also gets its own preset report there. The cross-task table gives per task the paired Δ of
-the task's primary metric with its 95 % CI and significance, and across tasks the mean
-probability of improvement with a stratified bootstrap 95 % CI (:mod:`.stats`).
+the task's primary metric with its 95 % CI and significance (Holm-adjusted over every cell of
+the table), and across the informative tasks two aggregates, each with a stratified bootstrap
+95 % CI (:mod:`.stats`): on the probability scale the mean probability of improvement, and on
+the score scale the IQM of the paired differences divided by the task's baseline std.
 """
 import copy
 import os
@@ -127,39 +129,69 @@ def uninformative_reason(variant: Dict[int, float], baseline: Dict[int, float],
 
 def suite_table(suite: SuiteSpec, work_dir: str) -> List[dict]:
     """One row per non-baseline variant: per task ``<task>/delta``, ``/ci_low``, ``/ci_high``,
-    ``/p_value``, ``/sig``, ``/prob_improvement``, ``/n``, ``/metric``, ``/flag`` (why the task
-    is left out of the aggregate, '' when it is not: :func:`uninformative_reason`); and
-    ``pi_mean``, ``pi_ci_low``, ``pi_ci_high``, ``pi_tasks`` across the informative tasks."""
+    ``/p_value``, ``/test``, ``/p_holm``, ``/sig`` (from ``p_holm``), ``/prob_improvement``,
+    ``/norm_delta`` (Δ / the baseline's std on the task, sign so that > 0 is better), ``/n``,
+    ``/metric``, ``/flag`` (why the task is left out of the aggregates, '' when it is not:
+    :func:`uninformative_reason`). Across the informative tasks: ``pi_mean``, ``pi_ci_low``,
+    ``pi_ci_high``, ``pi_tasks`` (:func:`.stats.stratified_bootstrap_pi`) and ``score_iqm``,
+    ``score_ci_low``, ``score_ci_high``, ``score_mean``, ``score_tasks``
+    (:func:`.stats.stratified_bootstrap_iqm` of the per-pair normalised differences; the mean
+    over tasks of ``norm_delta``; tasks whose baseline std is 0 or undefined are left out of
+    the score scale). Holm's adjustment runs over every (variant, task) cell with a p-value."""
     per_task = {}
     for task in suite.tasks:
         spec = task.spec
         _, results = collect_results(spec, osp.join(work_dir, task.name))
         per_task[task.name] = (spec, results)
     rows = []
+    reps = suite.bootstrap_reps
     for name in suite.variants[1:]:
-        row, diffs = dict(variant=name), []
+        row, runs, scores = dict(variant=name), [], []
         for task in suite.tasks:
             spec, results = per_task[task.name]
             m = spec.primary_metric
+            sign = 1.0 if spec.higher_is_better else -1.0
             row[f'{task.name}/metric'] = m
             mine = stats.by_seed(results, name, m)
             base = stats.by_seed(results, suite.baseline, m)
-            cmp = stats.paired_comparison(mine, base, spec.higher_is_better, alpha=spec.alpha)
+            cmp = stats.paired_comparison(mine, base, spec.higher_is_better, alpha=spec.alpha,
+                                          reps=reps)
+            base_std = stats.describe(base.values())['std']
+            scaled = bool(cmp['n']) and stats._finite(base_std) and base_std > 0
+            norm = [sign * (mine[s] - base[s]) / base_std for s in cmp['seeds']] if scaled else []
             row.update({f'{task.name}/n': cmp['n'], f'{task.name}/delta': cmp['delta'],
                         f'{task.name}/ci_low': cmp['ci_low'],
                         f'{task.name}/ci_high': cmp['ci_high'],
                         f'{task.name}/p_value': cmp['p_value'],
+                        f'{task.name}/test': cmp['test'],
+                        f'{task.name}/p_holm': stats.NAN,
                         f'{task.name}/prob_improvement': cmp['prob_improvement'],
-                        f'{task.name}/sig': stats.significance_label(cmp['p_value'], spec.alpha)
-                        if cmp['n'] else ''})
+                        f'{task.name}/norm_delta': sum(norm) / len(norm) if norm else stats.NAN,
+                        f'{task.name}/sig': ''})
             flag = uninformative_reason(mine, base, spec.seeds) or ''
             row[f'{task.name}/flag'] = flag
             if cmp['n'] and not flag:
-                diffs.append([mine[s] - base[s] for s in cmp['seeds']] if spec.higher_is_better
-                             else [base[s] - mine[s] for s in cmp['seeds']])
-        pi, lo, hi = stats.stratified_bootstrap_pi(diffs, True, reps=suite.bootstrap_reps)
-        row.update(pi_mean=pi, pi_ci_low=lo, pi_ci_high=hi, pi_tasks=len(diffs))
+                runs.append(([sign * v for v in mine.values()],
+                             [sign * v for v in base.values()]))
+                if norm:
+                    scores.append(norm)
+        pi, lo, hi = stats.stratified_bootstrap_pi(runs, True, reps=reps)
+        row.update(pi_mean=pi, pi_ci_low=lo, pi_ci_high=hi, pi_tasks=len(runs))
+        score, slo, shi = stats.stratified_bootstrap_iqm(scores, reps=reps)
+        row.update(score_iqm=score, score_ci_low=slo, score_ci_high=shi,
+                   score_mean=(sum(sum(z) / len(z) for z in scores) / len(scores)
+                               if scores else stats.NAN), score_tasks=len(scores))
         rows.append(row)
+    cells = [(row, t) for row in rows for t in suite.tasks
+             if stats._finite(row[f'{t.name}/p_value'])]
+    for (row, t), adj in zip(cells, stats.holm_adjust([r[f'{t.name}/p_value']
+                                                       for r, t in cells])):
+        row[f'{t.name}/p_holm'] = adj
+    for row in rows:
+        for t in suite.tasks:
+            if row[f'{t.name}/n']:
+                row[f'{t.name}/sig'] = stats.significance_label(row[f'{t.name}/p_holm'],
+                                                                t.spec.alpha)
     return rows
 
 
@@ -169,7 +201,8 @@ def _cell(row: dict, task: str, digits: int) -> str:
         return '- [left out: uninformative]' if row.get(f'{task}/flag') else '-'
     lo, hi = row[f'{task}/ci_low'], row[f'{task}/ci_high']
     ci = f' [{lo:+.{digits}f}, {hi:+.{digits}f}]' if stats._finite(lo) else ''
-    cell = f"{d:+.{digits}f}{ci} {row[f'{task}/sig']} (n={row[f'{task}/n']})"
+    exact = aggregate.EXACT_MARK if row.get(f'{task}/test') in ('exact', 'permutation') else ''
+    cell = f"{d:+.{digits}f}{ci} {row[f'{task}/sig']}{exact} (n={row[f'{task}/n']})"
     return cell + (' [left out: uninformative]' if row.get(f'{task}/flag') else '')
 
 
@@ -180,7 +213,8 @@ def write_suite_report(suite: SuiteSpec, work_dir: str, notes: Sequence[str] = (
     tasks = [t.name for t in suite.tasks]
     header = ['variant'] + [f'{t}: Δ {t_.spec.primary_metric} [95% CI]'
                             for t, t_ in zip(tasks, suite.tasks)] + [
-        'P(improve), mean over tasks [95% CI]']
+        'P(improve), mean over tasks [95% CI]',
+        'Δ / baseline std: IQM over runs × tasks [95% CI]; mean over tasks']
     body = []
     for r in rows:
         cells = [r['variant']]
@@ -191,15 +225,31 @@ def write_suite_report(suite: SuiteSpec, work_dir: str, notes: Sequence[str] = (
         cells.append('-' if not stats._finite(pi) else f'{pi:.2f}' + (
             f" [{r['pi_ci_low']:.2f}, {r['pi_ci_high']:.2f}]" if stats._finite(r['pi_ci_low'])
             else '') + f" ({r['pi_tasks']} tasks)")
+        sc = r['score_iqm']
+        cells.append('-' if not stats._finite(sc) else f'{sc:+.2f}' + (
+            f" [{r['score_ci_low']:+.2f}, {r['score_ci_high']:+.2f}]"
+            if stats._finite(r['score_ci_low']) else '') + f"; {r['score_mean']:+.2f}"
+            + f" ({r['score_tasks']} tasks)")
         body.append(cells)
+    family = sum(stats._finite(r[f'{t}/p_value']) for r in rows for t in tasks)
     md = [f'## Suite {suite.name}: every variant vs {suite.baseline}, per task and across tasks',
           '', aggregate._md_table(header, body, 'l' + 'r' * (len(header) - 1)), '',
           'Per task: mean paired difference (variant - baseline, same seeds) of the task\'s '
-          'primary metric, t-based 95 % CI, paired t-test significance (* p < 0.05, ** p < 0.01, '
-          'n.s.), n = pairs. Across tasks: probability of improvement (share of seeds on which '
-          'the variant beats the baseline, ties 1/2) averaged over tasks, with a stratified '
-          f'bootstrap 95 % CI ({suite.bootstrap_reps} resamples of the seeds within each task). '
-          'No correction for multiple comparisons.']
+          'primary metric, t-based 95 % CI (none when every difference is the same), n = pairs, '
+          'significance from Holm\'s (1979) family-wise adjustment over the table\'s '
+          f'{family} (variant, task) p-values (* p (Holm) < 0.05, '
+          '** p (Holm) < 0.01, n.s.); raw p is two-sided, from the paired t-test '
+          f'(scipy.stats.ttest_rel) from {stats.MIN_PAIRS_TTEST} pairs on when the differences '
+          f'vary, else ({aggregate.EXACT_MARK}) from the exact paired permutation test over all '
+          '2^n sign flips (scipy.stats.permutation_test), never 0 (raw and adjusted p: suite.csv). '
+          'Across the tasks not flagged below, two aggregates with stratified percentile bootstrap '
+          f'95 % CIs ({suite.bootstrap_reps} resamples of the runs within each task and variant, '
+          'scipy.stats.bootstrap, fixed seed; Agarwal et al. 2021): on the probability scale '
+          'P(improve), the probability that a run of the variant beats a run of the baseline over '
+          'all pairs of runs (ties 1/2; Mann-Whitney U / (n m)), averaged over tasks; on the score '
+          'scale the paired differences divided by the task\'s baseline std (sign: > 0 is '
+          'better), their interquartile mean over runs × tasks (scipy.stats.trim_mean(x, 0.25)) '
+          'and the mean over tasks of their per-task means.']
     flagged = [f"{t}: {r['variant']}: {r[f'{t}/flag']}" for r in rows for t in tasks
                if r.get(f'{t}/flag')]
     if flagged:
@@ -213,9 +263,10 @@ def write_suite_report(suite: SuiteSpec, work_dir: str, notes: Sequence[str] = (
     with open(paths['markdown_file'], 'w') as f:
         f.write(md)
     cols = ['variant'] + [f'{t}/{k}' for t in tasks for k in (
-        'metric', 'n', 'delta', 'ci_low', 'ci_high', 'p_value', 'sig', 'prob_improvement',
-        'flag')] + [
-        'pi_mean', 'pi_ci_low', 'pi_ci_high', 'pi_tasks']
+        'metric', 'n', 'delta', 'ci_low', 'ci_high', 'p_value', 'test', 'p_holm', 'sig',
+        'prob_improvement', 'norm_delta', 'flag')] + [
+        'pi_mean', 'pi_ci_low', 'pi_ci_high', 'pi_tasks', 'score_iqm', 'score_ci_low',
+        'score_ci_high', 'score_mean', 'score_tasks']
     with open(paths['csv'], 'w') as f:
         f.write(aggregate.to_csv(rows, cols))
     _write_json(paths['json'], dict(suite=suite.path, baseline=suite.baseline, tasks=tasks,

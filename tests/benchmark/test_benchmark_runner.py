@@ -95,7 +95,10 @@ def test_jobs2_sweep_runs_each_run_once_in_parallel_and_reports(setup, monkeypat
     assert float(summary['baseline']['accuracy/top1/mean']) == pytest.approx(71.0)
     assert float(summary['dropout']['accuracy/top1/delta']) == pytest.approx(5.0)
     assert float(summary['dropout']['accuracy/top1/prob_improvement']) == 1.0
-    assert summary['dropout']['accuracy/top1/sig'] == '**'
+    # a constant +5 on 3 seeds: exact permutation test, p = 2/8 (not 0 and '**')
+    assert float(summary['dropout']['accuracy/top1/p_value']) == pytest.approx(0.25)
+    assert summary['dropout']['accuracy/top1/test'] == 'exact'
+    assert summary['dropout']['accuracy/top1/sig'] == 'n.s.'
     assert summary['broken']['status'] == 'failed'
     assert "unexpected keyword argument 'not_an_argument'" in summary['broken']['errors']
     assert summary['broken']['errors'].startswith('seeds 0 1 2: train: TypeError')

@@ -1,6 +1,7 @@
 """Suites: one cross-task table; a half-finished suite, interrupted with Ctrl-C, continues where
 it stopped (finished runs never run again, the interrupted one resumes); slurm job arrays."""
 import json
+import math
 import os
 import os.path as osp
 import signal
@@ -10,6 +11,7 @@ import textwrap
 import time
 
 import pytest
+from scipy import stats as st
 
 from mmvitreg.benchmark import load_suite
 from mmvitreg.benchmark.slurm import write_sbatch
@@ -111,13 +113,26 @@ def test_interrupted_suite_resumes_and_writes_one_table(suite_dir):
     rows = json.load(open(wd / 'suite.json'))['rows']
     assert [r['variant'] for r in rows] == ['dk']
     (dk,) = rows
+    # P(improve) over all pairs of runs: a: 73-75 vs 70-72, every pair won; b: 68-70 vs 70-72,
+    # one tie (70 = 70) in 9 pairs
     assert dk['a/delta'] == pytest.approx(3.0) and dk['a/prob_improvement'] == 1.0
-    assert dk['b/delta'] == pytest.approx(-2.0) and dk['b/prob_improvement'] == 0.0
-    assert dk['a/sig'] == '**' and dk['a/n'] == 3
-    assert dk['pi_mean'] == pytest.approx(0.5) and dk['pi_tasks'] == 2
-    assert dk['pi_ci_low'] == pytest.approx(0.5) and dk['pi_ci_high'] == pytest.approx(0.5)
+    assert dk['b/delta'] == pytest.approx(-2.0)
+    assert dk['b/prob_improvement'] == pytest.approx(
+        st.mannwhitneyu([68, 69, 70], [70, 71, 72]).statistic / 9) == pytest.approx(0.5 / 9)
+    # constant differences on 3 seeds: exact test, p = 2/8 each, Holm over the 2 cells: 0.5;
+    # no zero-width CI (the old table printed [+3.00, +3.00] ** from p = 0)
+    assert dk['a/test'] == 'exact' and dk['a/p_value'] == pytest.approx(0.25)
+    assert dk['a/p_holm'] == pytest.approx(0.5) and dk['b/p_holm'] == pytest.approx(0.5)
+    assert dk['a/sig'] == 'n.s.' and dk['a/n'] == 3 and math.isnan(dk['a/ci_low'])
+    assert dk['pi_mean'] == pytest.approx((1 + 0.5 / 9) / 2) and dk['pi_tasks'] == 2
+    assert dk['pi_ci_low'] <= dk['pi_mean'] <= dk['pi_ci_high']
+    # score scale: baseline std 1 on both tasks: normalised differences +3 x 3 and -2 x 3
+    assert dk['a/norm_delta'] == pytest.approx(3.0) and dk['b/norm_delta'] == pytest.approx(-2.0)
+    assert dk['score_iqm'] == pytest.approx(st.trim_mean([3, 3, 3, -2, -2, -2], 0.25))
+    assert dk['score_mean'] == pytest.approx(0.5) and dk['score_tasks'] == 2
     md = open(wd / 'suite.md').read()
-    assert '| dk | +3.00 [+3.00, +3.00] ** (n=3) | -2.00 [-2.00, -2.00] ** (n=3) | 0.50' in md
+    assert '| dk | +3.00 n.s.† (n=3) | -2.00 n.s.† (n=3) | 0.53 [' in md
+    assert "Holm's (1979)" in md and 'over the table\'s 2 (variant, task) p-values' in md
     assert md in proc.stdout
     with open(wd / 'suite_forest.png', 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
@@ -168,10 +183,24 @@ def test_uninformative_tasks_are_flagged_and_left_out_of_the_aggregate(suite_dir
     (row,) = suite_mod.suite_table(suite, str(suite_dir / 'wd'))
     assert row['a/flag'] == '' and row['b/flag'] == 'every run scores 0'
     assert row['pi_tasks'] == 1 and row['pi_mean'] == 1.0  # not (1.0 + 0.5) / 2
+    # the score scale leaves it out too: a alone, +3 / baseline std 1
+    assert row['score_tasks'] == 1 and row['score_iqm'] == pytest.approx(3.0)
+    assert row['score_mean'] == pytest.approx(3.0)
 
     scores['b'] = {'baseline': [60, 61, 62], 'dk': [64, 65, 66]}
     (row,) = suite_mod.suite_table(suite, str(suite_dir / 'wd'))
     assert row['b/flag'] == '' and row['pi_tasks'] == 2
+    assert row['score_tasks'] == 2 and row['b/norm_delta'] == pytest.approx(4.0)
+    assert row['score_iqm'] == pytest.approx(st.trim_mean([3, 3, 3, 4, 4, 4], 0.25))
+    assert row['score_mean'] == pytest.approx(3.5)
+    # Holm over the table's two cells (both constant differences: exact p = 1/4)
+    assert row['a/p_holm'] == pytest.approx(0.5) and row['b/p_holm'] == pytest.approx(0.5)
+    # a constant baseline has no std: on the probability scale, not on the score scale
+    scores['b'] = {'baseline': [60, 60, 60], 'dk': [61, 63, 62]}
+    (row,) = suite_mod.suite_table(suite, str(suite_dir / 'wd'))
+    assert row['b/flag'] == '' and row['pi_tasks'] == 2 and row['score_tasks'] == 1
+    assert math.isnan(row['b/norm_delta']) and row['b/test'] == 't'
+    scores['b'] = {'baseline': [60, 61, 62], 'dk': [64, 65, 66]}
     scores['b']['dk'] = [64, float('nan'), 66]  # a failed run
     (row,) = suite_mod.suite_table(suite, str(suite_dir / 'wd'))
     assert row['b/flag'] == 'failed or missing runs (seeds [1])' and row['pi_tasks'] == 1
