@@ -8,7 +8,7 @@ from mmengine.config import Config
 from mmvitreg.testing.smoke import last_losses, shrink_config
 from tests._helpers import REPO, empty_some_hico_train_images
 
-CONFIG = osp.join(REPO, 'configs', 'qpic', 'qpic_tiny_hico-mini.py')
+CONFIG = osp.join(REPO, 'configs', 'qpic', 'qpic_r18-w16_1xb4-300iter_hico-mini.py')
 
 
 def test_tiny_qpic_trains_one_iteration_on_a_batch_with_images_without_hois(tmp_path):
