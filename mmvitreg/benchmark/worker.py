@@ -48,6 +48,9 @@ def _trusted(work_dir: str):
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
+    if args.launcher != 'none':  # a torchrun rank: die with torchrun (which dies with the tool)
+        from .launch import die_with_parent
+        die_with_parent()
     from mmvitreg.utils.cli import (CLIError, add_rng_state_hook, add_train_check_hook,
                                     build_runner, load_config, one_line_errors,
                                     setup_cpu_distributed, shutdown_distributed,
