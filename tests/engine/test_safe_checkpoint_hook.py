@@ -156,3 +156,17 @@ def test_use_safe_checkpoint_hook_swaps_plain_checkpoint_hooks():
     cfg = Config(dict(default_hooks=dict(checkpoint=None)))
     use_safe_checkpoint_hook(cfg)
     assert cfg.default_hooks.checkpoint is None
+
+
+def test_registered_in_both_toolboxes_and_named_by_shipped_configs():
+    from mmdet.registry import HOOKS as DET_HOOKS
+    from mmpretrain.registry import HOOKS as CLS_HOOKS
+
+    from mmvitreg.engine.hooks import SafeCheckpointHook
+    for registry in (CLS_HOOKS, DET_HOOKS):
+        assert isinstance(registry.build(dict(type='SafeCheckpointHook', interval=2)),
+                          SafeCheckpointHook)
+    plain = [osp.join(root, f) for root, _, files in os.walk(osp.join(REPO, 'configs'))
+             for f in files
+             if f.endswith('.py') and "type='CheckpointHook'" in open(osp.join(root, f)).read()]
+    assert not plain, f'shipped configs with a plain CheckpointHook: {plain}'
