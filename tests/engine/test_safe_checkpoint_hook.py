@@ -23,7 +23,8 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 KILLED_SAVE = textwrap.dedent('''
     import builtins, os, sys
     sys.path.insert(0, {repo!r})
-        from tests.engine._tiny_runner import tiny_runner
+    from mmengine.hooks import CheckpointHook
+    from tests.engine._tiny_runner import tiny_runner
     real_open = builtins.open
 
     class Dying:
