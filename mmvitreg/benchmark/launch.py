@@ -286,9 +286,8 @@ def run_lock(run_dir: str) -> Iterator[RunLock]:
             return
         held = RunLock(fd)
         held.note('')
-        try:
-            yield held
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        yield held
     finally:
+        # no LOCK_UN: closing releases the lock unless a worker that could not be stopped still
+        # holds its inherited copy, which then keeps other trainers out until it is gone
         os.close(fd)
