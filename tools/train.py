@@ -18,7 +18,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from 
 from mmvitreg.utils.cli import (  # noqa: E402
     add_launch_args, add_rng_state_hook, add_train_check_hook, build_runner, check_resume_trusted,
     enable_amp, load_config, one_line_errors, parse_launch_args, set_work_dir,
-    setup_cpu_distributed, shutdown_distributed)
+    setup_cpu_distributed, shutdown_distributed, use_safe_checkpoint_hook)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -50,6 +50,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         set_work_dir(cfg, args.config, args.work_dir)
         add_rng_state_hook(cfg)  # exact --resume (random generators saved with checkpoints)
         add_train_check_hook(cfg)  # settings that don't fit the loop: refused before iteration 0
+        use_safe_checkpoint_hook(cfg)  # atomic saves: a kill never leaves no good checkpoint
         if args.amp:
             enable_amp(cfg)
         if args.resume == 'auto':
@@ -63,6 +64,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         # full unpickling only for the run's own resume checkpoint (or with --trust-checkpoint);
         # load_from / init_cfg weights are loaded with the safe loader
         resume_from = check_resume_trusted(cfg, args.trust_checkpoint)
+        if resume_from is not None:  # auto resume: the newest complete checkpoint
+            cfg.load_from = resume_from
         setup_cpu_distributed(cfg, args.launcher)
         with trusted_checkpoints(resume_from, trust_all=args.trust_checkpoint):
             runner = build_runner(cfg)

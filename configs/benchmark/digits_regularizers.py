@@ -16,7 +16,7 @@ _base_ = ['../vit/vit-tiny-p4_1xb32-15e_digits-16px.py']
 _EPOCHS = 15
 train_cfg = dict(max_epochs=_EPOCHS, val_interval=1)
 default_hooks = dict(
-    checkpoint=dict(type='CheckpointHook', interval=_EPOCHS, max_keep_ckpts=1, save_best=None),
+    checkpoint=dict(type='SafeCheckpointHook', interval=_EPOCHS, max_keep_ckpts=1, save_best=None),
     logger=dict(interval=15))
 
 # `Regularized` switches mechanisms on for the stock mmpretrain VisionTransformer ...

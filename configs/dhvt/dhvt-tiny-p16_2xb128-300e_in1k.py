@@ -60,6 +60,6 @@ test_cfg = dict()
 auto_scale_lr = dict(base_batch_size=256)
 
 custom_hooks = [dict(type='EMAHook', momentum=4e-5, priority='ABOVE_NORMAL')]
-default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=10, max_keep_ckpts=3,
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook', interval=10, max_keep_ckpts=3,
                                      save_best='auto'))
 randomness = dict(seed=0, deterministic=False)

@@ -35,5 +35,5 @@ optim_wrapper = dict(
         custom_keys={'.cls_token': dict(decay_mult=0.0), '.pos_embed': dict(decay_mult=0.0)}),
     clip_grad=dict(max_norm=5.0),
 )
-default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=10, max_keep_ckpts=2,
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook', interval=10, max_keep_ckpts=2,
                                      save_best='auto'))

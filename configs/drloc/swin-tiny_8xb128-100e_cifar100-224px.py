@@ -12,5 +12,5 @@ custom_imports = dict(imports=['mmvitreg'], allow_failed_imports=False)
 
 model = dict(head=dict(num_classes=100))
 optim_wrapper = dict(clip_grad=dict(max_norm=5.0))
-default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=10, max_keep_ckpts=2,
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook', interval=10, max_keep_ckpts=2,
                                      save_best='auto'))

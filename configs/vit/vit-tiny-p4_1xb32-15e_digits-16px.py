@@ -9,6 +9,6 @@ _base_ = [
 custom_imports = dict(imports=['mmvitreg'], allow_failed_imports=False)
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10),
-    checkpoint=dict(type='CheckpointHook', interval=5, max_keep_ckpts=1, save_best='auto'),
+    checkpoint=dict(type='SafeCheckpointHook', interval=5, max_keep_ckpts=1, save_best='auto'),
 )
 randomness = dict(seed=0, deterministic=False)

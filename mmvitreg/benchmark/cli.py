@@ -18,6 +18,7 @@ retried. Outputs go to ``--work-dir`` (default ``work_dirs/benchmark/<name>``).
 import argparse
 import os.path as osp
 import shlex
+import signal
 import sys
 import warnings
 from typing import List, Optional, Tuple
@@ -208,7 +209,10 @@ def main(argv: Optional[List[str]] = None) -> None:
 def run() -> None:
     try:
         main()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, 'signum', signal.SIGINT)
         print('\ninterrupted: rerun the same command to continue (finished runs are kept, the '
-              'interrupted ones resume from their last checkpoint)', file=sys.stderr)
-        sys.exit(130)
+              'interrupted ones resume from their last checkpoint)'
+              f'{"" if signum == signal.SIGINT else " [" + signal.Signals(signum).name + "]"}',
+              file=sys.stderr)
+        sys.exit(128 + int(signum))

@@ -9,8 +9,18 @@ Parallel runs get *slots*: on GPUs each slot is ``gpus_per_run`` devices exporte
 ``CUDA_VISIBLE_DEVICES`` (a run with K > 1 devices is ``torchrun`` with K processes); on CPU the
 cores are split between the slots (``OMP_NUM_THREADS``/``MKL_NUM_THREADS``). A run holds an
 exclusive ``flock`` on ``<run dir>.lock`` while it executes, so two benchmark processes sharing a
-work dir never run the same run at once (the lock dies with its process).
+work dir never run the same run at once; the worker inherits the locked file, so the lock is held
+as long as the tool *or* its worker lives, and is free (taken over) once both are gone.
+
+Workers die with the tool: each starts with a parent-death signal (Linux
+``prctl(PR_SET_PDEATHSIG, SIGKILL)``, set by a tiny exec wrapper, not a ``preexec_fn``, since runs
+are started from threads), so even ``SIGKILL`` of the tool stops them; ``SIGTERM``/``SIGHUP``/
+``SIGINT`` stop the sweep cleanly (:func:`mmvitreg.benchmark.runner.execute_all` stops each worker's
+process group and the interrupted runs stay resumable). ``torchrun`` ranks set the same signal
+themselves (:func:`die_with_parent` in the worker).
 """
+import ctypes
+import ctypes.util
 import fcntl
 import os
 import os.path as osp
@@ -25,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 __all__ = ['LaunchOptions', 'Slot', 'make_slots', 'worker_command', 'run_process', 'run_lock',
-           'Interrupted', 'visible_devices']
+           'RunLock', 'Interrupted', 'visible_devices', 'die_with_parent']
 
 WORKER_ENV = 'MMVITREG_BENCHMARK_WORKER'
 WORKER_MODULE = 'mmvitreg.benchmark.worker'
@@ -142,6 +152,38 @@ def worker_command(cfg_path: str, work_dir: str, opts: LaunchOptions, slot: Slot
             f'--master_port={_free_port()}'] + target + args + ['--launcher', 'pytorch']
 
 
+_PR_SET_PDEATHSIG = 1
+
+# ``python -c`` wrapper: set the parent-death signal, then exec the worker command (same pid). If
+# the tool died before the signal was set (the parent pid changed), exit at once.
+_DIE_WITH_PARENT = (
+    'import ctypes, ctypes.util, os, signal, sys\n'
+    'libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)\n'
+    'libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)\n'
+    'if os.getppid() != int(sys.argv[1]):\n'
+    '    os._exit(1)\n'
+    'os.execvp(sys.argv[2], sys.argv[2:])\n')
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> bool:
+    """Ask the kernel to send ``sig`` to this process when its parent dies (Linux only; returns
+    whether it was set)."""
+    if not sys.platform.startswith('linux'):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6', use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):  # pragma: no cover - no usable libc
+        return False
+
+
+def _with_parent_death(cmd: Sequence[str], python: str = sys.executable) -> List[str]:
+    """``cmd`` behind the exec wrapper that makes it die with this process (Linux)."""
+    if not sys.platform.startswith('linux'):
+        return list(cmd)
+    return [python, '-c', _DIE_WITH_PARENT, str(os.getpid())] + list(cmd)
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     """Stop the process group of a child we started (it runs in its own session)."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -159,10 +201,12 @@ def run_process(cmd: Sequence[str], log_path: str, env: Optional[Dict[str, str]]
                 timeout: Optional[float] = None, poll_s: float = 2.0,
                 on_poll: Optional[Callable[[float], None]] = None,
                 should_stop: Callable[[], bool] = lambda: False,
-                cwd: Optional[str] = None) -> Tuple[int, float, float, bool]:
+                cwd: Optional[str] = None, lock: Optional['RunLock'] = None
+                ) -> Tuple[int, float, float, bool]:
     """Run ``cmd`` with stdout+stderr to ``log_path``; return ``(returncode, wall_s,
     max_rss_mb, timed_out)``. Raises :class:`Interrupted` (after stopping the child) when
-    ``should_stop()`` turns true.
+    ``should_stop()`` turns true. The child dies with this process (see the module docstring)
+    and, given the run's held ``lock``, holds it too while it lives.
 
     ``max_rss_mb`` is the peak resident set size of the child (and of its waited-for
     descendants), from ``os.wait4`` of that very child, so parallel runs do not mix.
@@ -176,8 +220,11 @@ def run_process(cmd: Sequence[str], log_path: str, env: Optional[Dict[str, str]]
     with open(log_path, 'w') as log:
         log.write('$ ' + ' '.join(cmd) + '\n')
         log.flush()
-        proc = subprocess.Popen(list(cmd), stdout=log, stderr=subprocess.STDOUT, env=full_env,
-                                cwd=cwd, start_new_session=True)
+        keep = (lock.fd,) if lock is not None and lock.fd is not None else ()
+        proc = subprocess.Popen(_with_parent_death(cmd), stdout=log, stderr=subprocess.STDOUT,
+                                env=full_env, cwd=cwd, start_new_session=True, pass_fds=keep)
+        if lock is not None:
+            lock.note(f'worker {proc.pid}')
         try:
             while True:
                 pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -207,22 +254,40 @@ def run_process(cmd: Sequence[str], log_path: str, env: Optional[Dict[str, str]]
     return rc, time.time() - start, rss, timed_out
 
 
+class RunLock:
+    """A run's lock as :func:`run_lock` yields it: true when held; ``fd`` is the locked file."""
+
+    def __init__(self, fd: Optional[int]) -> None:
+        self.fd = fd
+
+    def __bool__(self) -> bool:
+        return self.fd is not None
+
+    def note(self, text: str) -> None:
+        """Record who holds the lock (host, tool pid, ``text``) in the lock file."""
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, f'{socket.gethostname()} {os.getpid()} {text}'.strip().encode()
+                      + b'\n', 0)
+
+
 @contextmanager
-def run_lock(run_dir: str) -> Iterator[bool]:
-    """Hold an exclusive, non-blocking lock on ``<run_dir>.lock``; yields whether it was got."""
+def run_lock(run_dir: str) -> Iterator[RunLock]:
+    """Hold an exclusive, non-blocking lock on ``<run_dir>.lock``; yields a :class:`RunLock`,
+    false when another live process (a tool or a worker it started) holds it. A lock whose holders
+    are all dead is free, so it is taken over."""
     os.makedirs(osp.dirname(osp.abspath(run_dir)), exist_ok=True)
     fd = os.open(run_dir.rstrip('/') + '.lock', os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            yield False
+            yield RunLock(None)
             return
-        os.ftruncate(fd, 0)
-        os.write(fd, f'{socket.gethostname()} {os.getpid()}\n'.encode())
-        try:
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        held = RunLock(fd)
+        held.note('')
+        yield held
     finally:
+        # no LOCK_UN: closing releases the lock unless a worker that could not be stopped still
+        # holds its inherited copy, which then keeps other trainers out until it is gone
         os.close(fd)

@@ -205,7 +205,7 @@ def execute_run(spec: BenchmarkSpec, run: RunSpec, opts: LaunchOptions, slot: Sl
                              opts.progress_every_s)
         rc, wall, rss, timed_out = run_process(cmd, log_path, env=env, timeout=opts.timeout,
                                                poll_s=opts.poll_s, on_poll=progress,
-                                               should_stop=should_stop)
+                                               should_stop=should_stop, lock=mine)
         peaks = logs.read_peak_memory(run.work_dir)
         mem = dict(peak_rss_mb=_finite_max(rss, peaks.get('peak_rss_mb')),
                    peak_cuda_mb=peaks.get('peak_cuda_mb'))
@@ -288,8 +288,9 @@ def execute_all(items: Sequence[Tuple[BenchmarkSpec, RunSpec]], opts: LaunchOpti
         try:
             pending = set(futures)
             while pending:
-                if interrupted():
-                    raise KeyboardInterrupt
+                signum = interrupted()
+                if signum:
+                    raise Stopped(signum)
                 finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
                 for f in finished:
                     exc = f.exception()
@@ -303,20 +304,36 @@ def execute_all(items: Sequence[Tuple[BenchmarkSpec, RunSpec]], opts: LaunchOpti
     return counts
 
 
+class Stopped(KeyboardInterrupt):
+    """The sweep was stopped by a signal (``signum``): its workers are stopped, runs resumable."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ('SIGINT', 'SIGTERM', 'SIGHUP')
+                      if hasattr(signal, name))
+
+
 @contextmanager
 def _deferred_sigint() -> Iterator[Callable[[], bool]]:
-    """While running, Ctrl-C only sets a flag that the polling loop turns into
-    ``KeyboardInterrupt`` at a safe point: raised asynchronously inside ``concurrent.futures``
-    it can leave a future's lock held, and the pool's shutdown then waits forever."""
-    flag = []
+    """While running, Ctrl-C, ``SIGTERM`` and ``SIGHUP`` (a closed SSH session) only set a flag
+    that the polling loop turns into :class:`Stopped` (a ``KeyboardInterrupt``) at a safe point,
+    which stops every worker's process group: raised asynchronously inside
+    ``concurrent.futures`` it can leave a future's lock held, and the pool's shutdown then waits
+    forever."""
+    flag: List[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield lambda: False
         return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: flag.append(signum))
+    previous = {sig: signal.signal(sig, lambda signum, frame: flag.append(signum))
+                for sig in _STOP_SIGNALS}
     try:
-        yield lambda: bool(flag)
+        yield lambda: flag[0] if flag else 0
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def run_prepare(spec: BenchmarkSpec, printer: Printer = print) -> None:

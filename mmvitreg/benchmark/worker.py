@@ -48,9 +48,13 @@ def _trusted(work_dir: str):
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
+    if args.launcher != 'none':  # a torchrun rank: die with torchrun (which dies with the tool)
+        from .launch import die_with_parent
+        die_with_parent()
     from mmvitreg.utils.cli import (CLIError, add_rng_state_hook, add_train_check_hook,
                                     build_runner, load_config, one_line_errors,
-                                    setup_cpu_distributed, shutdown_distributed)
+                                    setup_cpu_distributed, shutdown_distributed,
+                                    use_safe_checkpoint_hook)
     with one_line_errors() as guard, _trusted(args.work_dir):
         import mmvitreg  # noqa: F401  (registers mmvitreg types in both toolboxes)
         from mmengine.dist import broadcast_object_list, get_rank
@@ -62,6 +66,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         cfg.work_dir = args.work_dir
         add_rng_state_hook(cfg)  # an interrupted run resumes exactly
         add_train_check_hook(cfg)  # settings that don't fit the loop: refused before iteration 0
+        use_safe_checkpoint_hook(cfg)  # a kill mid-save keeps the previous checkpoint
         if args.resume:
             cfg.resume, cfg.load_from = True, None
         setup_cpu_distributed(cfg, args.launcher)

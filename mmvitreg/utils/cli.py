@@ -181,6 +181,22 @@ def add_train_check_hook(cfg: Config) -> None:
         cfg.custom_hooks = hooks + [dict(type='TrainLoopCheckHook')]
 
 
+def use_safe_checkpoint_hook(cfg: Config) -> None:
+    """Save checkpoints with ``SafeCheckpointHook`` (atomic saves, old ones deleted only after
+    the new one is in place, never files outside the run's folder): a plain ``CheckpointHook`` in
+    ``default_hooks`` (or mmengine's implicit default) becomes one with the same arguments;
+    ``checkpoint=None`` and other hook types are kept."""
+    hooks = cfg.get('default_hooks', None)
+    if hooks is None:
+        hooks = cfg.default_hooks = {}
+    if 'checkpoint' not in hooks:
+        hooks['checkpoint'] = dict(type='SafeCheckpointHook', interval=1)
+        return
+    hook = hooks['checkpoint']
+    if isinstance(hook, dict) and hook.get('type') in ('CheckpointHook', 'mmengine.CheckpointHook'):
+        hook['type'] = 'SafeCheckpointHook'
+
+
 def build_runner(cfg: Config):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
@@ -216,13 +232,15 @@ def describe_error(exc: BaseException) -> str:
 
 
 def resume_checkpoint(cfg: Config) -> Optional[str]:
-    """The checkpoint a resuming run will restore (``None`` when not resuming or none exists)."""
+    """The checkpoint a resuming run will restore (``None`` when not resuming or none exists):
+    ``load_from``, else the newest complete one of the work dir
+    (:func:`mmvitreg.utils.resume.find_resume_checkpoint`, one error line if none is)."""
     if not cfg.get('resume', False):
         return None
     if cfg.get('load_from'):
         return cfg.load_from
-    from mmengine.runner import find_latest_checkpoint
-    return find_latest_checkpoint(cfg.work_dir)
+    from .resume import find_resume_checkpoint
+    return find_resume_checkpoint(cfg.work_dir)
 
 
 def check_resume_trusted(cfg: Config, trust_all: bool) -> Optional[str]:

@@ -4,7 +4,8 @@ each call (with its environment; a second line when it ends) in ``$BENCH_CALLS``
 metric is 70 + seed + 10 * drop_rate.
 
 ``$FAKE_SLOW``: a run whose work dir contains it writes its checkpoint, then sleeps (to be
-interrupted). ``$FAKE_SLEEP``: seconds every run takes (so parallel runs overlap)."""
+interrupted). ``$FAKE_SLEEP``: seconds every run takes (so parallel runs overlap).
+``$FAKE_IMMORTAL``: clear the parent-death signal, so the run outlives a killed tool."""
 import argparse
 import json
 import os
@@ -20,6 +21,10 @@ p.add_argument('--resume', action='store_true')
 p.add_argument('--test')
 p.add_argument('--launcher', default='none')
 a = p.parse_args()
+if os.environ.get('FAKE_IMMORTAL'):
+    import ctypes
+    import ctypes.util
+    ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6').prctl(1, 0, 0, 0, 0)
 cfg = runpy.run_path(a.config)  # the dumped run config is plain python
 vis = [b['type'] for b in (cfg.get('visualizer') or {}).get('vis_backends', [])]
 call = dict(work_dir=a.work_dir, resume=a.resume, test=a.test, start=time.time(),

@@ -60,3 +60,18 @@ def test_resume_is_exact(tmp_path):
     # and training did change the weights (the comparison is not vacuous)
     c = _load(osp.join(part, 'iter_3.pth'))
     assert any(not torch.allclose(c['state_dict'][k], v) for k, v in a['state_dict'].items())
+
+
+def test_auto_resume_without_a_complete_checkpoint_refuses_in_one_line(tmp_path, capsys):
+    """No last_checkpoint and only a damaged epoch_N.pth: one error line, never a fresh start."""
+    import pytest
+    work = tmp_path / 'run'
+    work.mkdir()
+    (work / 'epoch_3.pth').write_bytes(b'PK\x03\x04' + b'\x00' * 64)  # a save killed midway
+    with pytest.raises(SystemExit) as exc:
+        run_main('train', [DIGITS_CONFIG, '--work-dir', str(work), '--resume', '--cfg-options',
+                           'train_cfg.max_epochs=1', *TINY_DIGITS_OPTIONS])
+    assert exc.value.code == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith('error:')]
+    assert len(err) == 1 and 'no complete checkpoint' in err[0] and 'epoch_3.pth' in err[0]
+    assert sorted(p.name for p in work.iterdir()) == ['epoch_3.pth']  # nothing trained
