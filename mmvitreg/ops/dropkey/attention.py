@@ -55,7 +55,8 @@ def dropkey_attention(q: torch.Tensor,
     """Scaled dot-product attention with DropKey.
 
     Args:
-        q, k, v: ``(B, heads, Nq, d)``, ``(B, heads, Nk, d)``, ``(B, heads, Nk, dv)``.
+        q, k, v: ``(B, heads, Nq, d)``, ``(B, heads, Nk, d)``, ``(B, heads, Nk, dv)``; ``dv``
+            may differ from ``d`` on every path (the CPU flash path zero-pads to one head dim).
         ratio: drop probability of each logit in ``[0, 1)``; 0 gives plain SDPA.
         variant, grid_hw, num_extra_tokens, block_size: see
             :func:`~mmvitreg.ops.dropkey.masks.sample_keep_mask`.
@@ -91,7 +92,7 @@ def dropkey_attention(q: torch.Tensor,
         check_positive_int(chunk_size, 'chunk_size')
     from .flex import flex_applies, flex_dropkey_attention
     if backend == 'flex' or (backend == 'auto' and flex_applies(q, variant, dropout_p,
-                                                                attn_mask)):
+                                                                attn_mask, v)):
         return flex_dropkey_attention(q, k, v, ratio, key, attn_mask=attn_mask, scale=scale)
     device_type = q.device.type
     if torch.is_autocast_enabled(device_type):  # what SDPA's autocast rule does

@@ -38,14 +38,20 @@ def flex_available() -> bool:
     return _STATE['available']
 
 
+def _kernel_head_dim(d: int) -> bool:
+    """A head dim every FlexAttention release compiles: a power of two >= 16."""
+    return d >= 16 and d & (d - 1) == 0
+
+
 def flex_applies(q: torch.Tensor, variant: str, dropout_p: float,
-                 attn_mask: Optional[torch.Tensor]) -> bool:
+                 attn_mask: Optional[torch.Tensor], v: Optional[torch.Tensor] = None) -> bool:
     """Whether ``backend='auto'`` takes the fused path: CUDA, random variant, no attention
-    dropout, no float host mask, head dim a power of two >= 16, FlexAttention available."""
-    d = q.shape[-1]
+    dropout, no float host mask, the q/k and the v head dims (they may differ) powers of two
+    >= 16, FlexAttention available."""
     return (q.device.type == 'cuda' and variant == 'random' and dropout_p == 0
-            and (attn_mask is None or attn_mask.dtype == torch.bool) and d >= 16
-            and d & (d - 1) == 0 and flex_available())
+            and (attn_mask is None or attn_mask.dtype == torch.bool)
+            and _kernel_head_dim(q.shape[-1])
+            and (v is None or _kernel_head_dim(v.shape[-1])) and flex_available())
 
 
 def _compiled_flex():
