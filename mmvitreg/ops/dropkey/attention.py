@@ -69,8 +69,9 @@ def dropkey_attention(q: torch.Tensor,
             The same key gives the same mask on every path, device and chunking.
         chunk_size: queries per chunk (None = from ``memory_budget``).
         memory_budget: bytes one chunk's mask may use (None = :func:`default_memory_budget`).
-        backend: ``'auto'`` (FlexAttention where it applies on CUDA, else SDPA), ``'flex'`` or
-            ``'sdpa'``.
+        backend: ``'auto'`` (FlexAttention where it applies on CUDA, else SDPA; SDPA for the
+            rest of the process, after one warning, if FlexAttention's compilation fails),
+            ``'flex'`` (its failures raise) or ``'sdpa'``.
 
     A query row whose every allowed key is dropped is left unmasked by DropKey (plain attention
     with the host's mask only).
@@ -91,9 +92,13 @@ def dropkey_attention(q: torch.Tensor,
     if chunk_size is not None:
         check_positive_int(chunk_size, 'chunk_size')
     from .flex import flex_applies, flex_dropkey_attention
-    if backend == 'flex' or (backend == 'auto' and flex_applies(q, variant, dropout_p,
-                                                                attn_mask, v)):
+    if backend == 'flex':
         return flex_dropkey_attention(q, k, v, ratio, key, attn_mask=attn_mask, scale=scale)
+    if backend == 'auto' and flex_applies(q, variant, dropout_p, attn_mask, v):
+        out = flex_dropkey_attention(q, k, v, ratio, key, attn_mask=attn_mask, scale=scale,
+                                     strict=False)
+        if out is not None:  # None: the compile machinery failed (one warning), use SDPA
+            return out
     device_type = q.device.type
     if torch.is_autocast_enabled(device_type):  # what SDPA's autocast rule does
         dtype = torch.get_autocast_dtype(device_type)
