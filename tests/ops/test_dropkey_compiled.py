@@ -187,7 +187,7 @@ def test_each_compile_failure_falls_back_to_the_eager_bits_with_one_warning(
 
 
 def test_traced_callers_use_the_eager_ops(fresh_kernel, monkeypatch):
-    monkeypatch.setattr(compiled, '_tracing', lambda: True)
+    monkeypatch.setattr(compiled, 'is_tracing', lambda: True)
     out = torch.empty(600, 500, dtype=torch.int64)
     assert fresh_kernel.compiled_mix_words(torch.zeros(600, 1, dtype=torch.int64),
                                            torch.arange(500), out) is None

@@ -23,6 +23,7 @@ from .masks import MaskSpec, check_grid, full_region
 from .random import next_key
 from .schedule import (check_backend, check_block_size, check_positive_int, check_ratio,
                        check_variant)
+from .tracing import not_traced
 
 __all__ = ['dropkey_attention', 'naive_dropkey_attention', 'default_memory_budget',
            'device_memory', 'plan_chunks', 'plan_regions', 'MaskSpec', 'MEMORY_FRACTION',
@@ -36,6 +37,7 @@ def _slice_q(t: Optional[torch.Tensor], start: int, stop: int) -> Optional[torch
     return t[..., start:stop, :]
 
 
+@not_traced
 def dropkey_attention(q: torch.Tensor,
                       k: torch.Tensor,
                       v: torch.Tensor,
@@ -74,7 +76,7 @@ def dropkey_attention(q: torch.Tensor,
             ``'flex'`` (its failures raise) or ``'sdpa'``.
 
     A query row whose every allowed key is dropped is left unmasked by DropKey (plain attention
-    with the host's mask only).
+    with the host's mask only). Excluded from ``torch.compile`` tracing (:mod:`.tracing`).
     """
     ratio = check_ratio(ratio)
     check_variant(variant)
@@ -154,6 +156,7 @@ class _ChunkedDropKeyAttention(torch.autograd.Function):
         return out
 
     @staticmethod
+    @not_traced
     def backward(ctx, grad_out):
         q, k, v, bias = ctx.saved_tensors
         spec, chunk_size, dropout_p, scale = ctx.args

@@ -27,6 +27,7 @@ from typing import Callable, Optional
 import torch
 
 from .splitmix import lane_below, mix64_tensor
+from .tracing import is_tracing
 
 __all__ = ['MIN_WORDS', 'MIN_LOGITS', 'mix_words', 'additive_mask', 'compiled_mix_words',
            'compiled_additive_mask', 'compile_enabled', 'kernel_state', 'warm_up']
@@ -96,7 +97,7 @@ def _run(fn: Callable, *args: torch.Tensor) -> Optional[torch.Tensor]:
     Every failure of the compile machinery turns the loops off for the process with one
     warning: ``torch.compile`` raising, the compiled loop raising (at its first or a later
     call), or its first result differing from ``fn`` run eagerly."""
-    if not compile_enabled() or _tracing():
+    if not compile_enabled() or is_tracing():
         return None
     name, out = fn.__name__, args[-1]
     try:  # no C++ compiler, Dynamo unsupported on this Python, unsupported platform, ...
@@ -114,13 +115,6 @@ def _run(fn: Callable, *args: torch.Tensor) -> Optional[torch.Tensor]:
             return None
         _STATE['checked'].add(name)
     return out
-
-
-def _tracing() -> bool:
-    """True while Dynamo traces the caller (a whole-model ``torch.compile``)."""
-    compiler = getattr(torch, 'compiler', None)
-    return bool(compiler is not None and hasattr(compiler, 'is_compiling')
-                and compiler.is_compiling())
 
 
 def compiled_mix_words(row_term: torch.Tensor, col_term: torch.Tensor,

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from .budget import plan_chunks
 from .masks import MaskSpec, full_region
+from .tracing import not_traced
 
 __all__ = ['cpu_flash_applies', 'cpu_flash_dropkey_attention', 'plan_regions',
            'pad_head_dims', 'FLASH_QUERY_BLOCK', 'MIN_KEY_CHUNK']
@@ -198,6 +199,7 @@ class _FlashCPUDropKey(torch.autograd.Function):
         return out
 
     @staticmethod
+    @not_traced
     def backward(ctx, grad_out):
         q, k, v, out, lse = ctx.saved_tensors
         spec, regions, scale = ctx.spec, ctx.regions, ctx.scale
