@@ -140,3 +140,101 @@ def test_a_miscompiled_additive_loop_is_detected_and_not_used(fresh_kernel, monk
     got = _additive(shape, box)
     assert torch.equal(got, _eager(monkeypatch, lambda: _additive(shape, box)))
     assert 'additive_mask differed' in fresh_kernel.kernel_state()['failed']
+
+
+# ------------------------------------------------- every failure of the compile machinery (#26)
+def _broken_compile(mode):
+    """A ``torch.compile`` replacement failing the way ``mode`` names."""
+    def compile_(fn, **kwargs):
+        if mode == 'build':  # e.g. Dynamo unsupported on this Python
+            raise RuntimeError('Dynamo is not supported on this Python\nmore details')
+
+        def compiled_fn(*args, **kw):
+            if mode == 'first call':  # e.g. no C++ compiler, an inductor error
+                raise RuntimeError('InductorError: no working C++ compiler')
+            args[-1].zero_()  # 'wrong bits': nothing dropped
+
+        return compiled_fn
+
+    return compile_
+
+
+@pytest.mark.parametrize('mode', ['build', 'first call', 'wrong bits'])
+def test_each_compile_failure_falls_back_to_the_eager_bits_with_one_warning(
+        fresh_kernel, monkeypatch, caplog, mode):
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(1, 4, 512, 8, generator=g, requires_grad=True) for _ in range(3))
+
+    def run():  # one box of 1M logits (the additive mask loop), then a large bool mask
+        out = dropkey_attention(q, k, v, 0.2, key=KEY)
+        grads = torch.autograd.grad(out.sum(), (q, k, v))
+        return [out.detach(), *grads, sample_keep_mask((8, 4, 128, 257), 0.2, key=KEY)]
+
+    expected = _eager(monkeypatch, run)
+    monkeypatch.setattr(torch, 'compile', _broken_compile(mode))
+    with caplog.at_level(logging.WARNING, logger=compiled.__name__):
+        first, second = run(), run()
+    for a, b, c in zip(first, second, expected):
+        assert torch.equal(a, c) and torch.equal(b, c)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    reason = fresh_kernel.kernel_state()['failed']
+    assert reason in warnings[0] and '\n' not in reason
+    assert {'build': 'RuntimeError: Dynamo is not supported on this Python',
+            'first call': 'RuntimeError: InductorError: no working C++ compiler',
+            'wrong bits': 'the result of additive_mask differed'}[mode] in reason
+    assert not fresh_kernel.compile_enabled()
+
+
+def test_traced_callers_use_the_eager_ops(fresh_kernel, monkeypatch):
+    monkeypatch.setattr(compiled, 'is_tracing', lambda: True)
+    out = torch.empty(600, 500, dtype=torch.int64)
+    assert fresh_kernel.compiled_mix_words(torch.zeros(600, 1, dtype=torch.int64),
+                                           torch.arange(500), out) is None
+    assert fresh_kernel.kernel_state() == {'compiled': [], 'checked': [], 'failed': None}
+
+
+# ------------------------------------------------- FlexAttention (backend='auto' on CUDA)
+@pytest.fixture
+def fresh_flex(monkeypatch):
+    """FlexAttention not built or disabled yet, and taken by ``auto`` on CPU as on CUDA."""
+    from mmvitreg.ops.dropkey import flex
+    if not flex.flex_available():
+        pytest.skip('torch without FlexAttention')
+    monkeypatch.setattr(flex, '_STATE', {'compiled': None, 'available': True, 'failed': None})
+    monkeypatch.setattr(flex, 'flex_applies', lambda *a, **kw: flex.flex_failure() is None)
+    return flex
+
+
+@pytest.mark.parametrize('mode', ['build', 'first call'])
+def test_flex_compile_failure_falls_back_to_sdpa_with_one_warning(fresh_flex, monkeypatch,
+                                                                   caplog, mode):
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 2, 24, 16, generator=g) for _ in range(3))
+    expected = dropkey_attention(q, k, v, 0.3, key=KEY, backend='sdpa')
+    calls = []
+    broken = _broken_compile(mode)
+    monkeypatch.setattr(torch, 'compile', lambda fn, **kw: calls.append(fn) or broken(fn, **kw))
+    with caplog.at_level(logging.WARNING, logger=fresh_flex.__name__):
+        first = dropkey_attention(q, k, v, 0.3, key=KEY)
+        second = dropkey_attention(q, k, v, 0.3, key=KEY)
+    assert torch.equal(first, expected) and torch.equal(second, expected)
+    assert len(calls) == 1  # not retried
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and fresh_flex.flex_failure() in warnings[0]
+    assert fresh_flex.flex_failure().startswith('RuntimeError: ')
+    with pytest.raises(RuntimeError):  # an explicit backend='flex' raises instead
+        dropkey_attention(q, k, v, 0.3, key=KEY, backend='flex')
+
+
+def test_flex_auto_choice_stops_after_a_failure(monkeypatch):
+    from mmvitreg.ops.dropkey import flex
+
+    class CudaQ:
+        shape = (1, 1, 4, 16)
+        device = torch.device('cuda')
+
+    monkeypatch.setattr(flex, '_STATE', {'compiled': None, 'available': True, 'failed': None})
+    assert flex.flex_applies(CudaQ(), 'random', 0.0, None)
+    flex._STATE['failed'] = 'RuntimeError: x'
+    assert not flex.flex_applies(CudaQ(), 'random', 0.0, None)

@@ -23,6 +23,7 @@ from .masks import MaskSpec, check_grid, full_region
 from .random import next_key
 from .schedule import (check_backend, check_block_size, check_positive_int, check_ratio,
                        check_variant)
+from .tracing import not_traced
 
 __all__ = ['dropkey_attention', 'naive_dropkey_attention', 'default_memory_budget',
            'device_memory', 'plan_chunks', 'plan_regions', 'MaskSpec', 'MEMORY_FRACTION',
@@ -36,6 +37,7 @@ def _slice_q(t: Optional[torch.Tensor], start: int, stop: int) -> Optional[torch
     return t[..., start:stop, :]
 
 
+@not_traced
 def dropkey_attention(q: torch.Tensor,
                       k: torch.Tensor,
                       v: torch.Tensor,
@@ -55,7 +57,8 @@ def dropkey_attention(q: torch.Tensor,
     """Scaled dot-product attention with DropKey.
 
     Args:
-        q, k, v: ``(B, heads, Nq, d)``, ``(B, heads, Nk, d)``, ``(B, heads, Nk, dv)``.
+        q, k, v: ``(B, heads, Nq, d)``, ``(B, heads, Nk, d)``, ``(B, heads, Nk, dv)``; ``dv``
+            may differ from ``d`` on every path (the CPU flash path zero-pads to one head dim).
         ratio: drop probability of each logit in ``[0, 1)``; 0 gives plain SDPA.
         variant, grid_hw, num_extra_tokens, block_size: see
             :func:`~mmvitreg.ops.dropkey.masks.sample_keep_mask`.
@@ -68,11 +71,12 @@ def dropkey_attention(q: torch.Tensor,
             The same key gives the same mask on every path, device and chunking.
         chunk_size: queries per chunk (None = from ``memory_budget``).
         memory_budget: bytes one chunk's mask may use (None = :func:`default_memory_budget`).
-        backend: ``'auto'`` (FlexAttention where it applies on CUDA, else SDPA), ``'flex'`` or
-            ``'sdpa'``.
+        backend: ``'auto'`` (FlexAttention where it applies on CUDA, else SDPA; SDPA for the
+            rest of the process, after one warning, if FlexAttention's compilation fails),
+            ``'flex'`` (its failures raise) or ``'sdpa'``.
 
     A query row whose every allowed key is dropped is left unmasked by DropKey (plain attention
-    with the host's mask only).
+    with the host's mask only). Excluded from ``torch.compile`` tracing (:mod:`.tracing`).
     """
     ratio = check_ratio(ratio)
     check_variant(variant)
@@ -90,9 +94,13 @@ def dropkey_attention(q: torch.Tensor,
     if chunk_size is not None:
         check_positive_int(chunk_size, 'chunk_size')
     from .flex import flex_applies, flex_dropkey_attention
-    if backend == 'flex' or (backend == 'auto' and flex_applies(q, variant, dropout_p,
-                                                                attn_mask)):
+    if backend == 'flex':
         return flex_dropkey_attention(q, k, v, ratio, key, attn_mask=attn_mask, scale=scale)
+    if backend == 'auto' and flex_applies(q, variant, dropout_p, attn_mask, v):
+        out = flex_dropkey_attention(q, k, v, ratio, key, attn_mask=attn_mask, scale=scale,
+                                     strict=False)
+        if out is not None:  # None: the compile machinery failed (one warning), use SDPA
+            return out
     device_type = q.device.type
     if torch.is_autocast_enabled(device_type):  # what SDPA's autocast rule does
         dtype = torch.get_autocast_dtype(device_type)
@@ -148,6 +156,7 @@ class _ChunkedDropKeyAttention(torch.autograd.Function):
         return out
 
     @staticmethod
+    @not_traced
     def backward(ctx, grad_out):
         q, k, v, bias = ctx.saved_tensors
         spec, chunk_size, dropout_p, scale = ctx.args

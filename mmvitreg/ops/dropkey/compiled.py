@@ -15,8 +15,9 @@ shape); smaller masks, as in tests and toy runs, stay eager, so they never pay f
 Each loop is built once per process on first use (dynamic shapes: one compilation for every
 size; inductor caches the build on disk for later processes; build times: README). The first
 result of each loop in a process is checked against the same function run eagerly; if
-compilation fails (e.g. no C++ compiler) or a check fails, a warning is logged and the process
-stays on the eager ops. ``MMVITREG_DROPKEY_COMPILE=0``
+``torch.compile`` itself raises (e.g. Dynamo unsupported on this Python), the compiled loop
+raises (e.g. no C++ compiler) or a check fails, one warning is logged and the process stays on
+the eager ops. ``MMVITREG_DROPKEY_COMPILE=0``
 selects the eager ops from the start.
 """
 import logging
@@ -26,6 +27,7 @@ from typing import Callable, Optional
 import torch
 
 from .splitmix import lane_below, mix64_tensor
+from .tracing import is_tracing
 
 __all__ = ['MIN_WORDS', 'MIN_LOGITS', 'mix_words', 'additive_mask', 'compiled_mix_words',
            'compiled_additive_mask', 'compile_enabled', 'kernel_state', 'warm_up']
@@ -71,22 +73,39 @@ def _disable(reason: str) -> None:
                  'are generated with eager torch ops (same bits, slower)', reason)
 
 
-def _run(fn: Callable, *args: torch.Tensor) -> Optional[torch.Tensor]:
-    """``fn(*args)`` through its compiled loop (the last argument is the output); returns the
-    output, or None when the loops are off. The first call of each loop is checked against
-    ``fn`` run eagerly."""
-    if not compile_enabled():
-        return None
-    name, out = fn.__name__, args[-1]
+def failure_reason(err: BaseException) -> str:
+    """One line naming an exception: its type and the first line of its message (<= 200 chars)."""
+    text = str(err).strip()
+    return f'{type(err).__name__}: {text.splitlines()[0] if text else ""}'[:200]
+
+
+def _build(fn: Callable) -> Callable:
+    """The compiled loop of ``fn`` (built once per process)."""
+    name = fn.__name__
     if name not in _STATE['fns']:
         _LOG.info('DropKey: compiling the CPU mask loop %s (once per process; cached on disk)',
                   name)
         _STATE['fns'][name] = torch.compile(fn, dynamic=True)
-    try:
+    return _STATE['fns'][name]
+
+
+def _run(fn: Callable, *args: torch.Tensor) -> Optional[torch.Tensor]:
+    """``fn(*args)`` through its compiled loop (the last argument is the output); returns the
+    output, or None when the loops are off or the caller is being traced by ``torch.compile``
+    (then the caller's eager ops are traced instead).
+
+    Every failure of the compile machinery turns the loops off for the process with one
+    warning: ``torch.compile`` raising, the compiled loop raising (at its first or a later
+    call), or its first result differing from ``fn`` run eagerly."""
+    if not compile_enabled() or is_tracing():
+        return None
+    name, out = fn.__name__, args[-1]
+    try:  # no C++ compiler, Dynamo unsupported on this Python, unsupported platform, ...
+        loop = _build(fn)
         with torch.no_grad():
-            _STATE['fns'][name](*args)
-    except Exception as err:  # no C++ compiler, unsupported platform, ...
-        _disable(f'{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""}'[:200])
+            loop(*args)
+    except Exception as err:
+        _disable(failure_reason(err))
         return None
     if name not in _STATE['checked']:
         expected = torch.empty_like(out)

@@ -10,15 +10,17 @@ under the kernel's large-tile size (:data:`FLASH_QUERY_BLOCK` queries), into key
 query chunks instead, whose outputs are merged by their log-sum-exps (exact).
 """
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from .budget import plan_chunks
 from .masks import MaskSpec, full_region
+from .tracing import not_traced
 
 __all__ = ['cpu_flash_applies', 'cpu_flash_dropkey_attention', 'plan_regions',
-           'FLASH_QUERY_BLOCK', 'MIN_KEY_CHUNK']
+           'pad_head_dims', 'FLASH_QUERY_BLOCK', 'MIN_KEY_CHUNK']
 
 #: the CPU flash kernel tiles queries by 256 from 768 queries per call on, by 64 or 32 below
 FLASH_QUERY_BLOCK = 768
@@ -45,7 +47,14 @@ def cpu_flash_dropkey_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
                                 spec: MaskSpec, scale: Optional[float], budget: int,
                                 chunk_size: Optional[int] = None) -> torch.Tensor:
     """``softmax(mask(q k^T * scale)) v`` with the DropKey mask of ``spec`` by the CPU flash
-    kernel, in boxes whose masks fit ``budget`` bytes (``chunk_size``: fixed queries per box)."""
+    kernel, in boxes whose masks fit ``budget`` bytes (``chunk_size``: fixed queries per box).
+
+    The kernel needs one head dim for q, k and v: a v head dim that differs from q's is served
+    by zero-padding (:func:`pad_head_dims`; exact) and slicing the output."""
+    dv = v.shape[-1]
+    if q.shape[-1] != dv:
+        scale = q.shape[-1]**-0.5 if scale is None else scale
+        q, k, v = pad_head_dims(q, k, v)
     additive_only = spec.variant == 'random' and spec.bias is None and spec.allowed is None
     bytes_per_logit = q.element_size() if additive_only else 1 + q.element_size()
     # key ranges need rows that are never all dropped within one (< 1e-12 per call)
@@ -55,7 +64,21 @@ def cpu_flash_dropkey_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
         spec.ratio**MIN_KEY_CHUNK * rows * nk / MIN_KEY_CHUNK <= 1e-12
     regions = plan_regions(spec.shape, bytes_per_logit, budget, chunk_size,
                            split_keys=split_keys)
-    return _FlashCPUDropKey.apply(q, k, v, spec, regions, scale)
+    out = _FlashCPUDropKey.apply(q, k, v, spec, regions, scale)
+    return out if out.shape[-1] == dv else out[..., :dv]
+
+
+def pad_head_dims(q: torch.Tensor, k: torch.Tensor,
+                  v: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v zero-padded (differentiably) to the wider of the q/k and v head dims: ``q k^T``
+    is unchanged by zero columns of q and k, and zero columns of v only add zero output columns
+    after the first ``v.shape[-1]`` (give the scale of the unpadded q explicitly)."""
+    width = max(q.shape[-1], v.shape[-1])
+
+    def pad(t: torch.Tensor) -> torch.Tensor:
+        return t if t.shape[-1] == width else F.pad(t, (0, width - t.shape[-1]))
+
+    return pad(q), pad(k), pad(v)
 
 
 def plan_regions(shape, bytes_per_logit: int, budget: int, chunk_size: Optional[int] = None,
@@ -176,6 +199,7 @@ class _FlashCPUDropKey(torch.autograd.Function):
         return out
 
     @staticmethod
+    @not_traced
     def backward(ctx, grad_out):
         q, k, v, out, lse = ctx.saved_tensors
         spec, regions, scale = ctx.spec, ctx.regions, ctx.scale

@@ -14,6 +14,7 @@ and recomputed as plain attention (one device sync). Otherwise the
 check is skipped: the only difference to the SDPA path is then a zero row with probability
 ``< 1e-9`` per call. FlexAttention's backward needs CUDA (on CPU torch runs it forward only).
 """
+import logging
 from typing import Optional
 
 import torch
@@ -22,9 +23,10 @@ from .random import words_per_row
 from .splitmix import GOLDEN, lane_below, mix64_tensor, signed
 from .schedule import ratio_threshold
 
-__all__ = ['flex_available', 'flex_applies', 'flex_dropkey_attention']
+__all__ = ['flex_available', 'flex_applies', 'flex_dropkey_attention', 'flex_failure']
 
-_STATE = {'compiled': None, 'available': None}
+_STATE = {'compiled': None, 'available': None, 'failed': None}
+_LOG = logging.getLogger(__name__)
 
 
 def flex_available() -> bool:
@@ -38,14 +40,32 @@ def flex_available() -> bool:
     return _STATE['available']
 
 
+def _kernel_head_dim(d: int) -> bool:
+    """A head dim every FlexAttention release compiles: a power of two >= 16."""
+    return d >= 16 and d & (d - 1) == 0
+
+
 def flex_applies(q: torch.Tensor, variant: str, dropout_p: float,
-                 attn_mask: Optional[torch.Tensor]) -> bool:
+                 attn_mask: Optional[torch.Tensor], v: Optional[torch.Tensor] = None) -> bool:
     """Whether ``backend='auto'`` takes the fused path: CUDA, random variant, no attention
-    dropout, no float host mask, head dim a power of two >= 16, FlexAttention available."""
-    d = q.shape[-1]
+    dropout, no float host mask, the q/k and the v head dims (they may differ) powers of two
+    >= 16, FlexAttention available."""
     return (q.device.type == 'cuda' and variant == 'random' and dropout_p == 0
-            and (attn_mask is None or attn_mask.dtype == torch.bool) and d >= 16
-            and d & (d - 1) == 0 and flex_available())
+            and (attn_mask is None or attn_mask.dtype == torch.bool)
+            and _kernel_head_dim(q.shape[-1])
+            and (v is None or _kernel_head_dim(v.shape[-1])) and flex_available()
+            and _STATE['failed'] is None)
+
+
+def flex_failure() -> Optional[str]:
+    """Why ``backend='auto'`` stopped using FlexAttention in this process (None: it did not)."""
+    return _STATE['failed']
+
+
+def _disable(reason: str) -> None:
+    _STATE['failed'] = reason
+    _LOG.warning('DropKey: FlexAttention is off for this process (%s); backend="auto" uses the '
+                 'SDPA path (same masks, slower)', reason)
 
 
 def _compiled_flex():
@@ -78,8 +98,13 @@ def flex_dropkey_attention(q: torch.Tensor,
                            key: int,
                            *,
                            attn_mask: Optional[torch.Tensor] = None,
-                           scale: Optional[float] = None) -> torch.Tensor:
-    """Random-variant DropKey attention in one FlexAttention call (same mask as the SDPA path)."""
+                           scale: Optional[float] = None,
+                           strict: bool = True) -> Optional[torch.Tensor]:
+    """Random-variant DropKey attention in one FlexAttention call (same mask as the SDPA path).
+
+    ``strict=False`` (``backend='auto'``): a failure of the compile machinery (``torch.compile``
+    raising, or the compiled kernel raising other than out of memory) returns None after one
+    warning and turns FlexAttention off for the process; ``strict=True`` raises it."""
     if attn_mask is not None and attn_mask.dtype != torch.bool:
         raise ValueError('DropKey backend="flex" supports bool host masks only, got an additive '
                          f'{attn_mask.dtype} mask; use backend="sdpa" or "auto"')
@@ -99,12 +124,21 @@ def flex_dropkey_attention(q: torch.Tensor,
     allowed = None if attn_mask is None else attn_mask.expand(b, h, nq, nk)
     score_mod = _score_mod(params, allowed)
     need_check = attn_mask is not None or ratio**nk * b * h * nq > 1e-9
-    with torch.autocast(device_type, enabled=False):
-        if device_type == 'cpu':  # inductor's CPU flex kernel: inference only, no lse
-            out = _compiled_flex()(q, k, v, score_mod=score_mod, scale=scale)
-        else:
-            out, lse = _compiled_flex()(q, k, v, score_mod=score_mod, scale=scale,
-                                        return_lse=True)
+    try:
+        with torch.autocast(device_type, enabled=False):
+            if device_type == 'cpu':  # inductor's CPU flex kernel: inference only, no lse
+                out = _compiled_flex()(q, k, v, score_mod=score_mod, scale=scale)
+            else:
+                out, lse = _compiled_flex()(q, k, v, score_mod=score_mod, scale=scale,
+                                            return_lse=True)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except Exception as err:
+        if strict:
+            raise
+        from .compiled import failure_reason
+        _disable(failure_reason(err))
+        return None
     if not need_check:
         return out
     if device_type == 'cpu':

@@ -21,6 +21,7 @@ from . import compiled
 from .random import cpu_block_rows, for_each_block, lane_terms, lanes_below, next_key
 from .schedule import (block_footprint, check_block_size, check_ratio, check_variant,
                        ratio_threshold, seed_probability)
+from .tracing import not_traced
 
 __all__ = ['sample_keep_mask', 'keep_mask_rows', 'keep_for_rows', 'additive_mask_region',
            'region_rows', 'query_rows', 'repair_all_dropped', 'check_grid', 'MaskSpec',
@@ -111,6 +112,7 @@ def keep_for_rows(key: int,
     return keep
 
 
+@not_traced
 def sample_keep_mask(shape: Sequence[int],
                      ratio: float,
                      variant: str = 'random',

@@ -16,6 +16,10 @@ Masks are a pure function of ``(run seed, iteration, layer_id, rank, call counte
 element position (:mod:`.random`); the call counter restarts at every ``set_step`` (the hook
 calls it before each training iteration), so a resumed run draws exactly the masks of the
 uninterrupted one.
+
+Whole-model ``torch.compile``: the sampling call (key from the counter, mask, kernel) is excluded
+from tracing (:mod:`.tracing`); it runs eagerly between the compiled graphs, so the masks are
+those of the eager model for the same seed, step and call counter.
 """
 import logging
 from typing import List, Optional
@@ -30,6 +34,7 @@ from .random import call_key, get_generation, get_step
 from .replay import KeyReplay, in_backward, rng_fingerprint
 from .schedule import (check_backend, check_block_size, check_positive_int, check_ratio,
                        check_variant)
+from .tracing import not_traced
 
 #: a layer whose expected share of repaired (all-dropped) rows exceeds this gets a warning
 REPAIRED_ROWS_WARNING = 0.01
@@ -154,6 +159,13 @@ class DropKey(nn.Module):
         if not self.active:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
                                                   dropout_p=dropout_p, scale=scale)
+        return self._sample(q, k, v, attn_mask, dropout_p, scale, grid, key)
+
+    @not_traced
+    def _sample(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                attn_mask: Optional[torch.Tensor], dropout_p: float, scale: Optional[float],
+                grid, key: Optional[int]) -> torch.Tensor:
+        """The active :meth:`forward`: the call's key, mask and kernel (never traced)."""
         hw, extra = self._grid(k.shape[-2], grid)
         if self._checked_keys != k.shape[-2]:
             self.check_repaired_rows(k.shape[-2], hw, extra)
@@ -164,6 +176,7 @@ class DropKey(nn.Module):
                                  chunk_size=self.chunk_size, memory_budget=self.memory_budget,
                                  backend=self.backend)
 
+    @not_traced
     def keep_mask(self,
                   q: torch.Tensor,
                   k: torch.Tensor,
