@@ -4,7 +4,7 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?= -q
 
-.PHONY: setup demo test test-all
+.PHONY: setup demo test test-all lint
 
 setup:
 	bash tools/setup_env.sh
@@ -14,8 +14,13 @@ JOBS ?= 2
 demo: setup
 	$(PY) tools/benchmark_regularizers.py configs/benchmark/suite_digits_cpu.py --jobs $(JOBS) --work-dir work_dirs/suite_digits_cpu
 
-test: setup
+test: setup lint
 	$(PY) -m pytest tests $(PYTEST_ARGS) --timeout=1200
+
+# pyflakes + pycodestyle (ruff) and import order (isort); settings in pyproject.toml
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m isort --check-only --diff .
 
 # including the slow end-to-end runs
 test-all: setup

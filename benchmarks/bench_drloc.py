@@ -21,8 +21,9 @@ import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-import mmvitreg  # noqa: E402,F401
 from mmpretrain.structures import DataSample  # noqa: E402
+
+import mmvitreg  # noqa: E402,F401
 from mmvitreg.registry import MODELS  # noqa: E402
 
 

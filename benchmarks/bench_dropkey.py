@@ -17,8 +17,8 @@ logits + float Bernoulli mask * -1e12, ``naive_dropkey_attention``).
    the kernel build that only initialise the libraries; CUDA: ``max_memory_allocated``).
 2. A timm ViT-S/16 training step (224 px, batch 64; forward + backward + SGD), DropKey ratio 0.1
    decreasing with depth, attached through mmvitreg's timm attention site; after 2 warm-up
-   steps of each variant, median of ``--step-reps`` interleaved steps, the order alternating (``--step-naive``: also the paper's
-   two lines).
+   steps of each variant, median of ``--step-reps`` interleaved steps, the order alternating
+   (``--step-naive``: also the paper's two lines).
 
 Usage: ``python benchmarks/bench_dropkey.py [--reps 3] [--step-reps 4] [--threads 2]
 [--device cpu|cuda] [--skip-train] [--skip-layers] [--skip-memory] [--shapes DETR,N=4096]

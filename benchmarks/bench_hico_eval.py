@@ -44,11 +44,11 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from mmvitreg.datasets.hico_meta import hico_meta  # noqa: E402
-from mmvitreg.evaluation.functional.hico_io import (dets_from_file,  # noqa: E402
-                                                    gt_from_file, gt_from_images,
+from mmvitreg.evaluation.functional.hico_io import dets_from_file  # noqa: E402
+from mmvitreg.evaluation.functional.hico_io import (gt_from_file, gt_from_images,  # noqa: E402
                                                     read_hico_file)
-from mmvitreg.evaluation.functional.hoi_eval import (HOIDetections,  # noqa: E402
-                                                     evaluate_hoi)
+from mmvitreg.evaluation.functional.hoi_eval import HOIDetections  # noqa: E402
+from mmvitreg.evaluation.functional.hoi_eval import evaluate_hoi  # noqa: E402
 
 NUM_QUERIES, VERBS_PER_QUERY = 50, 2
 

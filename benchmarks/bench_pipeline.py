@@ -111,8 +111,8 @@ def _load_cfg(path: str):
 
 def det_case(config: str, data: Dict) -> Callable[[int], object]:
     """``dataset[i]`` of the config's training set, pointed at the generated data."""
-    from mmengine.registry import DefaultScope
     from mmdet.registry import DATASETS
+    from mmengine.registry import DefaultScope
     cfg = _load_cfg(config).train_dataloader.dataset
     if cfg.type == 'HICODetDataset':
         cfg.update(data_root=data['hico_root'], ann_file='annotations/trainval_hico.json')

@@ -23,7 +23,6 @@ Usage::
 """
 import argparse
 import json
-import math
 import os
 import statistics
 import sys

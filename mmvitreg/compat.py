@@ -5,10 +5,11 @@
   mmengine's local-file checkpoint loader (``load_from``, ``--resume``,
   ``init_cfg=dict(type='Pretrained')``) and every remote scheme (``http(s)://``,
   ``torchvision://``, ``open-mmlab://``, ``mmcls://``, ``s3://``, ``pavi://``; see
-  :mod:`mmvitreg.utils.checkpoint_schemes`) with :func:`mmvitreg.utils.checkpoint.load_checkpoint_file`:
-  still torch's safe loader, with numpy values and ``argparse.Namespace`` allow-listed and mmengine's
-  training state skipped; full unpickling only for trusted files (the run's own ``--resume``
-  checkpoint, or an explicit opt-in). Plain ``torch.load`` elsewhere is untouched.
+  :mod:`mmvitreg.utils.checkpoint_schemes`) with
+  :func:`mmvitreg.utils.checkpoint.load_checkpoint_file`: still torch's safe loader, with numpy
+  values and ``argparse.Namespace`` allow-listed and mmengine's training state skipped; full
+  unpickling only for trusted files (the run's own ``--resume`` checkpoint, or an explicit
+  opt-in). Plain ``torch.load`` elsewhere is untouched.
 * mmengine resolves ``_base_ = 'mmdet::...'`` through ``pkg_resources`` (setuptools < 82).
   :func:`check_pkg_resources` gives one clear message when it is missing.
 * ``_base_ = 'mmvitreg::dir/file.py'`` resolves to the configs shipped in the package

@@ -117,7 +117,8 @@ def wheel_env(tmp_path_factory):
     venv = str(root / 'venv')
     subprocess.run([sys.executable, '-m', 'venv', '--without-pip', venv], check=True)
     python = osp.join(venv, 'bin', 'python')
-    site = subprocess.run([python, '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
+    purelib = 'import sysconfig; print(sysconfig.get_paths()["purelib"])'
+    site = subprocess.run([python, '-c', purelib],
                           check=True, capture_output=True, text=True).stdout.strip()
     subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-deps', '--no-index', '-q',
                     '--target', site, wheel], check=True, capture_output=True)
@@ -182,7 +183,8 @@ def test_installed_wheel_builds_a_model_from_an_mmvitreg_base(wheel_env):
         out = dict(mmvitreg=mmvitreg.__file__)
         sfp = DET_MODELS.build(dict(type='SimpleFeaturePyramid', in_channels=8, out_channels=8))
         out['sfp'] = sys.modules[type(sfp).__module__].__file__
-        out['base'] = Config._get_cfg_path('mmvitreg::dropkey/deit-small_dropkey_4xb256_in1k.py', '')[0]
+        out['base'] = Config._get_cfg_path(
+            'mmvitreg::dropkey/deit-small_dropkey_4xb256_in1k.py', '')[0]
         cfg = Config.fromfile('my_dropkey.py')
         out['dropkey'] = cfg.model.backbone.dropkey.to_dict()
         model = MODELS.build(cfg.model)
@@ -203,11 +205,13 @@ def test_installed_wheel_builds_a_model_from_an_mmvitreg_base(wheel_env):
 
 
 @pytest.mark.skipif(importlib.util.find_spec('mim') is None,
-                    reason='openmim is not installed (optional: see the README on installed configs)')
+                    reason='openmim is not installed (optional: see the README on installed '
+                    'configs)')
 def test_mim_train_and_test_with_the_installed_wheel(wheel_env):
     _, python, site, outside = wheel_env
     work = osp.join(outside, 'mim_work')
-    options = ['train_cfg.max_epochs=1', 'default_hooks.checkpoint.interval=1'] + TINY_DIGITS_OPTIONS
+    options = (['train_cfg.max_epochs=1', 'default_hooks.checkpoint.interval=1']
+               + TINY_DIGITS_OPTIONS)
     name = osp.basename(DIGITS)
     proc = _run(python, ['-m', 'mim', 'train', 'mmvitreg', name, '--work-dir', work,
                          '--cfg-options'] + options, outside)

@@ -14,10 +14,9 @@ from typing import List, Optional
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
-from mmvitreg.utils.cli import (  # noqa: E402
-    CLIError, add_launch_args, build_runner, enable_amp,
-    load_config, one_line_errors, parse_launch_args, set_work_dir, setup_cpu_distributed,
-    shutdown_distributed)
+from mmvitreg.utils.cli import (CLIError, add_launch_args, build_runner, load_config,  # noqa: E402
+                                one_line_errors, parse_launch_args, set_work_dir,
+                                setup_cpu_distributed, shutdown_distributed)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

@@ -15,10 +15,11 @@ from typing import List, Optional
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
-from mmvitreg.utils.cli import (  # noqa: E402
-    add_launch_args, add_rng_state_hook, add_train_check_hook, build_runner, check_resume_trusted,
-    enable_amp, load_config, one_line_errors, parse_launch_args, set_work_dir,
-    setup_cpu_distributed, shutdown_distributed, use_safe_checkpoint_hook)
+from mmvitreg.utils.cli import (add_launch_args, add_rng_state_hook,  # noqa: E402
+                                add_train_check_hook, build_runner, check_resume_trusted,
+                                enable_amp, load_config, one_line_errors, parse_launch_args,
+                                set_work_dir, setup_cpu_distributed, shutdown_distributed,
+                                use_safe_checkpoint_hook)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

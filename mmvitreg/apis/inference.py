@@ -32,11 +32,12 @@ def init_hoi_model(config: Union[str, Path, Config], checkpoint: Optional[str] =
     Raises:
         FileNotFoundError: config or checkpoint file missing.
     """
-    import mmvitreg  # noqa: F401  (registers the HOI types)
     from mmdet.registry import MODELS
     from mmengine.model.utils import revert_sync_batchnorm
     from mmengine.registry import init_default_scope
     from mmengine.runner import load_checkpoint
+
+    import mmvitreg  # noqa: F401  (registers the HOI types)
     if isinstance(config, (str, Path)):
         if not Path(config).is_file():
             raise FileNotFoundError(f'config file not found: {config}')

@@ -249,8 +249,9 @@ def _diff(new: Any, old: Any) -> Any:
 
 def recipe_delta(path: str) -> Dict[str, Any]:
     """What the config at ``path`` changes relative to its own ``_base_`` configs, as nested
-    overrides (e.g. ``configs/dropkey/detr_r50_dropkey_8xb2-150e_coco.py`` -> the ``Regularized`` model
-    keys), so a preset can apply a regularizer config's recipe to another model or data set."""
+    overrides (e.g. ``configs/dropkey/detr_r50_dropkey_8xb2-150e_coco.py`` -> the ``Regularized``
+    model keys), so a preset can apply a regularizer config's recipe to another model or data
+    set."""
     cfg = Config.fromfile(path, import_custom_modules=False).to_dict()
     bases = Config._get_base_files(path)
     if not bases:

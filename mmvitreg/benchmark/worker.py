@@ -56,9 +56,9 @@ def main(argv: Optional[List[str]] = None) -> None:
                                     setup_cpu_distributed, shutdown_distributed,
                                     use_safe_checkpoint_hook)
     with one_line_errors() as guard, _trusted(args.work_dir):
-        import mmvitreg  # noqa: F401  (registers mmvitreg types in both toolboxes)
         from mmengine.dist import broadcast_object_list, get_rank
 
+        import mmvitreg  # noqa: F401  (registers mmvitreg types in both toolboxes)
         from .logs import find_checkpoint
 
         cfg = load_config(args.config)

@@ -31,11 +31,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .digit_scenes import (DIGIT_NAMES, GLYPH_SPLITS, Placed, SceneStyle, _split_seed, _style_dict,
+                           _write_png, add_clutter, background, contrasting_colour, finish,
+                           glyph_pool, ink_box, paint, place_digit, prepare_cached)
 from .hico_meta import HOIClassTable
-from .digit_scenes import (DIGIT_NAMES, GLYPH_SPLITS, Placed, SceneStyle, _split_seed,
-                           _style_dict, _write_png, add_clutter, background, contrasting_colour,
-                           covered_fraction, finish, glyph_pool, ink_box, paint, place_digit,
-                           prepare_cached)
 
 __all__ = ['HOIStyle', 'DIGIT_HOI_VERBS', 'SUBJECT_NAME', 'pair_verbs', 'compose_hoi_scene',
            'digit_hoi_table', 'make_digit_hoi', 'DigitHOIDataset']

@@ -17,8 +17,8 @@ from typing import Callable, Type, Union
 
 import torch.nn as nn
 
-from mmvitreg.regularizers import REGULARIZERS, apply_regularizers
 from mmvitreg.registry import MODELS
+from mmvitreg.regularizers import REGULARIZERS, apply_regularizers
 
 __all__ = ['Regularized', 'build_regularized']
 

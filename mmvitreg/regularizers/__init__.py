@@ -15,9 +15,9 @@ key and the timm attention site); :mod:`mmvitreg.models` adds the OpenMMLab piec
 and mmcv sites, the DRLoc key).
 Nothing here imports :mod:`mmvitreg.models`.
 """
-from .registry import REGULARIZERS, apply_regularizers, register_regularizer
-from . import stages  # noqa: F401,E402  (registers the attention mechanisms' stages and keys)
 from . import attention_cosine  # noqa: F401,E402  (registers its key)
+from . import stages  # noqa: F401,E402  (registers the attention mechanisms' stages and keys)
 from .hosts import timm as _timm_sites  # noqa: F401,E402
+from .registry import REGULARIZERS, apply_regularizers, register_regularizer
 
 __all__ = ['REGULARIZERS', 'apply_regularizers', 'register_regularizer']

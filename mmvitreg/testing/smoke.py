@@ -147,8 +147,9 @@ def smoke_train(config_path: str, work_dir: str, cfg_options: Optional[Dict] = N
     ``cfg_options`` are merged *after* shrinking, so tests can still override anything.
     The last training losses are available as ``runner.message_hub.get_scalar('train/loss')``.
     """
-    import mmvitreg  # noqa: F401
     from mmengine.runner import Runner
+
+    import mmvitreg  # noqa: F401
     cfg = Config.fromfile(config_path)
     cfg = shrink_config(cfg, work_dir, task=task, max_iters=max_iters, batch_size=batch_size,
                         img_scale=img_scale, data_root=data_root)

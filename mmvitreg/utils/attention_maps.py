@@ -255,9 +255,10 @@ def build_model_for_analysis(cfg, checkpoint: Optional[str] = None,
     initialised weights when ``None``) and return it in eval mode on ``device``."""
     import os.path as osp
 
-    import mmvitreg  # noqa: F401  (registers the mmvitreg types)
     from mmengine.registry import MODELS, init_default_scope
     from mmengine.runner import load_checkpoint
+
+    import mmvitreg  # noqa: F401  (registers the mmvitreg types)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     model_cfg = dict(cfg.model)
     if cfg.get('data_preprocessor') is not None:  # as mmengine's Runner does

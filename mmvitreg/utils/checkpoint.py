@@ -1,19 +1,20 @@
 """Safe checkpoint loading for ``load_from``, ``init_cfg=dict(type='Pretrained')``, ``--resume``,
 ``tools/test.py`` and the model converters.
 
-torch >= 2.6 loads with ``weights_only=True``: a restricted unpickler that rebuilds tensors and plain
-containers but never imports or calls anything else, so a downloaded file cannot run code. We keep
-that default and differ from stock mmengine (which calls ``torch.load`` with torch's defaults) in two
-deliberate ways:
+torch >= 2.6 loads with ``weights_only=True``: a restricted unpickler that rebuilds tensors and
+plain containers but never imports or calls anything else, so a downloaded file cannot run code.
+We keep that default and differ from stock mmengine (which calls ``torch.load`` with torch's
+defaults) in two deliberate ways:
 
 * **Plain values are allow-listed**: ``argparse.Namespace`` (the ``args`` official DeiT/DHVT/DeepViT
   training scripts store next to the weights) and numpy scalars, dtypes and arrays (mmengine's
   ``meta``/``message_hub``).
 * **mmengine's training state is skipped, not executed**: a checkpoint written by an mmengine runner
   also pickles its message hub (``HistoryBuffer`` objects and bound methods via ``getattr``). In a
-  safe load these become inert :class:`SkippedObject` placeholders, so such a file still gives its
-  ``state_dict`` and ``meta`` (everything ``load_from`` and ``tools/test.py`` need). Placeholders are
-  accepted only under the top-level ``message_hub`` key; anywhere else the file is refused.
+  safe load these become inert :class:`SkippedObject` placeholders, so such a file still gives
+  its ``state_dict`` and ``meta`` (everything ``load_from`` and ``tools/test.py`` need).
+  Placeholders are accepted only under the top-level ``message_hub`` key; anywhere else the file
+  is refused.
 
 The full pickle (``weights_only=False``) is used only for a *trusted* file: the checkpoint that
 ``tools/train.py --resume`` restores from the run's own work dir, a file inside a location passed to

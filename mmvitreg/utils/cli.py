@@ -21,7 +21,9 @@ class CLIError(Exception):
 
 
 def _flatten_dict_literal(prefix: str, text: str) -> Optional[List[str]]:
-    """``'dict(a=1, b=dict(c=2))'`` -> ``['prefix.a=1', 'prefix.b.c=2']`` (None if not a literal)."""
+    """``'dict(a=1, b=dict(c=2))'`` -> ``['prefix.a=1', 'prefix.b.c=2']``.
+
+    None if the text is not a literal."""
     try:
         node = ast.parse(text.strip(), mode='eval').body
     except SyntaxError:

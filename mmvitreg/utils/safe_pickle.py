@@ -8,7 +8,6 @@ else in one line. Trusted files (the same rule as checkpoints: ``MMVITREG_TRUST_
 """
 import collections
 import io
-import os.path as osp
 import pickle
 from typing import Any, Dict, Optional
 

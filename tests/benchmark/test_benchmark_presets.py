@@ -88,10 +88,10 @@ def test_digit_scenes_preset_switches_on_the_vit_recipes():
 
 
 def test_digits_preset_variants_do_what_they_say():
-    import mmvitreg  # noqa: F401
     from mmengine.registry import DefaultScope
     from mmpretrain.structures import DataSample
 
+    import mmvitreg  # noqa: F401
     from mmvitreg.ops.dropkey import dropkey_modules
     from mmvitreg.registry import MODELS
 

@@ -7,10 +7,9 @@ import pytest
 from scipy import stats as st
 
 from mmvitreg.benchmark.stats import (describe, holm_adjust, iqm, minimum_detectable_effect,
-                                      paired_comparison, paired_p_value,
-                                      probability_of_improvement, probability_of_improvement_ci,
-                                      significance_label, stratified_bootstrap_iqm,
-                                      stratified_bootstrap_pi)
+                                      paired_comparison, paired_p_value, probability_of_improvement,
+                                      probability_of_improvement_ci, significance_label,
+                                      stratified_bootstrap_iqm, stratified_bootstrap_pi)
 
 
 def _pi_by_hand(x, y):

@@ -4,7 +4,8 @@ from pathlib import Path
 
 CONFIGS = Path(__file__).resolve().parents[2] / 'configs'
 # {algorithm}_{backbone}_..._{gpus}xb{batch}[-{schedule}]_{data}.py, or mmdet's `_1x_` schedules
-SCHEME = re.compile(r'^[a-z0-9][a-z0-9.-]*(_[a-z0-9.-]+)*_(\d+xb\d+(-[a-z0-9.]+)?|\d+x)_[a-z0-9.-]+\.py$')
+SCHEME = re.compile(
+    r'^[a-z0-9][a-z0-9.-]*(_[a-z0-9.-]+)*_(\d+xb\d+(-[a-z0-9.]+)?|\d+x)_[a-z0-9.-]+\.py$')
 
 
 def _model_configs():

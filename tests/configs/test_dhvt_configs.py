@@ -73,9 +73,10 @@ def test_classifier_head_initialised_as_official(name):
     """Official DHVT (timm ``_init_vit_weights`` applied to every module): the classifier is
     trunc-normal std 0.02 with bias 0, like every other Linear (mmpretrain's
     VisionTransformerClsHead alone would zero it)."""
-    import mmvitreg  # noqa: F401
-    from mmpretrain.registry import MODELS
     from mmengine.registry import DefaultScope
+    from mmpretrain.registry import MODELS
+
+    import mmvitreg  # noqa: F401
     cfg = Config.fromfile(_cfg(name))
     torch.manual_seed(0)
     with DefaultScope.overwrite_default_scope('mmpretrain'):

@@ -65,8 +65,9 @@ ALL_ROWS = [row for path in _record_files() for row in parse_records(path)]
 
 @functools.lru_cache(maxsize=None)
 def load_config(config: str):
-    import mmvitreg  # noqa: F401  (registers the types some configs resolve at load time)
     from mmengine.config import Config
+
+    import mmvitreg  # noqa: F401  (registers the types some configs resolve at load time)
     return Config.fromfile(osp.join(REPO, config))
 
 

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from mmvitreg.datasets.digit_scenes import (INK_THRESHOLD, SceneStyle, background,
-                                            compose_scene, glyph_pool, make_digit_scenes)
+from mmvitreg.datasets.digit_scenes import (INK_THRESHOLD, SceneStyle, background, compose_scene,
+                                            glyph_pool, make_digit_scenes)
 from tests._helpers import REPO
 
 CLEAN = dict(noise_std=0.0, clutter=(0, 0))

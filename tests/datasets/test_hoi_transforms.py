@@ -98,8 +98,9 @@ def test_pack_hoi_inputs_and_ignored_boxes():
 
 
 def test_config_pipelines_on_generated_data(tmp_path, repo_root):
-    import mmvitreg  # noqa: F401
     from mmdet.registry import DATASETS
+
+    import mmvitreg  # noqa: F401
     root = str(tmp_path)
     make_hico_dataset(root, num_train=4, num_test=2, pairs_per_image=(1, 3), seed=2)
     cfg = Config.fromfile(f'{repo_root}/configs/_base_/datasets/hico_det.py')
@@ -125,9 +126,9 @@ def test_base_config_keeps_images_without_hois_and_its_pipeline_runs_on_them(tmp
                                                                              repo_root):
     """As QPIC's training set: images without HOIs (with or without boxes) are kept; the
     pair-aware training pipeline (clean, flip, jitter, resize/crop) gives them empty targets."""
-    import mmvitreg  # noqa: F401
     from mmdet.registry import DATASETS
 
+    import mmvitreg  # noqa: F401
     from tests._helpers import empty_some_hico_train_images
     root = str(tmp_path)
     make_hico_dataset(root, num_train=4, num_test=1, seed=3)

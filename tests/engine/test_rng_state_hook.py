@@ -10,8 +10,7 @@ import torch
 import torch.multiprocessing as mp
 from mmengine.hooks import CheckpointHook
 
-from mmvitreg.engine.hooks.rng_state_hook import (RNGStateHook, capture_rng_state,
-                                                  restore_rng_state)
+from mmvitreg.engine.hooks.rng_state_hook import RNGStateHook, capture_rng_state, restore_rng_state
 from mmvitreg.ops.dropkey import get_seed, get_step
 
 

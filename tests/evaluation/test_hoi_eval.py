@@ -4,8 +4,7 @@ import pytest
 
 from mmvitreg.evaluation.functional.hoi_eval import (HOIDetections, HOIGroundTruth,
                                                      average_precision, evaluate_hoi,
-                                                     match_detections, pair_iou,
-                                                     topk_per_image)
+                                                     match_detections, pair_iou, topk_per_image)
 
 BOX_H = [0, 0, 9, 19]      # a 10 x 20 human box (+1 convention)
 BOX_O = [20, 0, 29, 9]     # a 10 x 10 object box
@@ -80,7 +79,8 @@ def test_detection_without_gt_of_its_class_in_its_image_is_false_positive():
     # class 0: FP (0.9) then TP (0.1): precision 1/2 at recall 1 -> AP 0.5; class 1 has no GT
     # (11 terms p/11 summed in order, as MATLAB does: exact up to rounding)
     assert res.ap.tolist() == pytest.approx([0.5, 0.0])
-    assert res.summary['mAP'] == pytest.approx(0.25)  # official: the class without GT counts with AP 0
+    # official: the class without GT counts with AP 0
+    assert res.summary['mAP'] == pytest.approx(0.25)
 
 
 def test_best_gt_taken_even_if_already_matched_no_fallback():

@@ -4,8 +4,8 @@ from mmpretrain.models.utils.attention import MultiheadAttention
 
 import mmvitreg  # noqa: F401
 from mmvitreg.models.backbones.deepvit import DeepViT, DeepViTConvStem, DeepViTLayer
-from mmvitreg.regularizers.reattention import reattention_layer_indices
 from mmvitreg.registry import MODELS
+from mmvitreg.regularizers.reattention import reattention_layer_indices
 
 
 def _num_params(arch, **backbone_kwargs):

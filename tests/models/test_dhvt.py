@@ -6,9 +6,8 @@ import torch.nn.functional as F
 
 import mmvitreg  # noqa: F401  (registration)
 from mmvitreg.models.backbones.dhvt import DHVT
-from mmvitreg.models.layers.dhvt_layers import (DAFF, HIMHSA, SOPE, head_tokens,
-                                                insert_head_tokens, merge_head_tokens,
-                                                sope_channels, tokens_to_map)
+from mmvitreg.models.layers.dhvt_layers import (DAFF, HIMHSA, SOPE, head_tokens, insert_head_tokens,
+                                                merge_head_tokens, sope_channels, tokens_to_map)
 from mmvitreg.registry import MODELS
 from mmvitreg.regularizers import apply_regularizers
 from mmvitreg.regularizers.attention import attention_probs, find_attention_modules

@@ -75,9 +75,10 @@ def test_weights_equal_in_another_process_with_other_threads(tiny):
 
 
 def test_a_backbone_init_cfg_loads_them(tiny):
-    import mmvitreg  # noqa: F401  (registers the scheme)
     from mmdet.registry import MODELS
     from mmengine.registry import DefaultScope
+
+    import mmvitreg  # noqa: F401  (registers the scheme)
     cfg = dict(TINY['backbone'], init_cfg=dict(type='Pretrained', checkpoint='digits://tiny',
                                               prefix='backbone.'))
     with DefaultScope.overwrite_default_scope('mmdet'):

@@ -5,9 +5,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from mmvitreg.models.losses.drloc import (drloc_lambda, drloc_loss, gather_pair_features,
-                                          pool_grid, relative_targets, sample_pair_positions,
-                                          valid_grid_sizes)
+from mmvitreg.models.losses.drloc import (drloc_lambda, drloc_loss, gather_pair_features, pool_grid,
+                                          relative_targets, sample_pair_positions, valid_grid_sizes)
 
 # Known pairs on a non-square 3x5 grid, (row, col).
 POS_A = torch.tensor([[[0, 0], [2, 4], [1, 3], [0, 4]]])

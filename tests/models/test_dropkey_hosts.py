@@ -8,11 +8,9 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 import mmvitreg  # noqa: F401  (registration)
-from mmvitreg.ops.dropkey import (DropKey, dropkey_modules, set_dropkey_enabled,
-                                  set_dropkey_sampling)
+from mmvitreg.ops.dropkey import DropKey, dropkey_modules, set_dropkey_enabled, set_dropkey_sampling
 from mmvitreg.registry import MODELS
-from mmvitreg.regularizers.attention import (attention_probs, find_attention_modules,
-                                             match_target)
+from mmvitreg.regularizers.attention import attention_probs, find_attention_modules, match_target
 
 TINY_ARCH = dict(embed_dims=32, num_layers=4, num_heads=2, feedforward_channels=64)
 

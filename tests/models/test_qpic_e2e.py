@@ -57,10 +57,11 @@ def _schedule(iters: int) -> list:
 
 
 def _untrained_checkpoint(path: str) -> str:
-    import mmvitreg  # noqa: F401
     from mmdet.registry import MODELS
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
+
+    import mmvitreg  # noqa: F401
     init_default_scope('mmdet')
     model = MODELS.build(Config.fromfile(CONFIG).model)
     model.init_weights()

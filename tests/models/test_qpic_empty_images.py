@@ -12,8 +12,9 @@ CONFIG = osp.join(REPO, 'configs', 'qpic', 'qpic_r18-w16_1xb4-300iter_hico-mini.
 
 
 def test_tiny_qpic_trains_one_iteration_on_a_batch_with_images_without_hois(tmp_path):
-    import mmvitreg  # noqa: F401
     from mmengine.runner import Runner
+
+    import mmvitreg  # noqa: F401
     root = str(tmp_path / 'hico')
     cfg = shrink_config(Config.fromfile(CONFIG), str(tmp_path / 'work'), task='hoi',
                         max_iters=1, batch_size=3, data_root=root)

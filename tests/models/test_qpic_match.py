@@ -1,10 +1,10 @@
 """QPIC match costs and Hungarian assigner on hand-made predictions."""
 import pytest
 import torch
+from mmdet.registry import TASK_UTILS
 from mmengine.structures import InstanceData
 
 import mmvitreg  # noqa: F401  (registers the costs in mmdet TASK_UTILS)
-from mmdet.registry import TASK_UTILS
 from mmvitreg.models.task_modules import (hoi_box_l1_cost, hoi_giou_cost, hoi_obj_class_cost,
                                           hoi_verb_cost)
 

@@ -2,7 +2,9 @@
 import pytest
 import torch
 
-from mmvitreg.ops.dropkey import DropKey, dropkey_attention, random as dkr, set_step
+from mmvitreg.ops.dropkey import DropKey, dropkey_attention
+from mmvitreg.ops.dropkey import random as dkr
+from mmvitreg.ops.dropkey import set_step
 from mmvitreg.ops.dropkey.attention import MaskSpec, plan_regions
 from mmvitreg.ops.dropkey.masks import additive_mask_region, keep_mask_rows
 from mmvitreg.ops.dropkey.random import GOLDEN, call_key, mix64, random_lanes

@@ -10,10 +10,9 @@ import torch.nn.functional as F
 import mmvitreg  # noqa: F401
 from mmvitreg.ops.token_grid import TokenGrid
 from mmvitreg.registry import MODELS
-from mmvitreg.regularizers.attention import (ATTENTION_SITES, AttentionRecorder,
-                                             SlotAttentionSite, attend, attention_probs,
-                                             find_attention_modules, match_target,
-                                             register_attention_site)
+from mmvitreg.regularizers.attention import (ATTENTION_SITES, AttentionRecorder, SlotAttentionSite,
+                                             attend, attention_probs, find_attention_modules,
+                                             match_target, register_attention_site)
 from mmvitreg.regularizers.reattention import HeadMixing
 from mmvitreg.regularizers.site import Site
 from tests.regularizers.common import TINY_VIT

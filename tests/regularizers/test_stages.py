@@ -13,12 +13,11 @@ import mmvitreg  # noqa: F401
 import mmvitreg.ops.dropkey.module as dropkey_module
 from mmvitreg.ops.dropkey import DropKey
 from mmvitreg.registry import MODELS
-from mmvitreg.regularizers import attention as attention_module
 from mmvitreg.regularizers import apply_regularizers
+from mmvitreg.regularizers import attention as attention_module
 from mmvitreg.regularizers.attention import (AttentionRecorder, add_attention_stage, attend,
                                              attention_plan)
-from mmvitreg.regularizers.stage import (ATTENTION_STAGES, AttentionStage,
-                                         register_attention_stage)
+from mmvitreg.regularizers.stage import ATTENTION_STAGES, AttentionStage, register_attention_stage
 from mmvitreg.regularizers.stages.reattention import HeadMixing
 from tests.regularizers.common import TINY_VIT
 

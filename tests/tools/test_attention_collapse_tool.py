@@ -3,9 +3,8 @@ import json
 import os.path as osp
 
 import numpy as np
-from PIL import Image
-
 import pytest
+from PIL import Image
 
 from tests._helpers import DIGITS_CONFIG, TINY_DIGITS_OPTIONS, run_main
 

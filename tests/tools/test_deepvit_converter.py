@@ -143,7 +143,8 @@ def test_backbone_only_and_module_prefix():
     sd = official_state_dict(24, 3, 72, 3, [1, 2], True, 4, 32)
     sd = OrderedDict((f'module.{k}', v) for k, v in sd.items())
     out = conv.convert_deepvit(sd, backbone_only=True)
-    assert 'layers.2.attn.reattention.reatten_matrix.weight' in out and 'patch_embed.proj.weight' in out
+    assert 'layers.2.attn.reattention.reatten_matrix.weight' in out
+    assert 'patch_embed.proj.weight' in out
     assert not any(k.startswith(('head', 'backbone')) for k in out)
     MODELS.build(dict(type='DeepViT', arch=TINY, img_size=32, patch_size=4)).load_state_dict(
         out, strict=True)

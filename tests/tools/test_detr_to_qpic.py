@@ -76,10 +76,11 @@ def official_detr_state_dict(seed=0):
 
 @pytest.fixture(scope='module')
 def qpic_r50():
-    import mmvitreg  # noqa: F401
     from mmdet.registry import MODELS
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
+
+    import mmvitreg  # noqa: F401
     cfg = Config.fromfile(osp.join(REPO, 'configs/qpic/qpic_r50_8xb2-150e_hico.py'))
     cfg.model.backbone.init_cfg = None  # structure only: no download
     with DefaultScope.overwrite_default_scope('mmdet'):

@@ -98,11 +98,11 @@ def test_fresh_process_imports_no_toolbox_and_matches_the_metric(files):
     import subprocess
     import sys
 
+    from mmvitreg.datasets.hico_det import load_hico_json, parse_hico_entry
     from mmvitreg.datasets.hico_meta import hico_meta
     from mmvitreg.evaluation.functional import evaluate_hoi
     from mmvitreg.evaluation.metrics.hico_metric import (dets_from_triplets, format_summary,
                                                          gt_from_images)
-    from mmvitreg.datasets.hico_det import load_hico_json, parse_hico_entry
     _, ann, pred, _ = files
     probe = ('import runpy, sys\n'
              f'sys.argv = ["eval_hoi.py", "--ann", {ann!r}, "--pred", {pred!r}]\n'

@@ -9,9 +9,10 @@ from tests._helpers import DIGITS_CONFIG, TINY_DIGITS_OPTIONS, run_tool
 
 
 def _digits_state() -> dict:
-    import mmvitreg  # noqa: F401
     from mmengine.registry import init_default_scope
     from mmpretrain.registry import MODELS
+
+    import mmvitreg  # noqa: F401
     init_default_scope('mmpretrain')
     return MODELS.build(Config.fromfile(DIGITS_CONFIG).model).state_dict()
 

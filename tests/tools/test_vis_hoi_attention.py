@@ -1,4 +1,5 @@
-"""tools/visualization/vis_hoi_attention.py: one row per model, printed triplets, one-line errors."""
+"""tools/visualization/vis_hoi_attention.py: one row per model, printed triplets, one-line
+errors."""
 import os.path as osp
 
 import pytest

@@ -77,7 +77,8 @@ def test_add_datasample_writes_the_picture(tmp_path):
 
 
 def test_enable_show_dir(tmp_path):
-    hoi = Config.fromfile(osp.join(REPO, 'configs', 'qpic', 'qpic_r18-w16_1xb4-300iter_hico-mini.py'))
+    hoi = Config.fromfile(
+        osp.join(REPO, 'configs', 'qpic', 'qpic_r18-w16_1xb4-300iter_hico-mini.py'))
     assert is_hoi_config(hoi)
     out = enable_show_dir(hoi, 'pics')
     assert out == osp.abspath('pics')

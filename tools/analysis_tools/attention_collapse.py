@@ -12,8 +12,8 @@ Examples::
 
     python tools/analysis_tools/attention_collapse.py configs/deepvit/deepvit-s_8xb32_in1k.py \
         ckpt.pth --num-batches 8 --out-dir work_dirs/collapse_deepvit_s
-    python tools/analysis_tools/attention_collapse.py configs/vit/vit-tiny-p4_1xb32-15e_digits-16px.py \
-        --num-batches 2 --out-dir /tmp/collapse
+    python tools/analysis_tools/attention_collapse.py \
+        configs/vit/vit-tiny-p4_1xb32-15e_digits-16px.py --num-batches 2 --out-dir /tmp/collapse
 """
 import argparse
 import json
@@ -54,8 +54,7 @@ def main(argv=None) -> None:
         from mmengine.runner import Runner
 
         from mmvitreg.engine.hooks.attention_collapse_hook import collapse_summary
-        from mmvitreg.utils.attention_maps import (SimilarityAccumulator,
-                                                   build_model_for_analysis,
+        from mmvitreg.utils.attention_maps import (SimilarityAccumulator, build_model_for_analysis,
                                                    collect_attention_maps, format_similarity,
                                                    save_similarity_heatmap)
         if args.num_batches < 1:

@@ -71,8 +71,8 @@ def main(argv=None) -> None:
         import torch
         import torch.nn.functional as F
 
-        from mmvitreg.utils.attention_maps import (build_model_for_analysis,
-                                                   cls_attention_grid, collect_attention_maps)
+        from mmvitreg.utils.attention_maps import (build_model_for_analysis, cls_attention_grid,
+                                                   collect_attention_maps)
         if not osp.isfile(args.img):
             raise CLIError(f'image file not found: {args.img}')
         cfg = load_config(args.config, args.cfg_options)

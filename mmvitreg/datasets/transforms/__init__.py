@@ -1,3 +1,3 @@
-from .hoi_transforms import (CleanHOIAnnotations, HOIRandomCrop,  # noqa: F401
-                             LoadHOIAnnotations, PackHOIInputs)
 from .color_jitter import TorchvisionColorJitter  # noqa: F401
+from .hoi_transforms import (CleanHOIAnnotations, HOIRandomCrop, LoadHOIAnnotations,  # noqa: F401
+                             PackHOIInputs)

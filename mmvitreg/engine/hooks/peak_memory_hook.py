@@ -50,7 +50,8 @@ class PeakMemoryHook(Hook):
 
     def __init__(self, out_file: Optional[str] = 'peak_memory.json') -> None:
         if out_file is not None and (not isinstance(out_file, str) or not out_file):
-            raise ValueError(f'PeakMemoryHook out_file must be a file name or None, got {out_file!r}')
+            raise ValueError(
+                f'PeakMemoryHook out_file must be a file name or None, got {out_file!r}')
         self.out_file = out_file
         self.peak_cuda_mb = 0.0
 

@@ -24,8 +24,7 @@ import numpy as np
 
 from mmvitreg.datasets.hico_json import read_json_list
 from mmvitreg.datasets.hico_meta import HOIClassTable, hico_meta
-from mmvitreg.evaluation.functional.hoi_eval import (HOIDetections, HOIEvalResult,
-                                                     HOIGroundTruth)
+from mmvitreg.evaluation.functional.hoi_eval import HOIDetections, HOIEvalResult, HOIGroundTruth
 
 __all__ = ['HICOFile', 'read_hico_file', 'gt_from_file', 'dets_from_file', 'gt_from_images',
            'dets_from_triplets', 'format_summary', 'write_per_class_ap']
@@ -312,8 +311,11 @@ def dets_from_triplets(preds: Sequence[dict]) -> HOIDetections:
     """Flat detections of per-image dicts (``sub`` (K, 4), ``obj`` (K, 4), ``cls`` (K,) HOI
     class or -1, ``score`` (K,)); the list position is the image index."""
     n = [len(p['score']) for p in preds]
-    cat = (lambda key, shape: np.concatenate([np.asarray(p[key]).reshape(shape) for p in preds])
-           if preds else np.zeros((0,) + shape[1:]))
+    def cat(key: str, shape: tuple) -> np.ndarray:
+        if not preds:
+            return np.zeros((0,) + shape[1:])
+        return np.concatenate([np.asarray(p[key]).reshape(shape) for p in preds])
+
     return HOIDetections(img=np.repeat(np.arange(len(preds)), n), cls=cat('cls', (-1,)),
                          sub=cat('sub', (-1, 4)), obj=cat('obj', (-1, 4)),
                          score=cat('score', (-1,)))
@@ -322,7 +324,9 @@ def dets_from_triplets(preds: Sequence[dict]) -> HOIDetections:
 def format_summary(summary: Dict[str, float], title: str = 'HICO-DET') -> str:
     """Two-row table (Default, Known Object) of Full/Rare/Non-rare mAP in percent."""
     row = '{:<16}{:>9}{:>9}{:>10}'
-    pct = (lambda key: f'{100 * summary[key]:.2f}')
+    def pct(key: str) -> str:
+        return f'{100 * summary[key]:.2f}'
+
     lines = [f'{title} mAP (%)', row.format('setting', 'Full', 'Rare', 'Non-rare'),
              row.format('Default', pct('mAP'), pct('mAP_rare'), pct('mAP_non_rare'))]
     if 'mAP_ko' in summary:

@@ -42,12 +42,12 @@ from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from mmpretrain.models.backbones.vision_transformer import (TransformerEncoderLayer,
-                                                             VisionTransformer)
+                                                            VisionTransformer)
 from mmpretrain.models.utils import to_2tuple
 from torch import Tensor
 
-from mmvitreg.regularizers.stages.reattention import attach_reattention
 from mmvitreg.registry import MODELS
+from mmvitreg.regularizers.stages.reattention import attach_reattention
 
 __all__ = ['DeepViT', 'DeepViTLayer', 'DeepViTConvStem']
 

@@ -27,7 +27,7 @@ from mmcv.cnn import build_norm_layer
 from mmengine.model.weight_init import trunc_normal_
 from mmpretrain.models.backbones.base_backbone import BaseBackbone
 
-from mmvitreg.models.layers.dhvt_layers import DHVTBlock, SOPE, tokens_to_map
+from mmvitreg.models.layers.dhvt_layers import SOPE, DHVTBlock, tokens_to_map
 from mmvitreg.registry import MODELS
 
 __all__ = ['DHVT']

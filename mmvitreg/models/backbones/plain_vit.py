@@ -32,8 +32,8 @@ from mmpretrain.models.backbones.vit_sam import (add_decomposed_rel_pos, window_
 from mmpretrain.models.utils import LayerNorm2d, build_norm_layer, resize_pos_embed
 
 from mmvitreg.ops.token_grid import TokenGrid
-from mmvitreg.regularizers.attention import AttentionSlot
 from mmvitreg.registry import MODELS
+from mmvitreg.regularizers.attention import AttentionSlot
 
 __all__ = ['PlainViT', 'PlainViTAttention', 'PlainViTBlock', 'ConvStem', 'SimpleFeaturePyramid']
 

@@ -18,9 +18,9 @@ from mmengine.logging import MessageHub
 from mmengine.model import BaseModule
 from torch import Tensor
 
-from mmvitreg.models.losses.drloc import (check_variant, drloc_lambda, drloc_loss,
+from mmvitreg.models.losses.drloc import (POOL_MODES, check_variant, drloc_lambda, drloc_loss,
                                           gather_pair_features, pool_grid, relative_targets,
-                                          sample_pair_positions, valid_grid_sizes, POOL_MODES)
+                                          sample_pair_positions, valid_grid_sizes)
 from mmvitreg.registry import MODELS
 
 __all__ = ['DRLocHead']

@@ -1,4 +1,4 @@
-"""QPIC head: per-query (subject box, object box, object class, verbs), set losses, triplet decoding.
+"""QPIC head: per-query (subject box, object box, object class, verbs), set losses, decoding.
 
 QPIC (Tamura et al., CVPR 2021; official code ``hitachi-rd-cv/qpic``, ``models/hoi.py``) attaches
 four small heads to every DETR decoder output embedding:

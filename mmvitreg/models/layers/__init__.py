@@ -1,2 +1,2 @@
+from .dhvt_layers import DAFF, HIMHSA, SOPE, DHVTBlock  # noqa: F401
 from .reattention import ReAttention  # noqa: F401
-from .dhvt_layers import DAFF, DHVTBlock, HIMHSA, SOPE  # noqa: F401

@@ -35,8 +35,8 @@ from mmcv.cnn.bricks import DropPath
 from mmengine.model.weight_init import trunc_normal_
 
 from mmvitreg.ops.token_grid import TokenGrid
-from mmvitreg.regularizers.attention import AttentionSlot
 from mmvitreg.registry import MODELS
+from mmvitreg.regularizers.attention import AttentionSlot
 
 __all__ = [
     'sope_channels', 'tokens_to_map', 'map_to_tokens', 'head_tokens', 'insert_head_tokens',

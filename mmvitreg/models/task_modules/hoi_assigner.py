@@ -37,12 +37,12 @@ mmdet's ``DETRHead`` passes them):
 from typing import List, Optional, Sequence, Union
 
 import torch
-from scipy.optimize import linear_sum_assignment
 from mmdet.models.task_modules.assigners import AssignResult, HungarianAssigner
 from mmdet.models.task_modules.assigners.match_cost import BaseMatchCost
 from mmdet.registry import TASK_UTILS
 from mmdet.structures.bbox import bbox_overlaps, bbox_xyxy_to_cxcywh
 from mmengine.structures import InstanceData
+from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 __all__ = [

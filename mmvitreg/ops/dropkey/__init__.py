@@ -19,8 +19,8 @@ Imports torch only.
 from .attention import dropkey_attention, naive_dropkey_attention
 from .budget import default_memory_budget, device_memory, plan_chunks
 from .masks import repair_all_dropped, sample_keep_mask
-from .module import (DropKey, assign_layer_ids, dropkey_modules, next_layer_id,
-                     set_dropkey_enabled, set_dropkey_sampling)
+from .module import (DropKey, assign_layer_ids, dropkey_modules, next_layer_id, set_dropkey_enabled,
+                     set_dropkey_sampling)
 from .random import call_key, get_seed, get_step, next_key, set_seed, set_step
 from .schedule import (DROPKEY_BACKENDS, DROPKEY_SCHEDULES, DROPKEY_VARIANTS, block_footprint,
                        check_block_size, check_ratio, check_variant, dropkey_ratios,

@@ -184,13 +184,13 @@ class _FlashCPUDropKey(torch.autograd.Function):
             for region in regions:
                 (b0, b1), (h0, h1), (q0, q1), (k0, k1) = _with_keys(region, nk)
                 mask = spec.sdpa_mask(region, q.dtype, out=buf)
-                o, l = flash(q[b0:b1, h0:h1, q0:q1], k[b0:b1, h0:h1, k0:k1],
-                             v[b0:b1, h0:h1, k0:k1], 0.0, False, attn_mask=mask, scale=scale)
+                o, part_lse = flash(q[b0:b1, h0:h1, q0:q1], k[b0:b1, h0:h1, k0:k1],
+                                    v[b0:b1, h0:h1, k0:k1], 0.0, False, attn_mask=mask, scale=scale)
                 if k1 - k0 == nk:
                     out[b0:b1, h0:h1, q0:q1] = o
-                    lse[b0:b1, h0:h1, q0:q1] = l
+                    lse[b0:b1, h0:h1, q0:q1] = part_lse
                     continue
-                merged = _merge_key_range(merged, o, l, k0 == 0)
+                merged = _merge_key_range(merged, o, part_lse, k0 == 0)
                 if k1 == nk:
                     out[b0:b1, h0:h1, q0:q1] = merged[0]
                     lse[b0:b1, h0:h1, q0:q1] = merged[1]

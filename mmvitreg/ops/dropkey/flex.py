@@ -20,8 +20,8 @@ from typing import Optional
 import torch
 
 from .random import words_per_row
-from .splitmix import GOLDEN, lane_below, mix64_tensor, signed
 from .schedule import ratio_threshold
+from .splitmix import GOLDEN, lane_below, mix64_tensor, signed
 
 __all__ = ['flex_available', 'flex_applies', 'flex_dropkey_attention', 'flex_failure']
 

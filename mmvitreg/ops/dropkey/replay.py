@@ -13,8 +13,8 @@ latest recorded call of the same module with the same fingerprint not yet replay
 backward pass. Calls outside backward keep the counter's keys: masks are unchanged.
 
 Not covered: ``preserve_rng_state=False`` (the fingerprint differs: a fresh key is drawn, as
-the bernoulli two-liner would; a warning is logged once) and more than :data:`MAX_RECORDS` calls of one module between
-two iterations.
+the bernoulli two-liner would; a warning is logged once) and more than :data:`MAX_RECORDS`
+calls of one module between two iterations.
 """
 from typing import List, Optional
 

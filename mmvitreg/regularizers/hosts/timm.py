@@ -42,7 +42,8 @@ class TimmAttentionSite(AttentionSite):
         out = self.attend(q, k, v, attn_mask=attn_mask,
                           dropout_p=module.attn_drop.p if module.training else 0.0,
                           scale=module.scale, grid=self.key_grid(N))
-        out = out.transpose(1, 2).reshape(B, N, getattr(module, 'attn_dim', q.shape[1] * q.shape[-1]))
+        attn_dim = getattr(module, 'attn_dim', q.shape[1] * q.shape[-1])
+        out = out.transpose(1, 2).reshape(B, N, attn_dim)
         out = module.norm(out) if hasattr(module, 'norm') else out
         if gate is not None:
             out = out * gate
