@@ -83,6 +83,21 @@ def _is_colour(img: np.ndarray) -> bool:
     return img.ndim == 3 and img.shape[2] == 3
 
 
+def _contiguous_copy(img: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of a strided view, fast for flipped images.
+
+    OpenCV's Python bindings copy a non-contiguous array at every call, and numpy copies one
+    with reversed pixels (``mmcv.imflip``'s ``np.flip`` view) element by element: ~2.7 ms per
+    640 px image either way. A reversed view of a contiguous array is flipped back by
+    ``cv2.flip`` instead (~0.1 ms).
+    """
+    flipped = [axis for axis in (0, 1) if img.strides[axis] < 0]
+    base = np.flip(img, flipped) if flipped else img
+    if flipped and base.flags.c_contiguous:
+        return cv2.flip(base, {(0,): 0, (1,): 1, (0, 1): -1}[tuple(flipped)])
+    return np.ascontiguousarray(img)
+
+
 def _fast(factor: float) -> bool:
     return abs(1.0 - factor) <= _FAST_MAX_DEVIATION
 
@@ -241,7 +256,8 @@ class TorchvisionColorJitter(BaseTransform):
         The first pass writes a new array, the later ones work on it in place.
         """
         _check_image(img)
-        out: Optional[np.ndarray] = None
+        # a strided view (mmcv's imflip returns a reversed one) is copied once, then worked on
+        out = None if img.flags.c_contiguous else _contiguous_copy(img)
         lut: Optional[np.ndarray] = None  # pending table, not applied yet
         for name, factor in params:
             if name in ('saturation', 'hue') and not _is_colour(img):

@@ -204,3 +204,17 @@ def test_bad_images_are_one_line_value_errors():
         with pytest.raises(ValueError, match='needs a uint8 .* image, got') as info:
             t(dict(img=img))
         assert '\n' not in str(info.value)
+
+
+@pytest.mark.parametrize('view', [
+    lambda a: a[:, ::-1], lambda a: a[::-1], lambda a: a[::-1, ::-1], lambda a: a[:, ::2],
+    lambda a: a[::-1, :, 0], lambda a: a[:, ::-1, :1]])
+def test_strided_views_as_their_copies(view):
+    """mmcv's RandomFlip hands over reversed views; other strides work as well."""
+    img = view(photo_like(3))
+    before = img.copy()
+    params = [('contrast', 1.3), ('saturation', 0.7), ('brightness', 1.2)]
+    out = TorchvisionColorJitter().apply(img, params)
+    assert out.flags.c_contiguous and out.shape == img.shape
+    np.testing.assert_array_equal(out, TorchvisionColorJitter().apply(before, params))
+    np.testing.assert_array_equal(img, before)
