@@ -11,7 +11,8 @@ median of the per-round ratios. Anchors:
 * DeiT / DHVT / DRLoc classification: timm's ``create_transform`` with the official recipe
   (``rand-m9-mstd0.5-inc1``, bicubic, RandomErasing 0.25 pixel mode; CIFAR at 32 px with
   ``RandomCrop(32, padding=4)`` as DHVT; CIFAR upsampled to 224 as DRLoc) on PIL images;
-* colour jitter: torchvision's ``ColorJitter(.4, .4, .4)`` on PIL images (QPIC's).
+* colour jitter: torchvision's ``ColorJitter(.4, .4, .4)`` on PIL images (QPIC's), every other
+  image flipped as by ``RandomFlip``.
 
 ``workers/GPU`` is how many dataloader processes per GPU keep up with ``--step-time`` seconds per
 iteration at the config's batch per GPU (``ceil(ms/sample * batch / step)``), assuming one core
@@ -171,15 +172,22 @@ def timm_case(data: Dict, size: int, cifar: bool,
 
 
 def jitter_cases(data: Dict) -> Dict[str, Callable[[int], object]]:
-    """Colour jitters on decoded images: ours and mmpretrain's on BGR arrays, torchvision's on PIL."""
+    """Colour jitters on decoded images: ours and mmpretrain's on BGR arrays, torchvision's on PIL.
+
+    Every other image is flipped as the pipelines' ``RandomFlip(prob=0.5)`` before the jitter
+    hands it over: mmcv's reversed numpy view, a flipped PIL image for torchvision.
+    """
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import TRANSFORMS as CLS_TRANSFORMS
     from PIL import Image
     from torchvision import transforms as T
 
     from mmvitreg.datasets.transforms import TorchvisionColorJitter
+    import mmcv
     bgr = [cv2.imread(p) for p in data['paths']]
     pil = [Image.fromarray(np.ascontiguousarray(b[..., ::-1])) for b in bgr]
+    bgr = [mmcv.imflip(b) if i % 2 else b for i, b in enumerate(bgr)]
+    pil = [p.transpose(Image.FLIP_LEFT_RIGHT) if i % 2 else p for i, p in enumerate(pil)]
     ours = TorchvisionColorJitter(0.4, 0.4, 0.4)
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         mmpre = CLS_TRANSFORMS.build(dict(type='ColorJitter', brightness=0.4, contrast=0.4,

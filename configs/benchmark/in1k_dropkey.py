@@ -5,6 +5,9 @@
 _base_ = ['mmpretrain::deit/deit-small_4xb256_in1k.py']
 custom_imports = dict(imports=['mmvitreg'], allow_failed_imports=False)
 
+# bench_pipeline.py: 5.9 ms/sample x 256 / 0.25 s/iter -> 7 workers/GPU, +1 spare (mmpretrain: 5)
+train_dataloader = dict(num_workers=8, persistent_workers=True, pin_memory=True)
+
 benchmark = dict(
     seeds=[0, 1, 2],
     metrics=['accuracy/top1', 'accuracy/top5'],

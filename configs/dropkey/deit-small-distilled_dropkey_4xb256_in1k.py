@@ -8,3 +8,6 @@ model = dict(
         type='Regularized',
         host='DistilledVisionTransformer',
         dropkey=dict(ratio=0.1, schedule='decrease')))
+
+# bench_pipeline.py: 5.9 ms/sample x 256 / 0.25 s/iter -> 7 workers/GPU, +1 spare (mmpretrain: 5)
+train_dataloader = dict(num_workers=8, persistent_workers=True, pin_memory=True)

@@ -9,3 +9,6 @@ model = dict(
         type='Regularized',
         host='VisionTransformer',
         dropkey=dict(ratio=0.1, schedule='decrease', min_ratio=0.0, variant='random')))
+
+# bench_pipeline.py: 5.9 ms/sample x 256 / 0.25 s/iter -> 7 workers/GPU, +1 spare (mmpretrain: 5)
+train_dataloader = dict(num_workers=8, persistent_workers=True, pin_memory=True)

@@ -23,8 +23,8 @@ train_pipeline = [
     dict(type='CleanHOIAnnotations', max_pairs=100),  # = the model's num_queries
     dict(type='RandomFlip', prob=0.5),
     # torchvision's ColorJitter(.4, .4, .4) as QPIC applies it on PIL images (random order,
-    # factors uniform in [0.6, 1.4], PIL's blends), vectorised: ~2x cheaper than
-    # mmpretrain.ColorJitter(backend='cv2'), ~0.93x torchvision's time (bench_pipeline.py)
+    # factors uniform in [0.6, 1.4], PIL's blends within a level per step), vectorised: ~0.4x
+    # torchvision's time, ~0.2x mmpretrain.ColorJitter(backend='cv2')'s (bench_pipeline.py)
     dict(type='TorchvisionColorJitter', brightness=0.4, contrast=0.4, saturation=0.4),
     dict(
         type='RandomChoice',
