@@ -140,7 +140,8 @@ def cls_case(config: str, data: Dict) -> Callable[[int], object]:
 
 
 def _clamp_timm_posterize() -> None:
-    """timm's increasing Posterize can ask for 0 bits, which recent Pillow (13) rejects: keep >= 1."""
+    """timm's increasing Posterize can ask for 0 bits, which recent Pillow (13) rejects: keep
+    >= 1."""
     from timm.data import auto_augment as aa
     orig = aa.posterize
     if getattr(orig, 'clamped', False):
@@ -177,13 +178,13 @@ def jitter_cases(data: Dict) -> Dict[str, Callable[[int], object]]:
     Every other image is flipped as the pipelines' ``RandomFlip(prob=0.5)`` before the jitter
     hands it over: mmcv's reversed numpy view, a flipped PIL image for torchvision.
     """
+    import mmcv
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import TRANSFORMS as CLS_TRANSFORMS
     from PIL import Image
     from torchvision import transforms as T
 
     from mmvitreg.datasets.transforms import TorchvisionColorJitter
-    import mmcv
     bgr = [cv2.imread(p) for p in data['paths']]
     pil = [Image.fromarray(np.ascontiguousarray(b[..., ::-1])) for b in bgr]
     bgr = [mmcv.imflip(b) if i % 2 else b for i, b in enumerate(bgr)]
@@ -333,7 +334,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, str]]:
         times = measure(cases, args.samples or args.images, args.repeats)
     table = make_table(rows, times, args.step_time)
     print(f'{args.images} generated images of {args.size[0]}-{args.size[1]} px, '
-          f'{args.repeats} interleaved rounds, CPU ms per sample, step time {args.step_time} s/iter, '
+          f'{args.repeats} interleaved rounds, CPU ms per sample, '
+          f'step time {args.step_time} s/iter, '
           f'{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}')
     print(format_table(table))
     return table

@@ -11,7 +11,7 @@ from PIL import Image
 
 from mmvitreg.datasets.transforms import TorchvisionColorJitter
 from mmvitreg.datasets.transforms.color_jitter import (adjust_brightness, adjust_contrast,
-                                                      adjust_saturation, fast_grey, pil_grey)
+                                                       adjust_saturation, fast_grey, pil_grey)
 from mmvitreg.registry import TRANSFORMS
 
 PIL_OPS = dict(brightness=F.adjust_brightness, contrast=F.adjust_contrast,
