@@ -2,7 +2,7 @@
 # 64x64 images give an 8x8 map), 2 encoder + 3 decoder layers of width 64, 8 queries; the QPIC
 # heads, losses, Hungarian matching and HICO-DET metric unchanged, on the data set's own class
 # table (11 box classes, 6 verbs). Like QPIC's ImageNet-pretrained backbone, the backbone starts
-# from digits://resnet18-w32-s8 (mmvitreg.models.digit_pretrained: a 30 s pretraining on digit
+# from digits://resnet18-w32-s8 (mmvitreg.models.digit_pretrained: a 90 s pretraining on digit
 # crops, made once and cached); the transformer and heads train from scratch.
 #   OMP_NUM_THREADS=1 python tools/train.py configs/qpic/qpic_r18-w32_1xb16-15e_digit-hoi.py
 _base_ = ['../_base_/models/qpic_r50.py', '../_base_/datasets/digit_hoi.py']

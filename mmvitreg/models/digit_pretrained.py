@@ -47,7 +47,7 @@ DIGIT_PRETRAINED: Dict[str, dict] = {
                       out_indices=(1, ), strides=(1, 2), dilations=(1, 1), frozen_stages=-1,
                       norm_cfg=dict(type='BN', requires_grad=True), norm_eval=False,
                       style='pytorch'),
-        scope='mmdet', crop_size=32, digit_height=(9, 28), num_crops=6000, iters=800,
+        scope='mmdet', crop_size=32, digit_height=(9, 28), num_crops=12000, iters=2400,
         batch_size=64, lr=2e-3, weight_decay=0.05, seed=0),
     'plainvit-t-p8': dict(
         backbone=dict(type='PlainViT',
@@ -99,8 +99,8 @@ def _crops(recipe: dict) -> tuple:
 def pretrain_on_digit_crops(name: str) -> Dict[str, torch.Tensor]:
     """Train recipe ``name`` and return its backbone ``state_dict`` (keys prefixed
     ``backbone.``). Deterministic: one thread, a fixed seed, the caller's random state kept."""
-    from mmengine.registry import DefaultScope
     from mmdet.registry import MODELS
+    from mmengine.registry import DefaultScope
     recipe = _recipe(name)
     threads = torch.get_num_threads()
     with torch.random.fork_rng(devices=[]), DefaultScope.overwrite_default_scope(
