@@ -99,11 +99,12 @@ def summarize(results: Iterable[dict], variants: Sequence[str], metrics: Sequenc
             row[f'{m}/mde'] = cmp['mde']
             ref_mean = sum(base[s] for s in cmp['seeds']) / cmp['n']
             row[f'{m}/rel_gain_pct'] = 100.0 * cmp['delta'] / abs(ref_mean) if ref_mean else NAN
-    for m in metrics:  # the family: every comparison of this metric in the table
-        tested = [row for row in rows if _finite(row[f'{m}/p_value'])]
-        for row, adj in zip(tested, stats.holm_adjust([r[f'{m}/p_value'] for r in tested])):
-            row[f'{m}/p_holm'] = adj
-            row[f'{m}/significant'] = adj < alpha
+    for m in metrics:  # the family: every comparison of this metric in the table (holm_adjust
+        # leaves rows without a p out of it)
+        for row, adj in zip(rows, stats.holm_adjust([r[f'{m}/p_value'] for r in rows])):
+            if _finite(adj):
+                row[f'{m}/p_holm'] = adj
+                row[f'{m}/significant'] = adj < alpha
         for row in rows:
             if row['baseline'] and row['baseline'] != row['variant'] and row[f'{m}/n_pairs']:
                 row[f'{m}/sig'] = stats.significance_label(row[f'{m}/p_holm'], alpha)

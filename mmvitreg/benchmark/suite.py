@@ -182,11 +182,11 @@ def suite_table(suite: SuiteSpec, work_dir: str) -> List[dict]:
                    score_mean=(sum(sum(z) / len(z) for z in scores) / len(scores)
                                if scores else stats.NAN), score_tasks=len(scores))
         rows.append(row)
-    cells = [(row, t) for row in rows for t in suite.tasks
-             if stats._finite(row[f'{t.name}/p_value'])]
-    for (row, t), adj in zip(cells, stats.holm_adjust([r[f'{t.name}/p_value']
-                                                       for r, t in cells])):
-        row[f'{t.name}/p_holm'] = adj
+    # one family: every (variant, task) cell (holm_adjust leaves cells without a p out of it)
+    cells = [(row, t) for row in rows for t in suite.tasks]
+    for (row, t), adj in zip(cells, stats.holm_adjust([r[f'{t.name}/p_value'] for r, t in cells])):
+        if stats._finite(adj):
+            row[f'{t.name}/p_holm'] = adj
     for row in rows:
         for t in suite.tasks:
             if row[f'{t.name}/n']:

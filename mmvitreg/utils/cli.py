@@ -165,22 +165,26 @@ def shutdown_distributed() -> None:
         dist.destroy_process_group()
 
 
+def _ensure_custom_hook(cfg: Config, hook_type: str) -> None:
+    """Append ``dict(type=hook_type)`` to ``custom_hooks`` unless the config has one (whose
+    settings then win)."""
+    hooks = list(cfg.get('custom_hooks', None) or [])
+    if not any(isinstance(h, dict) and h.get('type') == hook_type for h in hooks):
+        cfg.custom_hooks = hooks + [dict(type=hook_type)]
+
+
 def add_rng_state_hook(cfg: Config) -> None:
     """Add ``RNGStateHook`` (random generators in checkpoints, DropKey's mask step) to the
     config's ``custom_hooks`` unless it has one: ``--resume`` is then exact, stochastic depth,
     dropout and DropKey included. ``custom_hooks=[dict(type='RNGStateHook', ...)]`` in a config
     overrides the defaults."""
-    hooks = list(cfg.get('custom_hooks', None) or [])
-    if not any(isinstance(h, dict) and h.get('type') == 'RNGStateHook' for h in hooks):
-        cfg.custom_hooks = hooks + [dict(type='RNGStateHook')]
+    _ensure_custom_hook(cfg, 'RNGStateHook')
 
 
 def add_train_check_hook(cfg: Config) -> None:
     """Add ``TrainLoopCheckHook`` to ``custom_hooks`` unless the config has one: settings that
     do not fit the training loop are refused before the first iteration, in one line."""
-    hooks = list(cfg.get('custom_hooks', None) or [])
-    if not any(isinstance(h, dict) and h.get('type') == 'TrainLoopCheckHook' for h in hooks):
-        cfg.custom_hooks = hooks + [dict(type='TrainLoopCheckHook')]
+    _ensure_custom_hook(cfg, 'TrainLoopCheckHook')
 
 
 def use_safe_checkpoint_hook(cfg: Config) -> None:

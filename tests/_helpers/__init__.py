@@ -11,6 +11,16 @@ from types import ModuleType
 from typing import Iterator, List, Optional
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+# The benchmark tests' stand-in worker (instant mmengine-style logs) and the base config of their
+# presets (only what the spec and the stand-in read).
+FAKE_WORKER = osp.join(REPO, 'tests', 'benchmark', '_fake_worker.py')
+BENCHMARK_BASE_CONFIG = """
+default_scope = 'mmpretrain'
+model = dict(type='ImageClassifier', backbone=dict(type='VisionTransformer', drop_rate=0.0))
+train_cfg = dict(by_epoch=True, max_epochs=2)
+visualizer = dict(type='Visualizer', vis_backends=[dict(type='LocalVisBackend')])
+randomness = dict(seed=0)
+"""
 DIGITS_CONFIG = osp.join(REPO, 'configs/vit/vit-tiny-p4_1xb32-15e_digits-16px.py')
 # Shrinks the digits demo config to seconds: 64 train / 32 test images, batch 16.
 TINY_DIGITS_OPTIONS = [
@@ -18,6 +28,25 @@ TINY_DIGITS_OPTIONS = [
     'test_dataloader.dataset.num_samples=32', 'train_dataloader.batch_size=16',
     'val_dataloader.batch_size=32', 'test_dataloader.batch_size=32',
 ]
+
+
+def tiny_dropkey_digits_config(dropkey: dict, batch_size: int, train_cfg: dict):
+    """The digits demo config as a 2-block width-32 ``Regularized`` ViT with ``dropkey`` on 8
+    training images, trained in-process (no validation, test, checkpoints or LR schedule)."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(DIGITS_CONFIG)
+    cfg.model.backbone = dict(cfg.model.backbone, type='Regularized', host='VisionTransformer',
+                              arch=dict(embed_dims=32, num_layers=2, num_heads=2,
+                                        feedforward_channels=64), dropkey=dict(dropkey))
+    cfg.model.head.in_channels = 32
+    cfg.train_dataloader.dataset.num_samples = 8
+    cfg.train_dataloader.batch_size = batch_size
+    cfg.train_cfg = train_cfg
+    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+    cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
+    cfg.default_hooks.checkpoint = None
+    cfg.param_scheduler = []
+    return cfg
 
 
 def run_tool(args: List[str], cwd: Optional[str] = None, timeout: int = 600,

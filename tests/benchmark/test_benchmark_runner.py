@@ -14,16 +14,8 @@ import pytest
 from mmvitreg.benchmark import (LaunchOptions, execute_all, load_spec, make_slots, plan_runs,
                                 select, write_report)
 from mmvitreg.benchmark.launch import Slot, run_process, worker_command
-
-FAKE = osp.join(osp.dirname(osp.abspath(__file__)), '_fake_worker.py')
-
-BASE = """
-default_scope = 'mmpretrain'
-model = dict(type='ImageClassifier', backbone=dict(type='VisionTransformer', drop_rate=0.0))
-train_cfg = dict(by_epoch=True, max_epochs=2)
-visualizer = dict(type='Visualizer', vis_backends=[dict(type='LocalVisBackend')])
-randomness = dict(seed=0)
-"""
+from tests._helpers import BENCHMARK_BASE_CONFIG as BASE
+from tests._helpers import FAKE_WORKER as FAKE
 
 PRESET = """
 _base_ = ['base.py']

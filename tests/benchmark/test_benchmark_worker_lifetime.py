@@ -3,7 +3,6 @@ excludes a second trainer while a worker of a killed tool still runs (a dead hol
 taken over)."""
 import json
 import os
-import os.path as osp
 import signal
 import subprocess
 import sys
@@ -13,17 +12,10 @@ import time
 import pytest
 
 from mmvitreg.benchmark import LaunchOptions, execute_all, load_spec, plan_runs
+from tests._helpers import BENCHMARK_BASE_CONFIG as BASE
+from tests._helpers import FAKE_WORKER as FAKE
+from tests._helpers import REPO
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-FAKE = osp.join(osp.dirname(osp.abspath(__file__)), '_fake_worker.py')
-
-BASE = """
-default_scope = 'mmpretrain'
-model = dict(type='ImageClassifier', backbone=dict(type='VisionTransformer', drop_rate=0.0))
-train_cfg = dict(by_epoch=True, max_epochs=2)
-visualizer = dict(type='Visualizer', vis_backends=[dict(type='LocalVisBackend')])
-randomness = dict(seed=0)
-"""
 PRESET = """
 _base_ = ['base.py']
 benchmark = dict(seeds=[0], metrics=['accuracy/top1'], variants=dict(baseline=dict()))

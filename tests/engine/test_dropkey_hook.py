@@ -83,20 +83,10 @@ class _Recorder(Hook):
 
 
 def test_in_a_real_runner(tmp_path):
-    cfg = Config.fromfile(DIGITS_CONFIG)
+    from tests._helpers import tiny_dropkey_digits_config
+    cfg = tiny_dropkey_digits_config(dict(ratio=0.2), batch_size=8,
+                                     train_cfg=dict(by_epoch=True, max_epochs=3, val_interval=100))
     cfg.work_dir = str(tmp_path)
-    cfg.model.backbone = dict(cfg.model.backbone, type='Regularized', host='VisionTransformer',
-                              arch=dict(embed_dims=32, num_layers=2, num_heads=2,
-                                        feedforward_channels=64),
-                              dropkey=dict(ratio=0.2))
-    cfg.model.head.in_channels = 32
-    cfg.train_dataloader.dataset.num_samples = 8
-    cfg.train_dataloader.batch_size = 8
-    cfg.train_cfg = dict(by_epoch=True, max_epochs=3, val_interval=100)
-    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
-    cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
-    cfg.default_hooks.checkpoint = None
-    cfg.param_scheduler = []
     cfg.custom_hooks = [dict(type='DropKeyScheduleHook', last_epochs=1)]
     runner = Runner.from_cfg(cfg)
     rec = _Recorder()

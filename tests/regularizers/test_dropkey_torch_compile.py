@@ -135,11 +135,10 @@ def test_mask_code_is_excluded_from_tracing():
 
 # ------------------------------------------------------------------ mmengine's compile=True
 def _runner_losses(compile_cfg):
-    from mmengine.config import Config
     from mmengine.hooks import Hook
     from mmengine.runner import Runner
 
-    from tests._helpers import DIGITS_CONFIG
+    from tests._helpers import tiny_dropkey_digits_config
 
     class Losses(Hook):
         def __init__(self):
@@ -148,18 +147,8 @@ def _runner_losses(compile_cfg):
         def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
             self.losses.append(float(outputs['loss']))
 
-    cfg = Config.fromfile(DIGITS_CONFIG)
-    cfg.model.backbone = dict(cfg.model.backbone, type='Regularized', host='VisionTransformer',
-                              arch=dict(embed_dims=32, num_layers=2, num_heads=2,
-                                        feedforward_channels=64), dropkey=dict(DROPKEY))
-    cfg.model.head.in_channels = 32
-    cfg.train_dataloader.dataset.num_samples = 8
-    cfg.train_dataloader.batch_size = 4
-    cfg.train_cfg = dict(by_epoch=False, max_iters=2, val_interval=100)
-    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
-    cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
-    cfg.default_hooks.checkpoint = None
-    cfg.param_scheduler = []
+    cfg = tiny_dropkey_digits_config(DROPKEY, batch_size=4,
+                                     train_cfg=dict(by_epoch=False, max_iters=2, val_interval=100))
     # not the config's AdamW with paramwise_cfg (parameter groups): Dynamo of torch 2.13 fails
     # in its step with or without DropKey (an internal error on the groups' dicts)
     cfg.optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9))

@@ -15,20 +15,20 @@ PIL's ``blend`` computes ``in1 + f * (in2 - in1)`` in float32 and truncates to u
 clipping. Brightness and contrast are per-value maps, applied here as exact 256-entry look-up
 tables (``cv2.LUT``, one pass per image; a contrast directly followed by a brightness is one
 composed table); saturation is one ``cv2.addWeighted`` with the grey image, hue an HSV round trip
-in OpenCV's full-range (0..255) hue. About 0.4x torchvision's CPU time on PIL images
-(``benchmarks/bench_pipeline.py``).
+in OpenCV's full-range (0..255) hue. Its cost against torchvision's on PIL images is measured
+by ``benchmarks/bench_pipeline.py`` (README: Benchmarks).
 
 Where we differ from torchvision + PIL (at most one intensity level per operation, given the
 same input):
 
 * the grey image (saturation, contrast mean) is OpenCV's fixed-point ``cvtColor`` grey,
   ``(19596 R + 38470 G + 7470 B + 2**15) >> 16``, not PIL's ``(19595 R + 38470 G + 7471 B +
-  2**15) >> 16``: one level apart on 0.13% of the 2**24 colours, ~5x faster than an exact grey.
+  2**15) >> 16``: one level apart on 0.13% of the 2**24 colours, and faster than an exact grey.
   A grey one level off moves a saturation blend by ``|1 - f|`` before truncation; the contrast
   mean moves by at most one level (in practice by ~1e-4), moving a contrast blend by
   ``|1 - f|``. With ``|1 - f| <= 0.9`` (every factor of ``ColorJitter(x <= 0.9)``) the output
   stays within one level; outside that range the exact grey (float ``cv2.transform``, ties
-  rounded to even instead of up) and PIL's float blend are used, ~2.5x slower;
+  rounded to even instead of up) and PIL's float blend are used, at a higher cost;
 * the saturation blend ``f * v + (1 - f) * grey`` is computed in float32 by ``cv2.addWeighted``,
   which rounds; a bias of ``-0.5 + 1e-4`` turns that into PIL's truncation except for blends
   within 1e-4 below an integer (one level up);
@@ -87,9 +87,9 @@ def _contiguous_copy(img: np.ndarray) -> np.ndarray:
     """A C-contiguous copy of a strided view, fast for flipped images.
 
     OpenCV's Python bindings copy a non-contiguous array at every call, and numpy copies one
-    with reversed pixels (``mmcv.imflip``'s ``np.flip`` view) element by element: ~2.7 ms per
-    640 px image either way. A reversed view of a contiguous array is flipped back by
-    ``cv2.flip`` instead (~0.1 ms).
+    with reversed pixels (``mmcv.imflip``'s ``np.flip`` view) element by element, which is slow.
+    A reversed view of a contiguous array is flipped back by ``cv2.flip`` instead, one
+    vectorised pass.
     """
     flipped = [axis for axis in (0, 1) if img.strides[axis] < 0]
     base = np.flip(img, flipped) if flipped else img
@@ -119,7 +119,7 @@ def adjust_brightness(img: np.ndarray, factor: float,
 
 def pil_grey(img: np.ndarray, channel_order: str = 'bgr') -> np.ndarray:
     """PIL's ``convert('L')`` of a colour uint8 image: ``(19595 R + 38470 G + 7471 B) / 65536``
-    rounded (exact but for exact halves, which round to even here). ~5x ``fast_grey``'s time."""
+    rounded (exact but for exact halves, which round to even here); slower than ``fast_grey``."""
     return cv2.transform(img, _GREY_BGR if channel_order == 'bgr' else _GREY_BGR[:, ::-1])
 
 
@@ -218,7 +218,7 @@ class TorchvisionColorJitter(BaseTransform):
     factor uniform in its range (``x`` -> ``[max(0, 1 - x), 1 + x]``, hue ``x`` -> ``[-x, x]``;
     a ``(min, max)`` pair is used as given; ``0`` disables an operation). Same operations as PIL
     up to one intensity level (see the module docstring; bit-exact but for hue in the tests).
-    CPU time ~0.4x torchvision's on PIL images (``benchmarks/bench_pipeline.py``, 480-640 px).
+    Its cost against torchvision's is measured by ``benchmarks/bench_pipeline.py``.
     The input image is not modified.
 
     Required keys: ``img``. Modified keys: ``img``.

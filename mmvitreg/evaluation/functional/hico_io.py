@@ -24,7 +24,8 @@ import numpy as np
 
 from mmvitreg.datasets.hico_json import read_json_list
 from mmvitreg.datasets.hico_meta import HOIClassTable, hico_meta
-from mmvitreg.evaluation.functional.hoi_eval import HOIDetections, HOIEvalResult, HOIGroundTruth
+from mmvitreg.evaluation.functional.hoi_eval import (HOIDetections, HOIEvalResult, HOIGroundTruth,
+                                                     invalid_boxes)
 
 __all__ = ['HICOFile', 'read_hico_file', 'gt_from_file', 'dets_from_file', 'gt_from_images',
            'dets_from_triplets', 'format_summary', 'write_per_class_ap']
@@ -174,8 +175,7 @@ def _flatten(entries: list, path: str, prediction: bool, table: HOIClassTable) -
     except (KeyError, TypeError, AttributeError):  # not dicts, or a key missing
         raise _Reject from None
     bbox = _numbers(bbox, (len(boxes), 4))
-    if not np.isfinite(bbox).all() or (bbox[:, 2] < bbox[:, 0]).any() or \
-            (bbox[:, 3] < bbox[:, 1]).any():  # non-finite or inverted boxes
+    if invalid_boxes(bbox).any():  # non-finite or inverted boxes
         raise _Reject
     labels = table.category_to_label(_ints(cat))
     verb, sub, obj, hoi_cls = _ints(verb), _ints(sub), _ints(obj), _ints(hoi_cls)

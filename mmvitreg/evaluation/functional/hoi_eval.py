@@ -59,7 +59,8 @@ import numpy as np
 from mmvitreg.datasets.hico_json import HICOInputError
 
 __all__ = ['HOIGroundTruth', 'HOIDetections', 'HOIEvalResult', 'pair_iou', 'match_detections',
-           'average_precision', 'topk_per_image', 'evaluate_hoi', 'EVAL_MODES', 'AP_METHODS']
+           'average_precision', 'topk_per_image', 'evaluate_hoi', 'invalid_boxes', 'EVAL_MODES',
+           'AP_METHODS']
 
 EVAL_MODES = ('official', 'qpic')
 AP_METHODS = ('11point', '11point_drift', 'allpoint')
@@ -322,6 +323,13 @@ def _mean(values: np.ndarray, mask: np.ndarray) -> float:
     return float(values[mask].mean()) if mask.any() else float('nan')
 
 
+def invalid_boxes(boxes: np.ndarray) -> np.ndarray:
+    """(N,) True where an (N, 4) x1, y1, x2, y2 box is not finite or inverted (x2 < x1 or
+    y2 < y1); zero-width boxes are valid."""
+    return ~np.isfinite(boxes).all(axis=1) | (boxes[:, 2] < boxes[:, 0]) | \
+        (boxes[:, 3] < boxes[:, 1])
+
+
 def _check_values(what: str, img: np.ndarray, boxes: Dict[str, np.ndarray],
                   score: Optional[np.ndarray], image_names: Optional[Sequence]) -> None:
     """Finite, non-inverted boxes and finite scores, or an error naming image and field."""
@@ -331,7 +339,7 @@ def _check_values(what: str, img: np.ndarray, boxes: Dict[str, np.ndarray],
         return f'image {idx}' + (f' ({name})' if name is not None else '')
 
     for field_name, arr in boxes.items():
-        bad = ~np.isfinite(arr).all(axis=1) | (arr[:, 2] < arr[:, 0]) | (arr[:, 3] < arr[:, 1])
+        bad = invalid_boxes(arr)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             kind = 'is not finite' if not np.isfinite(arr[row]).all() else \

@@ -134,11 +134,15 @@ class DropKey(nn.Module):
         return share
 
     def _grid(self, num_keys: int, grid):
-        if self.variant == 'random':
-            return None, 0
-        hw = None if grid is None else (int(grid.hw[0]), int(grid.hw[1]))
-        extra = 0 if grid is None else int(grid.num_extra_tokens)
-        check_grid(self.variant, num_keys, hw, extra, self.name or f'layer {self.layer_id}')
+        """The call's key grid ``(hw, extra tokens)``, checked; the repaired-rows warning is
+        checked once per key count."""
+        hw, extra = None, 0
+        if self.variant != 'random':
+            hw = None if grid is None else (int(grid.hw[0]), int(grid.hw[1]))
+            extra = 0 if grid is None else int(grid.num_extra_tokens)
+            check_grid(self.variant, num_keys, hw, extra, self.name or f'layer {self.layer_id}')
+        if self._checked_keys != num_keys:
+            self.check_repaired_rows(num_keys, hw, extra)
         return hw, extra
 
     def forward(self,
@@ -167,8 +171,6 @@ class DropKey(nn.Module):
                 grid, key: Optional[int]) -> torch.Tensor:
         """The active :meth:`forward`: the call's key, mask and kernel (never traced)."""
         hw, extra = self._grid(k.shape[-2], grid)
-        if self._checked_keys != k.shape[-2]:
-            self.check_repaired_rows(k.shape[-2], hw, extra)
         return dropkey_attention(q, k, v, self.ratio, self.variant, attn_mask=attn_mask,
                                  dropout_p=dropout_p, scale=scale, grid_hw=hw,
                                  num_extra_tokens=extra, block_size=self.block_size,
@@ -187,8 +189,6 @@ class DropKey(nn.Module):
         same key (host mask applied, all-dropped rows repaired). For explicit compositions
         (e.g. Re-attention: ``logits.masked_fill(~keep, -inf)`` before the softmax)."""
         hw, extra = self._grid(k.shape[-2], grid)
-        if self._checked_keys != k.shape[-2]:
-            self.check_repaired_rows(k.shape[-2], hw, extra)
         key = self.next_key(q.device) if key is None else key
         shape = tuple(torch.broadcast_shapes(q.shape[:-2], k.shape[:-2])) + (q.shape[-2],
                                                                              k.shape[-2])
