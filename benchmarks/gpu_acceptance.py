@@ -6,11 +6,15 @@ Measures on one GPU, side by side in one process:
    224 px, batch 128: plain timm (flash SDPA, no DropKey) vs fused DropKey (FlexAttention,
    ratio 0.1 decreasing with depth) vs the SDPA + bool-mask fallback; ms/step, images/s, the
    throughput ratio to flash (target: fused >= 0.95x), peak memory, finiteness of loss and grads.
-2. The DropKey attention op alone (fp16 autocast, forward + backward) at every training shape of
-   the shipped DropKey configs: DeiT-S and ViT-B ImageNet, ViT-S/4 CIFAR, DETR-R50 encoder at
-   800x1333 and decoder cross-attention (with key padding), PlainViT-B global attention at
-   N = 4096; flash / fused / fallback time and peak memory, finiteness, fused-vs-fallback
-   agreement and the dropped fraction measured on the GPU (target: the ratio).
+2. The DropKey attention op alone (fp16, forward + backward) at every training shape of the
+   shipped DropKey configs *with the host's own settings*: DeiT-S and ViT-B ImageNet, ViT-S/4
+   CIFAR, DETR-R50 encoder at 800x1333 and decoder cross-attention (key padding, attention
+   dropout 0.1), PlainViT-B global attention at N = 4096 (trainable relative-position bias);
+   the host's own attention (SDPA, same mask and dropout) / DropKey as ``backend='auto'`` takes
+   it (its path named) / the SDPA fallback, and without dropout two FlexAttention diagnostics
+   (the in-kernel hash instead of packed bits; FlexAttention with no DropKey): time, peak
+   memory, finiteness, auto-vs-fallback agreement of the output and every gradient (bias
+   included) and the dropped fraction measured on the GPU (target: auto <= 1.3x the host).
 
 DropKey is attached through mmvitreg's timm attention site (``mmvitreg.regularizers``) when it
 imports, else by a local patch of timm's ``Attention.forward`` (same maths).
@@ -39,17 +43,20 @@ from mmvitreg.ops.dropkey import (DropKey, dropkey_attention, dropkey_modules,  
 from mmvitreg.ops.dropkey.masks import keep_mask_rows  # noqa: E402
 from mmvitreg.ops.dropkey.random import call_key  # noqa: E402
 
-# (name, batch, heads, queries, keys, head dim, key padding)
+# (name, batch, heads, queries, keys, head dim, host mask, attention dropout): the host's own
+# settings in the shipped configs (mask: None, 'padding' = DETR's key padding on the second
+# image, 'bias' = PlainViT's trainable decomposed relative-position bias, (B, heads, N, N))
 OP_SHAPES = [
-    ('DeiT-S IN1k b256, N197', 256, 6, 197, 197, 64, False),
-    ('ViT-B IN1k b128, N197', 128, 12, 197, 197, 64, False),
-    ('ViT-S/4 CIFAR b256, N65', 256, 6, 65, 65, 64, False),
-    ('DETR enc 800x1333 b2, N850', 2, 8, 850, 850, 32, True),
-    ('DETR dec cross b2, 100x850', 2, 8, 100, 850, 32, True),
-    ('PlainViT-B global b1, N4096', 1, 12, 4096, 4096, 64, False),
+    ('DeiT-S IN1k b256, N197', 256, 6, 197, 197, 64, None, 0.0),
+    ('ViT-B IN1k b128, N197', 128, 12, 197, 197, 64, None, 0.0),
+    ('ViT-S/4 CIFAR b256, N65', 256, 6, 65, 65, 64, None, 0.0),
+    ('DETR enc b2, N850, pad, drop .1', 2, 8, 850, 850, 32, 'padding', 0.1),
+    ('DETR dec cross b2, 100x850, pad, drop .1', 2, 8, 100, 850, 32, 'padding', 0.1),
+    ('PlainViT-B global b1, N4096, bias', 1, 12, 4096, 4096, 64, 'bias', 0.0),
 ]
-DRY_OP_SHAPES = [('tiny b2, N17', 2, 2, 17, 17, 16, False),
-                 ('tiny cross b2, 5x17', 2, 2, 5, 17, 16, True)]
+DRY_OP_SHAPES = [('tiny b2, N17', 2, 2, 17, 17, 16, None, 0.0),
+                 ('tiny cross b2, 5x17, pad, drop .1', 2, 2, 5, 17, 16, 'padding', 0.1),
+                 ('tiny b1, N20, bias', 1, 2, 20, 20, 16, 'bias', 0.0)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -157,44 +164,55 @@ def bench_train_steps(device: str, batch: int, steps: int, warmup: int,
     y = torch.randint(0, 10 if dry_run else 1000, (batch, ), device=device)
     rows = []
     for name, backend in variants:
-        model = build_vit('vit_base_patch16_224', dry_run)
-        model.load_state_dict(state)
-        how = '-'
-        if backend is not None:
-            how = attach_dropkey_timm(model, 0.1, backend)
-        model.to(device).train()
-        opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-        scaler = torch.amp.GradScaler(device, enabled=device == 'cuda')
-        times, finite_loss, finite_grad = [], True, True
-        base_mem = _reset_peak(device)
-        for it in range(warmup + steps):
-            set_step(it)
-            _sync(device)
-            t0 = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast(device, dtype=amp_dtype):
-                loss = F.cross_entropy(model(x), y)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            finite_grad &= all(bool(torch.isfinite(p.grad).all()) for p in model.parameters()
-                               if p.grad is not None)
-            scaler.step(opt)
-            scaler.update()
-            _sync(device)
-            if it >= warmup:
-                times.append(time.perf_counter() - t0)
-            finite_loss &= bool(torch.isfinite(loss))
-        ms = statistics.median(times) * 1e3
-        rows.append(dict(part='train step', name=name, ms=ms, img_s=batch / ms * 1e3,
-                         peak_mb=_peak(device, base_mem), finite=finite_loss and finite_grad,
-                         attached=how))
-        del model, opt
+        try:
+            rows.append(_train_variant(name, backend, state, x, y, device, batch, steps, warmup,
+                                       dry_run, amp_dtype))
+        except Exception as err:  # report and go on: one run of this script must answer all
+            print(f'train step {name} failed: {type(err).__name__}: {str(err)[:300]}')
+            rows.append(dict(part='train step', name=name, ms=float('nan'), img_s=None,
+                             peak_mb=None, finite=False, attached='-'))
         if device == 'cuda':
             torch.cuda.empty_cache()
     ref = rows[0]['ms']
     for r in rows:
         r['ratio'] = ref / r['ms']  # throughput relative to flash
     return rows
+
+
+def _train_variant(name, backend, state, x, y, device, batch, steps, warmup, dry_run,
+                   amp_dtype) -> dict:
+    """One variant's AMP train steps: median ms, images/s, peak memory, finiteness."""
+    model = build_vit('vit_base_patch16_224', dry_run)
+    model.load_state_dict(state)
+    how = '-'
+    if backend is not None:
+        how = attach_dropkey_timm(model, 0.1, backend)
+    model.to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    scaler = torch.amp.GradScaler(device, enabled=device == 'cuda')
+    times, finite_loss, finite_grad = [], True, True
+    base_mem = _reset_peak(device)
+    for it in range(warmup + steps):
+        set_step(it)
+        _sync(device)
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device, dtype=amp_dtype):
+            loss = F.cross_entropy(model(x), y)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        finite_grad &= all(bool(torch.isfinite(p.grad).all()) for p in model.parameters()
+                           if p.grad is not None)
+        scaler.step(opt)
+        scaler.update()
+        _sync(device)
+        if it >= warmup:
+            times.append(time.perf_counter() - t0)
+        finite_loss &= bool(torch.isfinite(loss))
+    ms = statistics.median(times) * 1e3
+    return dict(part='train step', name=name, ms=ms, img_s=batch / ms * 1e3,
+                peak_mb=_peak(device, base_mem), finite=finite_loss and finite_grad,
+                attached=how)
 
 
 def _op_time(fn, device: str, reps: int) -> Dict[str, float]:
@@ -210,71 +228,109 @@ def _op_time(fn, device: str, reps: int) -> Dict[str, float]:
     return dict(ms=statistics.median(times) * 1e3, peak_mb=_peak(device, base))
 
 
+def _host_mask(kind: Optional[str], b: int, h: int, nq: int, nk: int, device: str, dtype):
+    if kind == 'padding':  # DETR: the second image is padded on a quarter of its keys
+        mask = torch.ones(b, 1, 1, nk, dtype=torch.bool, device=device)
+        mask[-1, ..., -(nk // 4):] = False
+        return mask
+    if kind == 'bias':
+        return (0.5 * torch.randn(b, h, nq, nk, device=device, dtype=dtype)).requires_grad_()
+    return None
+
+
 def bench_ops(device: str, shapes, reps: int, ratio: float = 0.1) -> List[dict]:
+    """Per shape: the host's own attention (SDPA with the same host mask and dropout), DropKey as
+    ``backend='auto'`` takes it (the path named), the SDPA fallback, and without dropout the
+    FlexAttention diagnostics: the in-kernel hash instead of packed bits, and FlexAttention with
+    no mask at all (what the kernel costs by itself)."""
+    from mmvitreg.ops.dropkey.attention import dropkey_path
+    from mmvitreg.ops.dropkey.flex import _compiled_flex, flex_dropkey_attention, flex_failure
     dtype = torch.float16 if device == 'cuda' else torch.bfloat16
     rows = []
-    for name, b, h, nq, nk, d, padded in shapes:
+    for name, b, h, nq, nk, d, mask_kind, dropout in shapes:
         torch.manual_seed(0)
         q = torch.randn(b, h, nq, d, device=device, dtype=dtype, requires_grad=True)
         k = torch.randn(b, h, nk, d, device=device, dtype=dtype, requires_grad=True)
         v = torch.randn(b, h, nk, d, device=device, dtype=dtype, requires_grad=True)
-        mask = None
-        if padded:  # DETR: the second image is padded on a quarter of its keys
-            mask = torch.ones(b, 1, 1, nk, dtype=torch.bool, device=device)
-            mask[-1, ..., -(nk // 4):] = False
+        mask = _host_mask(mask_kind, b, h, nq, nk, device, dtype)
+        inputs = (q, k, v) + ((mask, ) if mask_kind == 'bias' else ())
         g = torch.randn(b, h, nq, d, device=device, dtype=dtype)
         key = call_key(0, 0, seed=1)
+        path = dropkey_path(q, k, v, ratio, attn_mask=mask, dropout_p=dropout)
         outs = {}
 
-        def run(backend):
+        def run(variant):
             def fn():
-                for t in (q, k, v):
+                for t in inputs:
                     t.grad = None
-                if backend is None:
-                    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+                if variant == 'host':
+                    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                         dropout_p=dropout)
+                elif variant == 'flex-floor':  # the host's bias only, no DropKey
+                    out = _compiled_flex()(q, k, v, score_mod=None if mask is None else (
+                        lambda score, bi, hi, qi, ki: score + mask[bi, hi, qi, ki]))
+                elif variant == 'flex-hash':
+                    out = flex_dropkey_attention(q, k, v, ratio, key, attn_mask=mask,
+                                                 mask_source='hash')
                 else:
                     out = dropkey_attention(q, k, v, ratio, attn_mask=mask, key=key,
-                                            backend=backend)
+                                            dropout_p=dropout, backend=variant)
                 out.backward(g)
-                outs[backend] = (out.detach().float(), q.grad.float())
+                outs[variant] = [out.detach().float()] + [t.grad.float() for t in inputs]
             return fn
 
-        backends = [None, 'sdpa'] + (['flex'] if device == 'cuda' else [])
-        res = {bk: _op_time(run(bk), device, reps) for bk in backends}
-        finite = all(bool(torch.isfinite(o).all() and torch.isfinite(gq).all())
-                     for o, gq in outs.values())
+        variants = ['host', 'auto', 'sdpa']
+        if device == 'cuda' and dropout == 0:
+            variants += ['flex-hash', 'flex-floor']
+        res = {}
+        for vr in variants:
+            try:
+                res[vr] = _op_time(run(vr), device, reps)
+            except Exception as err:  # report and go on: one run of this script must answer all
+                print(f'{name}: {vr} failed: {type(err).__name__}: {str(err)[:300]}')
+                res[vr] = dict(ms=float('nan'), peak_mb=None)
+                outs.pop(vr, None)
+        if 'auto' not in outs or 'sdpa' not in outs:
+            outs.setdefault('auto', []), outs.setdefault('sdpa', [])
+        finite = all(bool(torch.isfinite(t).all()) for ts in outs.values() for t in ts)
         agree = None
-        if 'flex' in outs:
-            agree = float((outs['flex'][0] - outs['sdpa'][0]).abs().max())
+        if dropout == 0 and path != 'sdpa' and outs['auto'] and outs['sdpa']:  # same maths
+            agree = max(float((x - y).abs().max()) for x, y in zip(outs['auto'], outs['sdpa']))
         keep = keep_mask_rows(key, (b, h, nq, nk), 0, nq, ratio, device=device)
         dropped = 1 - keep.float().mean().item()
-        plain = res[None]
-        for bk, label in ((None, 'flash'), ('flex', 'fused'), ('sdpa', 'fallback')):
-            if bk not in res:
-                continue
-            rows.append(dict(part='op fwd+bwd', name=f'{name}: {label}', ms=res[bk]['ms'],
-                             ratio=res[bk]['ms'] / plain['ms'], peak_mb=res[bk]['peak_mb'],
-                             finite=finite, max_diff_fused=agree if bk == 'flex' else None,
-                             dropped=dropped if bk is not None else None))
-        del q, k, v, g, outs
+        plain = res['host']
+        labels = dict(host='host (SDPA)', auto=f'DropKey auto ({path})', sdpa='DropKey sdpa',
+                      **{'flex-hash': 'DropKey flex, in-kernel hash',
+                         'flex-floor': 'FlexAttention, no mask'})
+        for vr in variants:
+            rows.append(dict(part='op fwd+bwd', name=f'{name}: {labels[vr]}', ms=res[vr]['ms'],
+                             ratio=res[vr]['ms'] / plain['ms'], peak_mb=res[vr]['peak_mb'],
+                             finite=finite, max_diff_fused=agree if vr == 'auto' else None,
+                             dropped=dropped if vr in ('auto', 'sdpa', 'flex-hash') else None,
+                             path=path if vr == 'auto' else None))
+        del q, k, v, g, outs, mask, inputs
         if device == 'cuda':
             torch.cuda.empty_cache()
+    if flex_failure():
+        print(f'FlexAttention was turned off during the run: {flex_failure()}')
     return rows
 
 
 def print_table(rows: List[dict], device_name: str) -> None:
     print(f'\nDropKey GPU acceptance on {device_name} (torch {torch.__version__})')
-    print(f'{"part":<11} {"variant":<44} {"ms":>9} {"ratio":>7} {"img/s":>8} {"peak MB":>9} '
+    print(f'{"part":<11} {"variant":<70} {"ms":>9} {"ratio":>7} {"img/s":>8} {"peak MB":>9} '
           f'{"finite":>6} {"dropped":>8} {"|fused-fb|":>10}')
     for r in rows:
         img = f'{r["img_s"]:.0f}' if r.get('img_s') else '-'
         peak = f'{r["peak_mb"]:.0f}' if r.get('peak_mb') is not None else '-'
         drop = f'{r["dropped"]:.4f}' if r.get('dropped') is not None else '-'
         diff = f'{r["max_diff_fused"]:.1e}' if r.get('max_diff_fused') is not None else '-'
-        print(f'{r["part"]:<11} {r["name"]:<44} {r["ms"]:>9.2f} {r["ratio"]:>7.3f} {img:>8} '
+        print(f'{r["part"]:<11} {r["name"]:<70} {r["ms"]:>9.2f} {r["ratio"]:>7.3f} {img:>8} '
               f'{peak:>9} {str(r["finite"]):>6} {drop:>8} {diff:>10}')
     print('train-step ratio = throughput relative to flash (target: fused >= 0.95); op ratio = '
-          'time relative to flash; dropped = measured fraction (ratio 0.1)')
+          "time relative to the host's own attention with the same mask and dropout (target: "
+          'DropKey auto <= 1.3); dropped = measured fraction (ratio 0.1); |fused-fb| = largest '
+          'difference of the output and every gradient between auto and the SDPA fallback')
 
 
 def main(argv: Optional[List[str]] = None) -> List[dict]:

@@ -2,13 +2,19 @@
 
 Paths (chosen by :func:`dropkey_attention`):
 
-* ``flex`` (CUDA): FlexAttention with a ``score_mod`` evaluating the mask hash inside the kernel
-  (:mod:`.flex`); no ``(B, heads, Nq, Nk)`` tensor exists.
+* ``flex`` (CUDA, no attention dropout): FlexAttention with a ``score_mod`` reading the mask's
+  packed bits (1 bit per logit) and adding a float host bias, trainable or not (:mod:`.flex`).
 * CPU flash (CPU, no attention dropout, no trainable bias): the fused flash kernel per box of the
   mask with a saved log-sum-exp and no recomputed forward (:mod:`.cpu_flash`).
-* ``sdpa`` elsewhere (CUDA fallback, attention dropout, a trainable float bias): SDPA gets the
-  boolean mask generated from the hash (:mod:`.masks`), chunked over queries with a recomputed
-  backward when it does not fit the memory budget (:mod:`.budget`).
+* ``sdpa`` elsewhere (CUDA with attention dropout or FlexAttention unavailable; CPU with
+  attention dropout or a trainable float bias): SDPA gets the boolean mask generated from the
+  hash (:mod:`.masks`; one compiled loop on CUDA). On CPU with dropout or a trainable bias the
+  host's own SDPA call takes the math path and holds the full logits anyway, so the mask is not
+  chunked (:func:`host_materializes_logits`); elsewhere it is chunked over queries, with a
+  recomputed backward, when it does not fit the memory budget (:mod:`.budget`). Attention
+  dropout is SDPA's own (post-softmax, the global RNG, as the host's: the same dropout bits as
+  the host's for the same RNG state; activation checkpointing and the chunked backward restore
+  that state).
 """
 import math
 from typing import Optional, Tuple
@@ -25,7 +31,9 @@ from .schedule import (check_backend, check_block_size, check_positive_int, chec
                        check_variant)
 from .tracing import not_traced
 
-__all__ = ['dropkey_attention', 'naive_dropkey_attention', 'default_memory_budget',
+__all__ = ['dropkey_attention', 'dropkey_path', 'DROPKEY_PATHS', 'naive_dropkey_attention',
+           'host_materializes_logits',
+           'default_memory_budget',
            'device_memory', 'plan_chunks', 'plan_regions', 'MaskSpec', 'MEMORY_FRACTION',
            'FLASH_QUERY_BLOCK', 'MIN_KEY_CHUNK']
 
@@ -93,14 +101,16 @@ def dropkey_attention(q: torch.Tensor,
     key = next_key() if key is None else key
     if chunk_size is not None:
         check_positive_int(chunk_size, 'chunk_size')
-    from .flex import flex_applies, flex_dropkey_attention
-    if backend == 'flex':
-        return flex_dropkey_attention(q, k, v, ratio, key, attn_mask=attn_mask, scale=scale)
-    if backend == 'auto' and flex_applies(q, variant, dropout_p, attn_mask, v):
+    path = dropkey_path(q, k, v, ratio, variant, attn_mask=attn_mask, dropout_p=dropout_p,
+                        backend=backend, chunk_size=chunk_size, memory_budget=memory_budget)
+    if path == 'flex':
+        from .flex import flex_dropkey_attention
         out = flex_dropkey_attention(q, k, v, ratio, key, attn_mask=attn_mask, scale=scale,
-                                     strict=False)
+                                     strict=backend == 'flex', memory_budget=memory_budget)
         if out is not None:  # None: the compile machinery failed (one warning), use SDPA
             return out
+        path = dropkey_path(q, k, v, ratio, variant, attn_mask=attn_mask, dropout_p=dropout_p,
+                            backend='sdpa', chunk_size=chunk_size, memory_budget=memory_budget)
     device_type = q.device.type
     if torch.is_autocast_enabled(device_type):  # what SDPA's autocast rule does
         dtype = torch.get_autocast_dtype(device_type)
@@ -109,17 +119,84 @@ def dropkey_attention(q: torch.Tensor,
     shape = tuple(lead) + (nq, nk)
     spec = MaskSpec(key, shape, ratio, variant, grid_hw, num_extra_tokens, block_size, attn_mask,
                     q.device)
-    budget = default_memory_budget(q.device) if memory_budget is None else int(memory_budget)
-    if cpu_flash_applies(q, k, v, dropout_p, spec):
+    if path == 'cpu_flash':
+        budget = default_memory_budget(q.device) if memory_budget is None else int(memory_budget)
         return cpu_flash_dropkey_attention(q, k, v, spec, scale, budget, chunk_size)
-    bytes_per_logit = 1 + q.element_size()  # the bits + the additive mask SDPA derives
-    if chunk_size is None:
-        chunk_size = plan_chunks(nq, math.prod(lead) * nk * bytes_per_logit, budget)
-    chunk_size = min(chunk_size, nq)
-    if chunk_size >= nq:
+    if path == 'sdpa':
         return F.scaled_dot_product_attention(q, k, v, attn_mask=spec.sdpa_mask(
             full_region(shape)), dropout_p=dropout_p, scale=scale)
+    chunk_size = chunk_size or _sdpa_chunk_size(q, k, dropout_p, attn_mask, memory_budget)
     return _ChunkedDropKeyAttention.apply(q, k, v, spec.bias, spec, chunk_size, dropout_p, scale)
+
+
+#: the paths of :func:`dropkey_attention`, as :func:`dropkey_path` names them
+DROPKEY_PATHS = ('plain', 'flex', 'cpu_flash', 'sdpa', 'sdpa_chunked')
+
+
+def dropkey_path(q: torch.Tensor,
+                 k: torch.Tensor,
+                 v: torch.Tensor,
+                 ratio: float,
+                 variant: str = 'random',
+                 *,
+                 attn_mask: Optional[torch.Tensor] = None,
+                 dropout_p: float = 0.0,
+                 backend: str = 'auto',
+                 chunk_size: Optional[int] = None,
+                 memory_budget: Optional[int] = None,
+                 device_type: Optional[str] = None) -> str:
+    """The path :func:`dropkey_attention` takes for these arguments (one of
+    :data:`DROPKEY_PATHS`): ``'plain'`` (ratio 0: SDPA), ``'flex'`` (fused, CUDA),
+    ``'cpu_flash'`` (the CPU flash kernel per box of the mask), ``'sdpa'`` (one SDPA call with the
+    mask), ``'sdpa_chunked'`` (SDPA per query chunk, forward recomputed in backward).
+
+    ``device_type`` (default: q's) asks what the call would take on another device, e.g.
+    ``'cuda'`` from a CPU test (give ``memory_budget`` then). ``'flex'`` is before a compile
+    failure: after one, ``backend='auto'`` takes the SDPA paths (:func:`.flex.flex_failure`)."""
+    device_type = device_type or q.device.type
+    if float(ratio) == 0.0:
+        return 'plain'
+    from .flex import flex_applies
+    if backend == 'flex' or (backend == 'auto' and flex_applies(q, variant, dropout_p, attn_mask,
+                                                                v, device_type)):
+        return 'flex'
+    bias = None if attn_mask is None or attn_mask.dtype == torch.bool else attn_mask
+    if cpu_flash_applies(q, k, v, dropout_p, bias, device_type):
+        return 'cpu_flash'
+    if chunk_size is None and host_materializes_logits(q, dropout_p, bias, device_type):
+        return 'sdpa'  # one call, as the host's: no forward recomputed in backward
+    chunk_size = chunk_size or _sdpa_chunk_size(q, k, dropout_p, attn_mask, memory_budget,
+                                                device_type)
+    return 'sdpa' if chunk_size >= q.shape[-2] else 'sdpa_chunked'
+
+
+def _sdpa_chunk_size(q: torch.Tensor, k: torch.Tensor, dropout_p: float,
+                     attn_mask: Optional[torch.Tensor], memory_budget: Optional[int],
+                     device_type: Optional[str] = None) -> int:
+    """Queries per chunk of the SDPA path whose mask fits the memory budget."""
+    device_type = device_type or q.device.type
+    if memory_budget is None and device_type != q.device.type:
+        raise ValueError(f'dropkey_path for device_type={device_type!r} of {q.device.type} '
+                         f'tensors needs memory_budget')
+    if memory_budget is None:
+        memory_budget = default_memory_budget(q.device)
+    nq, nk = q.shape[-2], k.shape[-2]
+    lead = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2])
+    dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(
+        device_type) else q.dtype
+    bytes_per_logit = 1 + dtype.itemsize  # the bits + the additive mask SDPA derives
+    return min(nq, plan_chunks(nq, math.prod(lead) * nk * bytes_per_logit, int(memory_budget)))
+
+
+def host_materializes_logits(q: torch.Tensor, dropout_p: float, bias: Optional[torch.Tensor],
+                             device_type: Optional[str] = None) -> bool:
+    """Whether the host's own SDPA call takes the math path, which holds ``(B, H, Nq, Nk)``
+    logits and probabilities for backward anyway: CPU with attention dropout or with a float
+    bias that requires grad (the CPU flash kernel supports neither). DropKey's mask there
+    (``1 + itemsize`` bytes per logit, the bits kept for backward) is smaller than what the host
+    holds, so it is not chunked: chunks would recompute the forward in backward (1.3-1.9x)."""
+    return (device_type or q.device.type) == 'cpu' and (
+        dropout_p > 0 or (bias is not None and bias.requires_grad))
 
 
 def _chunk_attention(q, k, v, bias, spec, q0, q1, dropout_p, scale):

@@ -29,10 +29,11 @@ MIN_KEY_CHUNK = 512
 
 
 def cpu_flash_applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float,
-                      spec: MaskSpec) -> bool:
-    """Whether the CPU flash path takes the call: CPU, no attention dropout, a float dtype, the
-    same batch/head shape and dtype for q, k, v, and no trainable float bias."""
-    if q.device.type != 'cpu' or dropout_p > 0:
+                      bias: Optional[torch.Tensor], device_type: Optional[str] = None) -> bool:
+    """Whether the CPU flash path takes the call: CPU (``device_type``, default q's), no
+    attention dropout, a float dtype, the same batch/head shape and dtype for q, k, v, and no
+    trainable float ``bias``."""
+    if (device_type or q.device.type) != 'cpu' or dropout_p > 0:
         return False
     if not hasattr(torch.ops.aten, '_scaled_dot_product_flash_attention_for_cpu'):
         return False  # pragma: no cover - torch < 2.2
@@ -40,7 +41,7 @@ def cpu_flash_applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout
         return False
     if not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]) or not (q.dtype == k.dtype == v.dtype):
         return False
-    return spec.bias is None or not spec.bias.requires_grad
+    return bias is None or not bias.requires_grad
 
 
 def cpu_flash_dropkey_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

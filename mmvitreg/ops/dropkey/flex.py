@@ -1,16 +1,29 @@
-"""Fused DropKey with FlexAttention: the mask hash is evaluated inside the attention kernel.
+"""Fused DropKey with FlexAttention: the mask is applied inside the attention kernel.
 
-The ``score_mod`` computes, for logit ``(b, h, q, k)``, the same SplitMix64 lane as
-:mod:`.random` (row ``(b * H + h) * Nq + q``, word ``row * ceil(Nk / 4) + k // 4``, lane
-``k % 4``) and sets dropped logits to ``-inf``; the call key, threshold and sizes are passed in a
-small int64 tensor, so a new call, ratio or token count does not recompile (the compiled
-function is shared; shapes become dynamic after the first change). A bool host mask (e.g. DETR's
-key padding) is read inside the same ``score_mod``.
+Two ways to give the kernel the mask, the same bits as :mod:`.random` either way:
+
+* packed bits (default): one compiled pass writes the dropped bits, 32 keys per int32 word
+  (:mod:`.packed`, 1/32 of a float mask), and the ``score_mod`` reads one bit per logit in the
+  forward and the backward; a boolean host mask (e.g. DETR's key padding) is folded into the
+  bits. Used on CUDA when the words fit the memory budget (:mod:`.budget`; every shipped
+  shape). Not on CPU, where inductor's flex template (forward only, never chosen by
+  ``backend='auto'``) fails to compile the bit reads.
+* in-kernel hash: the ``score_mod`` computes, for logit ``(b, h, q, k)``, the SplitMix64 lane of
+  :mod:`.random` (row ``(b * H + h) * Nq + q``, word ``row * ceil(Nk / 4) + k // 4``, lane
+  ``k % 4``); no tensor of the mask's size exists, but the hash (~30 int64 operations) runs per
+  logit in forward and backward. Used when the words would not fit the budget.
+
+A float host mask (additive bias, e.g. a relative-position bias, trainable or not) is added to
+the score in the same ``score_mod``; FlexAttention returns its gradient (torch >= 2.6). The
+call key, threshold and sizes are passed in a small int64 tensor, so a new call, ratio or token
+count does not recompile (the compiled function is shared; shapes become dynamic after the first
+change). Attention dropout is not available in FlexAttention (it has no post-softmax hook):
+calls with ``dropout_p > 0`` take the SDPA path.
 
 All-dropped rows: FlexAttention returns a zero row with ``lse = -inf`` there; when such a row
 is possible with a probability above 1e-9 per call (small ``Nk``, high ``p``, or a host mask) they
 are found from the ``lse`` (on CPU, where inductor's kernel returns no ``lse``, from the mask)
-and recomputed as plain attention (one device sync). Otherwise the
+and recomputed as plain attention with the host's mask (one device sync). Otherwise the
 check is skipped: the only difference to the SDPA path is then a zero row with probability
 ``< 1e-9`` per call. FlexAttention's backward needs CUDA (on CPU torch runs it forward only).
 """
@@ -19,6 +32,8 @@ from typing import Optional
 
 import torch
 
+from .budget import default_memory_budget
+from .packed import bit_is_set, packed_drop_bits, packed_words
 from .random import words_per_row
 from .schedule import ratio_threshold
 from .splitmix import GOLDEN, lane_below, mix64_tensor, signed
@@ -46,12 +61,14 @@ def _kernel_head_dim(d: int) -> bool:
 
 
 def flex_applies(q: torch.Tensor, variant: str, dropout_p: float,
-                 attn_mask: Optional[torch.Tensor], v: Optional[torch.Tensor] = None) -> bool:
-    """Whether ``backend='auto'`` takes the fused path: CUDA, random variant, no attention
-    dropout, no float host mask, the q/k and the v head dims (they may differ) powers of two
-    >= 16, FlexAttention available."""
-    return (q.device.type == 'cuda' and variant == 'random' and dropout_p == 0
-            and (attn_mask is None or attn_mask.dtype == torch.bool)
+                 attn_mask: Optional[torch.Tensor], v: Optional[torch.Tensor] = None,
+                 device_type: Optional[str] = None) -> bool:
+    """Whether ``backend='auto'`` takes the fused path: CUDA (``device_type``, default q's),
+    random variant, no attention dropout, a boolean or float (bias) host mask or none, the q/k
+    and the v head dims (they may differ) powers of two >= 16, FlexAttention available."""
+    return ((device_type or q.device.type) == 'cuda' and variant == 'random' and dropout_p == 0
+            and (attn_mask is None or attn_mask.dtype == torch.bool
+                 or attn_mask.is_floating_point())
             and _kernel_head_dim(q.shape[-1])
             and (v is None or _kernel_head_dim(v.shape[-1])) and flex_available()
             and _STATE['failed'] is None)
@@ -75,18 +92,39 @@ def _compiled_flex():
     return _STATE['compiled']
 
 
-def _score_mod(params: torch.Tensor, allowed: Optional[torch.Tensor]):
+def _as_4d(t: torch.Tensor) -> torch.Tensor:
+    return t.view((1, ) * (4 - t.dim()) + tuple(t.shape))
+
+
+def _read(t: torch.Tensor, b, h, q_idx, kv_idx):
+    """Element ``(b, h, q_idx, kv_idx)`` of a 4-D tensor broadcastable to the logits (index 0
+    on its broadcast dims), inside a ``score_mod``."""
+    idx = tuple(i if n > 1 else 0 for i, n in zip((b, h, q_idx, kv_idx), t.shape))
+    return t[idx]
+
+
+def _score_mod(params: torch.Tensor, bits: Optional[torch.Tensor],
+               allowed: Optional[torch.Tensor], bias: Optional[torch.Tensor]):
+    """``score + bias``, ``-inf`` where dropped: read from the packed ``bits`` (host mask folded
+    in), or hashed here (then the bool host mask ``allowed`` is read too)."""
     golden = signed(GOLDEN)
 
-    def score_mod(score, b, h, q_idx, kv_idx):
+    def dropped(b, h, q_idx, kv_idx):
+        if bits is not None:
+            return bit_is_set(bits, b, h, q_idx, kv_idx)
         heads, nq, words, offset, thr = params[0], params[1], params[2], params[3], params[4]
         kv = kv_idx.to(torch.int64)
         row = (b.to(torch.int64) * heads + h.to(torch.int64)) * nq + q_idx.to(torch.int64)
         x = mix64_tensor((row * words + kv // 4) * golden + offset)
         drop = lane_below(x, (kv % 4) * 16, thr)  # the rule of the CPU masks
         if allowed is not None:
-            drop = drop | ~allowed[b, h, q_idx, kv_idx]
-        return torch.where(drop, float('-inf'), score)
+            drop = drop | ~_read(allowed, b, h, q_idx, kv_idx)
+        return drop
+
+    def score_mod(score, b, h, q_idx, kv_idx):
+        if bias is not None:
+            score = score + _read(bias, b, h, q_idx, kv_idx)
+        return torch.where(dropped(b, h, q_idx, kv_idx), float('-inf'), score)
 
     return score_mod
 
@@ -99,18 +137,23 @@ def flex_dropkey_attention(q: torch.Tensor,
                            *,
                            attn_mask: Optional[torch.Tensor] = None,
                            scale: Optional[float] = None,
-                           strict: bool = True) -> Optional[torch.Tensor]:
+                           strict: bool = True,
+                           memory_budget: Optional[int] = None,
+                           mask_source: Optional[str] = None) -> Optional[torch.Tensor]:
     """Random-variant DropKey attention in one FlexAttention call (same mask as the SDPA path).
 
+    ``attn_mask``: the host's boolean mask (True = may attend) or float bias (added to the
+    logits; may require grad). ``mask_source``: ``'bits'`` or ``'hash'`` (see the module);
+    None = bits on CUDA when they fit ``memory_budget`` (None =
+    :func:`.budget.default_memory_budget`), else the hash.
     ``strict=False`` (``backend='auto'``): a failure of the compile machinery (``torch.compile``
     raising, or the compiled kernel raising other than out of memory) returns None after one
     warning and turns FlexAttention off for the process; ``strict=True`` raises it."""
-    if attn_mask is not None and attn_mask.dtype != torch.bool:
-        raise ValueError('DropKey backend="flex" supports bool host masks only, got an additive '
-                         f'{attn_mask.dtype} mask; use backend="sdpa" or "auto"')
     if not flex_available():
         raise ValueError('DropKey backend="flex" needs torch >= 2.5 (FlexAttention); use '
                          'backend="sdpa" or "auto"')
+    if mask_source not in (None, 'bits', 'hash'):
+        raise ValueError(f"mask_source must be None, 'bits' or 'hash', got {mask_source!r}")
     device_type = q.device.type
     if torch.is_autocast_enabled(device_type):
         dtype = torch.get_autocast_dtype(device_type)
@@ -119,10 +162,23 @@ def flex_dropkey_attention(q: torch.Tensor,
     nk = k.shape[-2]
     k = k.expand(b, h, nk, k.shape[-1])
     v = v.expand(b, h, nk, v.shape[-1])
+    allowed = bias = None
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            allowed = _as_4d(attn_mask)
+        else:
+            bias = _as_4d(attn_mask)
+    if mask_source is None and device_type == 'cpu':
+        mask_source = 'hash'  # inductor's CPU flex template fails to build the bit reads
+    elif mask_source is None:
+        budget = default_memory_budget(q.device) if memory_budget is None else memory_budget
+        mask_source = 'bits' if b * h * nq * packed_words(nk) * 4 <= budget else 'hash'
+    bits = None
+    if mask_source == 'bits':
+        bits = packed_drop_bits(key, (b, h, nq, nk), ratio, q.device, allowed)
     params = torch.tensor([h, nq, words_per_row(nk), signed(key + GOLDEN),
                            ratio_threshold(ratio)], dtype=torch.int64, device=q.device)
-    allowed = None if attn_mask is None else attn_mask.expand(b, h, nq, nk)
-    score_mod = _score_mod(params, allowed)
+    score_mod = _score_mod(params, bits, allowed, bias)
     need_check = attn_mask is not None or ratio**nk * b * h * nq > 1e-9
     try:
         with torch.autocast(device_type, enabled=False):
@@ -141,20 +197,29 @@ def flex_dropkey_attention(q: torch.Tensor,
         return None
     if not need_check:
         return out
+    host_allowed = allowed if bias is None else bias > float('-inf')
     if device_type == 'cpu':
         from .masks import keep_for_rows, query_rows
         keep = keep_for_rows(key, query_rows(b * h, nq, 0, nq, q.device), nk, ratio)
         keep = keep.view(b, h, nq, nk)
-        bad = ~(keep if allowed is None else keep & allowed).any(-1)
+        bad = ~(keep if host_allowed is None else keep & host_allowed).any(-1)
     else:
         bad = ~torch.isfinite(lse)
     if not bool(bad.any()):
         return out
+    return _repair_rows(out, bad, q, k, v, scale, host_allowed, bias)
+
+
+def _repair_rows(out, bad, q, k, v, scale, allowed, bias):
+    """``out`` with the rows ``bad`` recomputed as plain attention with the host's mask."""
     idx = bad.nonzero(as_tuple=True)
     qi, ki, vi = q[idx[0], idx[1], idx[2]], k[idx[0], idx[1]], v[idx[0], idx[1]]
     logits = torch.einsum('nd,nkd->nk', qi.float(), ki.float()) * (
         q.shape[-1]**-0.5 if scale is None else scale)
-    if allowed is not None:
-        logits = logits.masked_fill(~allowed[idx], float('-inf'))
+    if bias is not None:
+        logits = logits + bias.expand(out.shape[:3] + (k.shape[-2], ))[idx].float()
+    elif allowed is not None:
+        logits = logits.masked_fill(~allowed.expand(out.shape[:3] + (k.shape[-2], ))[idx],
+                                    float('-inf'))
     fix = torch.einsum('nk,nkd->nd', logits.softmax(-1), vi.float()).to(out.dtype)
     return out.index_put(idx, fix)

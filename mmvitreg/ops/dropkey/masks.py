@@ -202,8 +202,9 @@ def additive_mask_region(key: int,
                          device: Union[str, torch.device, None] = None,
                          out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Random variant, no host mask: the additive mask (0 kept, ``-inf`` dropped) of a box of
-    the 4-D mask ``shape``, written straight from the hash: by one compiled loop on CPU for
-    boxes of at least :data:`.compiled.MIN_LOGITS` logits, else block by block from the lanes.
+    the 4-D mask ``shape``, written straight from the hash: by one compiled loop on CUDA and on
+    CPU for boxes of at least :data:`.compiled.MIN_LOGITS` logits, else block by block from the
+    lanes.
 
     ``region``: ``(b, h, q)`` ranges, optionally followed by a key range ``(k0, k1)`` (``k0`` a
     multiple of 4). Equals ``where(repair_all_dropped(keep), 0, -inf)`` for the same rows and
@@ -232,11 +233,12 @@ def additive_mask_region(key: int,
         raise ValueError(f'a key range of the DropKey mask needs all-dropped rows to be '
                          f'negligible, but ratio {ratio} with {full_nk} keys makes them likely')
     box = tuple(b - a for a, b in region[:3]) + (nk, )
-    if device.type == 'cpu' and not check and n * nk >= compiled.MIN_LOGITS:
+    if not check and (device.type == 'cuda' or n * nk >= compiled.MIN_LOGITS):
         # one compiled loop from the hash to the float mask
         row_term, col_term, shift = lane_terms(key, rows, full_nk, (k0, k1))
         if compiled.compiled_additive_mask(row_term[:, None], col_term, shift,
-                                           torch.tensor(ratio_threshold(ratio)),
+                                           torch.tensor(ratio_threshold(ratio),
+                                                        device=device),
                                            out) is not None:
             return out.view(box)
     scratch = None if dtype == torch.float32 else torch.empty(

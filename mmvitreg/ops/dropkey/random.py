@@ -212,8 +212,8 @@ def for_each_block(key: int, rows: torch.Tensor, num_cols: int, emit,
     multiple of 4, the lanes of a word); ``lanes`` is then ``(r1 - r0, c1 - c0)``.
 
     On CPU blocks hold ~``CPU_BLOCK_WORDS`` words per thread so the temporaries of ``emit``
-    stay in cache; calls of at least :data:`.compiled.MIN_WORDS` words are hashed by the
-    compiled loop of :mod:`.compiled` (same bits as the eager ops).
+    stay in cache; CUDA calls and CPU calls of at least :data:`.compiled.MIN_WORDS` words are
+    hashed by the compiled loop of :mod:`.compiled` (same bits as the eager ops).
     """
     c0, c1 = _column_range(num_cols, cols)
     row_term, col_term = word_terms(key, rows, num_cols, (c0, c1))
@@ -223,7 +223,7 @@ def for_each_block(key: int, rows: torch.Tensor, num_cols: int, emit,
     device = rows.device
     on_cpu = device.type == 'cpu'
     block_rows = min(n_rows, cpu_block_rows(w) if on_cpu else n_rows)
-    use_compiled = on_cpu and n_rows * w >= compiled.MIN_WORDS
+    use_compiled = not on_cpu or n_rows * w >= compiled.MIN_WORDS
     words = torch.empty(block_rows, w, dtype=torch.int64, device=device)
     tmp = None
     for r0 in range(0, n_rows, block_rows):
@@ -231,7 +231,7 @@ def for_each_block(key: int, rows: torch.Tensor, num_cols: int, emit,
         x = words[:r1 - r0]
         if use_compiled:
             # whole blocks of fresh (non-view) tensors: one compiled graph for every call
-            block = torch.zeros(block_rows, 1, dtype=torch.int64)
+            block = torch.zeros(block_rows, 1, dtype=torch.int64, device=device)
             block[:r1 - r0, 0] = row_term[r0:r1]
             use_compiled = compiled.compiled_mix_words(block, col_term, words) is not None
         if not use_compiled:
