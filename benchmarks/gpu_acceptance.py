@@ -346,6 +346,11 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     parser.add_argument('--json', default=None, help='also write the rows to this file')
     args = parser.parse_args(argv)
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    # one process compiles FlexAttention for many shapes and score_mods (each row's variants):
+    # more than Dynamo's default 8 recompiles, after which it would run FlexAttention unfused
+    for name in ('recompile_limit', 'cache_size_limit'):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, 64)
     if device == 'cpu' and not args.dry_run:
         print('no GPU: running the --dry-run sizes on CPU')
         args.dry_run = True

@@ -9,7 +9,7 @@ import torch
 from mmvitreg.ops.dropkey import DropKey, compiled, dropkey_attention
 from mmvitreg.ops.dropkey.flex import flex_applies, flex_available, flex_dropkey_attention
 from mmvitreg.ops.dropkey.masks import keep_mask_rows
-from mmvitreg.ops.dropkey.packed import _BIT_VALUES, packed_drop_bits
+from mmvitreg.ops.dropkey.packed import _BIT_VALUES, BITS_PER_WORD, WORD_DTYPE, packed_drop_bits
 from mmvitreg.ops.dropkey.random import call_key, lane_terms
 from mmvitreg.ops.dropkey.schedule import ratio_threshold
 
@@ -58,8 +58,8 @@ def test_fused_forward_adds_a_float_bias_like_the_fallback_on_cpu():
 
 @pytest.mark.parametrize('shape', [(2, 3, 17, 17), (1, 2, 5, 70), (2, 1, 3, 64)])
 def test_packed_bits_are_the_dropped_logits(shape):
-    """The fused CUDA path reads DropKey's bits packed 32 keys per int32 word: bit k % 32 of
-    word k // 32 is set exactly where the mask generator drops logit k (Nk not a multiple of 32
+    """The fused CUDA path reads DropKey's bits packed 8 keys per byte: bit k % 8 of word
+    k // 8 is set exactly where the mask generator drops logit k (Nk not a multiple of 32
     included), and a bool host mask is folded in."""
     b, h, nq, nk = shape
     keep = keep_mask_rows(KEY, shape, 0, nq, 0.3)
@@ -68,8 +68,8 @@ def test_packed_bits_are_the_dropped_logits(shape):
     cols = torch.arange(nk)
     for host in (None, allowed):
         words = packed_drop_bits(KEY, shape, 0.3, torch.device('cpu'), host)
-        assert words.dtype == torch.int32 and words.shape == (b, h, nq, -(-nk // 32))
-        dropped = ((words[..., cols // 32] >> (cols % 32)) & 1) != 0
+        assert words.dtype == WORD_DTYPE and words.shape == (b, h, nq, -(-nk // BITS_PER_WORD))
+        dropped = ((words[..., cols // BITS_PER_WORD] >> (cols % BITS_PER_WORD)) & 1) != 0
         expected = ~keep if host is None else ~(keep & host)
         assert torch.equal(dropped, expected)
 
@@ -81,7 +81,7 @@ def test_compiled_packing_loop_equals_eager():
     row_term, col_term, shift = lane_terms(KEY, rows, 96)
     args = (row_term.view(2, 2, 9, 1), col_term, shift, torch.tensor(ratio_threshold(0.3)),
             torch.tensor(_BIT_VALUES))
-    eager = torch.empty(2, 2, 9, 3, dtype=torch.int32)
+    eager = torch.empty(2, 2, 9, 96 // BITS_PER_WORD, dtype=WORD_DTYPE)
     compiled.pack_dropped(*args, eager)
     out = torch.empty_like(eager)
     assert compiled.compiled_pack_dropped(*args, out) is not None

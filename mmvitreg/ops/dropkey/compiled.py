@@ -5,7 +5,7 @@ words, and the additive mask as 4 more float passes; the compiled functions do t
 arithmetic in one vectorised loop each (int64 wrap-around, so the same bits):
 
 * :func:`mix_words`: the words of a block; used for boolean masks;
-* :func:`pack_dropped`: the dropped bits packed 32 keys per int32 word (:mod:`.packed`), for
+* :func:`pack_dropped`: the dropped bits packed 8 keys per byte (:mod:`.packed`), for
   the fused CUDA path;
 * :func:`additive_mask`: the additive float mask (0 kept, ``-inf`` dropped) straight from the
   hash, one hash per logit (lane ``c % 4`` of word ``c // 4``, as in :mod:`.random`) and no
@@ -63,10 +63,10 @@ def pack_dropped(row_term: torch.Tensor, col_term: torch.Tensor, shift: torch.Te
                  threshold: torch.Tensor, bit_values: torch.Tensor, out: torch.Tensor) -> None:
     """``out[..., w]`` = the dropped bits of keys ``n w .. n w + n - 1`` (bit ``k % n``, ``n =
     len(bit_values)``; :mod:`.packed`). ``row_term``: ``(B, H, Nq, 1)``; ``col_term``,
-    ``shift``: ``(n W,)`` (:func:`.random.lane_terms`); ``out``: int32 ``(B, H, Nq, W)``."""
+    ``shift``: ``(n W,)`` (:func:`.random.lane_terms`); ``out``: ``(B, H, Nq, W)`` words."""
     dropped = lane_below(mix64_tensor(row_term + col_term), shift, threshold)
     bits = dropped.reshape(out.shape + bit_values.shape).to(torch.int64) * bit_values
-    out.copy_(bits.sum(-1).to(torch.int32))
+    out.copy_(bits.sum(-1).to(out.dtype))
 
 
 def compile_enabled() -> bool:

@@ -2,7 +2,7 @@
 
 Two ways to give the kernel the mask, the same bits as :mod:`.random` either way:
 
-* packed bits (default): one compiled pass writes the dropped bits, 32 keys per int32 word
+* packed bits (default): one compiled pass writes the dropped bits, 8 keys per byte
   (:mod:`.packed`, 1/32 of a float mask), and the ``score_mod`` reads one bit per logit in the
   forward and the backward; a boolean host mask (e.g. DETR's key padding) is folded into the
   bits. Used on CUDA when the words fit the memory budget (:mod:`.budget`; every shipped
@@ -172,7 +172,7 @@ def flex_dropkey_attention(q: torch.Tensor,
         mask_source = 'hash'  # inductor's CPU flex template fails to build the bit reads
     elif mask_source is None:
         budget = default_memory_budget(q.device) if memory_budget is None else memory_budget
-        mask_source = 'bits' if b * h * nq * packed_words(nk) * 4 <= budget else 'hash'
+        mask_source = 'bits' if b * h * nq * packed_words(nk) <= budget else 'hash'
     bits = None
     if mask_source == 'bits':
         bits = packed_drop_bits(key, (b, h, nq, nk), ratio, q.device, allowed)

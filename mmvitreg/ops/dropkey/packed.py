@@ -2,10 +2,12 @@
 
 Evaluating the SplitMix64 hash inside FlexAttention's ``score_mod`` costs ~30 integer
 instructions per logit (int64 arithmetic is emulated on GPUs) in the forward *and* again in the
-backward. Instead, one compiled elementwise pass per call writes the dropped bits, 32 keys per
-int32 word (``(B, H, Nq, ceil(Nk / 32))``, 1/32 of a float mask), and the ``score_mod`` reads one
-bit per logit: ``(word[k // 32] >> (k % 32)) & 1``. The bits are exactly those of
-:mod:`.random` (lane ``k % 4`` of word ``row * ceil(Nk / 4) + k // 4``); a boolean host mask
+backward. Instead, one compiled elementwise pass per call writes the dropped bits, 8 keys per
+uint8 word (``(B, H, Nq, ceil(Nk / 8))``, 1/8 byte per logit), and the ``score_mod`` reads one
+bit per logit: ``(word[k // 8] >> (k % 8)) & 1``. One byte per word, not four: the kernel
+stages the gathered words as a (block of queries x block of keys) tile per pipeline stage, and
+int32 tiles overflowed the shared memory of the fp16 kernels on an H200. The bits are exactly
+those of :mod:`.random` (lane ``k % 4`` of word ``row * ceil(Nk / 4) + k // 4``); a boolean host mask
 (e.g. key padding) is folded into them in the same pass.
 """
 from typing import Optional
@@ -17,22 +19,22 @@ from .compiled import pack_dropped
 from .random import lane_terms
 from .schedule import ratio_threshold
 
-__all__ = ['BITS_PER_WORD', 'packed_words', 'packed_drop_bits', 'bit_is_set']
+__all__ = ['BITS_PER_WORD', 'WORD_DTYPE', 'packed_words', 'packed_drop_bits', 'bit_is_set']
 
-BITS_PER_WORD = 32
-#: bit ``i`` of a word; the top bit as its signed int32 value, so the int64 sum of the bits is
-#: an exact int32
-_BIT_VALUES = [1 << i for i in range(BITS_PER_WORD - 1)] + [-(1 << (BITS_PER_WORD - 1))]
+BITS_PER_WORD = 8
+WORD_DTYPE = torch.uint8
+#: the value of bit ``i`` of a word
+_BIT_VALUES = [1 << i for i in range(BITS_PER_WORD)]
 
 
 def packed_words(num_keys: int) -> int:
-    """int32 words per query row."""
+    """Words per query row."""
     return -(-num_keys // BITS_PER_WORD)
 
 
 def packed_drop_bits(key: int, shape, ratio: float, device: torch.device,
                      allowed: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """int32 ``(B, H, Nq, ceil(Nk / 32))``: bit ``k % 32`` of word ``k // 32`` set where logit
+    """uint8 ``(B, H, Nq, ceil(Nk / 8))``: bit ``k % 8`` of word ``k // 8`` set where logit
     ``(b, h, q, k)`` is dropped by DropKey (random variant) or not ``allowed`` by the host's
     boolean mask (broadcastable to ``(B, H, Nq, Nk)``). One compiled loop (:mod:`.compiled`)
     on CUDA and for CPU masks of at least :data:`.compiled.MIN_LOGITS` logits; eager ops
@@ -46,7 +48,7 @@ def packed_drop_bits(key: int, shape, ratio: float, device: torch.device,
     shift = torch.nn.functional.pad(shift, (0, width - nk))
     threshold = torch.tensor(ratio_threshold(ratio), dtype=torch.int64, device=device)
     bit_values = torch.tensor(_BIT_VALUES, dtype=torch.int64, device=device)
-    out = torch.empty(b, h, nq, width // BITS_PER_WORD, dtype=torch.int32, device=device)
+    out = torch.empty(b, h, nq, width // BITS_PER_WORD, dtype=WORD_DTYPE, device=device)
     use_compiled = device.type == 'cuda' or b * h * nq * width >= compiled.MIN_LOGITS
     if not use_compiled or compiled.compiled_pack_dropped(
             row_term, col_term, shift, threshold, bit_values, out) is None:
@@ -57,7 +59,7 @@ def packed_drop_bits(key: int, shape, ratio: float, device: torch.device,
                               device=device)
         blocked[..., :nk] = ~allowed
         pad = blocked.reshape(blocked.shape[:-1] + (width // BITS_PER_WORD, BITS_PER_WORD))
-        out |= (pad.to(torch.int64) * bit_values).sum(-1).to(torch.int32)
+        out |= (pad.to(torch.int64) * bit_values).sum(-1).to(WORD_DTYPE)
     return out
 
 
