@@ -7,8 +7,8 @@ uint8 word (``(B, H, Nq, ceil(Nk / 8))``, 1/8 byte per logit), and the ``score_m
 bit per logit: ``(word[k // 8] >> (k % 8)) & 1``. One byte per word, not four: the kernel
 stages the gathered words as a (block of queries x block of keys) tile per pipeline stage, and
 int32 tiles overflowed the shared memory of the fp16 kernels on an H200. The bits are exactly
-those of :mod:`.random` (lane ``k % 4`` of word ``row * ceil(Nk / 4) + k // 4``); a boolean host mask
-(e.g. key padding) is folded into them in the same pass.
+those of :mod:`.random` (lane ``k % 4`` of word ``row * ceil(Nk / 4) + k // 4``); a boolean
+host mask (e.g. key padding) is folded into them in the same pass.
 """
 from typing import Optional
 
