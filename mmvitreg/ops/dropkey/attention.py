@@ -2,8 +2,8 @@
 
 Paths (chosen by :func:`dropkey_attention`):
 
-* ``flex`` (CUDA, no attention dropout): FlexAttention with a ``score_mod`` reading the mask's
-  packed bits (1 bit per logit) and adding a float host bias, trainable or not (:mod:`.flex`).
+* ``flex`` (CUDA, no attention dropout): FlexAttention with a ``score_mod`` evaluating the mask
+  hash and adding a float host bias, trainable or not (:mod:`.flex`).
 * CPU flash (CPU, no attention dropout, no trainable bias): the fused flash kernel per box of the
   mask with a saved log-sum-exp and no recomputed forward (:mod:`.cpu_flash`).
 * ``sdpa`` elsewhere (CUDA with attention dropout or FlexAttention unavailable; CPU with
@@ -106,7 +106,7 @@ def dropkey_attention(q: torch.Tensor,
     if path == 'flex':
         from .flex import flex_dropkey_attention
         out = flex_dropkey_attention(q, k, v, ratio, key, attn_mask=attn_mask, scale=scale,
-                                     strict=backend == 'flex', memory_budget=memory_budget)
+                                     strict=backend == 'flex')
         if out is not None:  # None: the compile machinery failed (one warning), use SDPA
             return out
         path = dropkey_path(q, k, v, ratio, variant, attn_mask=attn_mask, dropout_p=dropout_p,

@@ -2,16 +2,17 @@
 
 Two ways to give the kernel the mask, the same bits as :mod:`.random` either way:
 
-* packed bits (default): one compiled pass writes the dropped bits, 8 keys per byte
-  (:mod:`.packed`, 1/32 of a float mask), and the ``score_mod`` reads one bit per logit in the
-  forward and the backward; a boolean host mask (e.g. DETR's key padding) is folded into the
-  bits. Used on CUDA when the words fit the memory budget (:mod:`.budget`; every shipped
-  shape). Not on CPU, where inductor's flex template (forward only, never chosen by
-  ``backend='auto'``) fails to compile the bit reads.
-* in-kernel hash: the ``score_mod`` computes, for logit ``(b, h, q, k)``, the SplitMix64 lane of
-  :mod:`.random` (row ``(b * H + h) * Nq + q``, word ``row * ceil(Nk / 4) + k // 4``, lane
-  ``k % 4``); no tensor of the mask's size exists, but the hash (~30 int64 operations) runs per
-  logit in forward and backward. Used when the words would not fit the budget.
+* in-kernel hash (default): the ``score_mod`` computes, for logit ``(b, h, q, k)``, the
+  SplitMix64 lane of :mod:`.random` (row ``(b * H + h) * Nq + q``, word ``row * ceil(Nk / 4) +
+  k // 4``, lane ``k % 4``); no tensor of the mask's size exists; a boolean host mask is read
+  in the same ``score_mod``.
+* packed bits (``mask_source='bits'``): one compiled pass writes the dropped bits, 8 keys per
+  byte (:mod:`.packed`; the host's boolean mask folded in), and the ``score_mod`` reads one bit
+  per logit. Measured on an H200 (``benchmarks/gpu_acceptance.py``, README) this was slower
+  than hashing at N = 197 and 65 (the gathered byte loads cost more than the integer hash) and
+  faster only at N = 4096 with a trainable bias, so it is not the default. Not on CPU, where
+  inductor's flex template (forward only, never chosen by ``backend='auto'``) fails to compile
+  the bit reads.
 
 A float host mask (additive bias, e.g. a relative-position bias, trainable or not) is added to
 the score in the same ``score_mod``; FlexAttention returns its gradient (torch >= 2.6). The
@@ -32,8 +33,7 @@ from typing import Optional
 
 import torch
 
-from .budget import default_memory_budget
-from .packed import bit_is_set, packed_drop_bits, packed_words
+from .packed import bit_is_set, packed_drop_bits
 from .random import words_per_row
 from .schedule import ratio_threshold
 from .splitmix import GOLDEN, lane_below, mix64_tensor, signed
@@ -138,14 +138,12 @@ def flex_dropkey_attention(q: torch.Tensor,
                            attn_mask: Optional[torch.Tensor] = None,
                            scale: Optional[float] = None,
                            strict: bool = True,
-                           memory_budget: Optional[int] = None,
                            mask_source: Optional[str] = None) -> Optional[torch.Tensor]:
     """Random-variant DropKey attention in one FlexAttention call (same mask as the SDPA path).
 
     ``attn_mask``: the host's boolean mask (True = may attend) or float bias (added to the
-    logits; may require grad). ``mask_source``: ``'bits'`` or ``'hash'`` (see the module);
-    None = bits on CUDA when they fit ``memory_budget`` (None =
-    :func:`.budget.default_memory_budget`), else the hash.
+    logits; may require grad). ``mask_source``: ``'hash'`` (None, the default) or ``'bits'``
+    (see the module).
     ``strict=False`` (``backend='auto'``): a failure of the compile machinery (``torch.compile``
     raising, or the compiled kernel raising other than out of memory) returns None after one
     warning and turns FlexAttention off for the process; ``strict=True`` raises it."""
@@ -168,11 +166,7 @@ def flex_dropkey_attention(q: torch.Tensor,
             allowed = _as_4d(attn_mask)
         else:
             bias = _as_4d(attn_mask)
-    if mask_source is None and device_type == 'cpu':
-        mask_source = 'hash'  # inductor's CPU flex template fails to build the bit reads
-    elif mask_source is None:
-        budget = default_memory_budget(q.device) if memory_budget is None else memory_budget
-        mask_source = 'bits' if b * h * nq * packed_words(nk) <= budget else 'hash'
+    mask_source = mask_source or 'hash'
     bits = None
     if mask_source == 'bits':
         bits = packed_drop_bits(key, (b, h, nq, nk), ratio, q.device, allowed)
