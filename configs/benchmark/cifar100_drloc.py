@@ -5,6 +5,10 @@
 _base_ = ['../drloc/deit-small_8xb128-100e_cifar100-224px.py']
 
 benchmark = dict(
+    # what --dry-run estimates a plan needs from (GPU-hours per epoch of one run, summed
+    # over its GPUs; size of one checkpoint), and where the numbers come from
+    resources=dict(gpu_hours_per_epoch=0.037, checkpoint_gb=0.3,
+                   source="V100: the DeiT paper's DeiT-S ImageNet epoch x CIFAR/ImageNet images (Swin-T: similar FLOPs); checkpoint: 25.1M params (variant mean) x 12 B (weights + AdamW moments)"),
     seeds=[0, 1, 2],
     metrics=['accuracy/top1'],
     baseline='deit_small',

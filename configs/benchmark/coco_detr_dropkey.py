@@ -6,6 +6,10 @@
 _base_ = ['../dropkey/detr_r50_8xb2-150e_coco.py']
 
 benchmark = dict(
+    # what --dry-run estimates a plan needs from (GPU-hours per epoch of one run, summed
+    # over its GPUs; size of one checkpoint), and where the numbers come from
+    resources=dict(gpu_hours_per_epoch=3.84, checkpoint_gb=0.5,
+                   source='V100: DETR paper, 300 epochs in 3 days on 16 GPUs; checkpoint: 41.6M params x 12 B (weights + AdamW moments)'),
     seeds=[0, 1, 2],
     metrics=['coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP_75'],
     baseline='baseline',

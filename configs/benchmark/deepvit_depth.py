@@ -5,6 +5,10 @@
 _base_ = ['../deepvit/vit-16_8xb32_in1k.py']
 
 benchmark = dict(
+    # what --dry-run estimates a plan needs from (GPU-hours per epoch of one run, summed
+    # over its GPUs; size of one checkpoint), and where the numbers come from
+    resources=dict(gpu_hours_per_epoch=1.6, checkpoint_gb=0.58,
+                   source="V100: the DeiT paper's DeiT-S ImageNet epoch x depth / 12 x 10/12 (MLP ratio 3) at the variants' mean depth 24; checkpoint: 36.3M params (variant mean) x 16 B (weights + AdamW moments + EMA)"),
     seeds=[0],
     metrics=['accuracy/top1', 'accuracy/top5'],
     baseline='vit16',

@@ -6,6 +6,10 @@
 _base_ = ['../qpic/qpic_r50_8xb2-150e_hico.py']
 
 benchmark = dict(
+    # what --dry-run estimates a plan needs from (GPU-hours per epoch of one run, summed
+    # over its GPUs; size of one checkpoint), and where the numbers come from
+    resources=dict(gpu_hours_per_epoch=1.2, checkpoint_gb=0.51,
+                   source="V100: the DETR paper's COCO epoch x HICO-DET/COCO train images (37.6k/118k); checkpoint: 42.5M params (variant mean) x 12 B (weights + AdamW moments)"),
     seeds=[0, 1, 2],
     metrics=['hico/mAP', 'hico/mAP_rare', 'hico/mAP_non_rare'],
     baseline='baseline',

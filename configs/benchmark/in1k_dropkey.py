@@ -9,6 +9,10 @@ custom_imports = dict(imports=['mmvitreg'], allow_failed_imports=False)
 train_dataloader = dict(num_workers=8, persistent_workers=True, pin_memory=True)
 
 benchmark = dict(
+    # what --dry-run estimates a plan needs from (GPU-hours per epoch of one run, summed
+    # over its GPUs; size of one checkpoint), and where the numbers come from
+    resources=dict(gpu_hours_per_epoch=0.96, checkpoint_gb=0.26,
+                   source='V100: DeiT paper, DeiT-S 300 epochs in < 3 days on 4 GPUs; checkpoint: 22.1M params x 12 B (weights + AdamW moments)'),
     seeds=[0, 1, 2],
     metrics=['accuracy/top1', 'accuracy/top5'],
     baseline='baseline',

@@ -3,7 +3,9 @@
 # and its own baseline, 3 seeds. GPU suite, e.g. on one 8-GPU node:
 #   python tools/benchmark_regularizers.py configs/benchmark/suite_dropkey_gpu.py --jobs 1 --gpus-per-run 8
 #   python tools/benchmark_regularizers.py configs/benchmark/suite_dropkey_gpu.py --slurm PARTITION --gpus-per-run 8 --submit
-# (each preset keeps its total batch size; change --gpus-per-run only with the batch per GPU).
+# Each preset keeps its total batch and LR on any --gpus-per-run (per-GPU batch = total / GPUs,
+# --batch-policy keep-total) and each run keeps its last checkpoint (--keep-checkpoints 1);
+# --dry-run prints the batch of every run and the GPU-hours and disk of the plan.
 suite = dict(
     variants=['baseline', 'dropout', 'dropkey'],
     seeds=[0, 1, 2],

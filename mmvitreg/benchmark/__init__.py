@@ -8,8 +8,9 @@ Each run is a ``python -m mmvitreg.benchmark.worker`` process, so everything wor
 installed package. Not imported by ``import mmvitreg`` (matplotlib is needed for the plots only).
 
 Modules: ``spec`` (presets), ``suite`` (suites), ``launch`` (processes, slots, locks),
-``worker`` (one run), ``runner`` (sweep + report), ``stats`` / ``aggregate`` (numbers and
-tables), ``plots``, ``logs`` (reading mmengine's work dirs), ``slurm`` (job arrays), ``cli``.
+``worker`` (one run), ``runner`` (sweep + report), ``resources`` (batch per GPU, checkpoints
+kept, GPU-hours and disk of a plan), ``stats`` / ``aggregate`` (numbers and tables), ``plots``,
+``logs`` (reading mmengine's work dirs), ``slurm`` (job arrays), ``cli``.
 """
 from .aggregate import summarize, to_csv, to_markdown
 from .launch import LaunchOptions, Slot, make_slots

@@ -8,12 +8,15 @@ Examples::
     python -m mmvitreg.benchmark configs/benchmark/suite_digits_cpu.py --jobs 2
     python -m mmvitreg.benchmark PRESET --jobs 8                      # 8 GPUs, one run each
     python -m mmvitreg.benchmark PRESET --jobs 2 --gpus-per-run 4     # torchrun x4 per run
-    python -m mmvitreg.benchmark PRESET --slurm gpu --gpus-per-run 8 --submit   # job array
+    python -m mmvitreg.benchmark PRESET --gpus-per-run 8 --dry-run    # runs, batch, GPU-h, disk
+    python -m mmvitreg.benchmark PRESET --slurm gpu --jobs 2 --gpus-per-run 8 --submit  # array
     python -m mmvitreg.benchmark PRESET --vis-backend tensorboard    # also log to TensorBoard
     python -m mmvitreg.benchmark PRESET --report-only                # tables/plots from disk
 
 Rerunning the same command skips finished runs and resumes an interrupted one; failed runs are
-retried. Outputs go to ``--work-dir`` (default ``work_dirs/benchmark/<name>``).
+retried. Outputs go to ``--work-dir`` (default ``work_dirs/benchmark/<name>``). Every run keeps
+its preset's total batch and LR on any ``--gpus-per-run`` (``--batch-policy``) and its last
+checkpoint only (``--keep-checkpoints``); see :mod:`.resources`.
 """
 import argparse
 import os.path as osp
@@ -45,10 +48,19 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     seeds.add_argument('--repeats', type=int, help='use seeds 0 .. N-1')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='overrides applied to every run, after the preset and the variant')
-    parser.add_argument('--jobs', type=int, default=1, help='runs at once (GPUs: one slot of '
-                        '--gpus-per-run devices each; CPU: the cores are split between them)')
+    parser.add_argument('--jobs', type=int, help='runs at once, default 1 (GPUs: one slot of '
+                        '--gpus-per-run devices each; CPU: the cores are split between them; '
+                        'with --slurm: the array\'s limit %%N, default none)')
     parser.add_argument('--gpus-per-run', type=int, default=1,
                         help='GPUs (torchrun processes) per run')
+    parser.add_argument('--batch-policy', choices=['keep-total', 'scale-lr'],
+                        default='keep-total', help='keep-total: each run keeps its preset\'s '
+                        'total batch (auto_scale_lr.base_batch_size) and LR, per-GPU batch = '
+                        'total / --gpus-per-run; scale-lr: keep the per-GPU batch, mmengine\'s '
+                        'auto_scale_lr scales the LR')
+    parser.add_argument('--keep-checkpoints', type=_keep, default=1, metavar='N|all',
+                        help='checkpoints each run keeps: the last N (plus the best one where '
+                        'the preset saves it); all: the preset\'s own setting')
     parser.add_argument('--timeout', type=float, help='seconds after which a run is stopped '
                         'and recorded as failed')
     parser.add_argument('--vis-backend', nargs='+', choices=['tensorboard', 'wandb', 'mlflow'],
@@ -69,6 +81,18 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='print the planned runs and their status, run nothing')
     parser.add_argument('--no-plots', action='store_true', help='skip the plots')
     return parser.parse_args(argv)
+
+
+def _keep(text: str) -> Optional[int]:
+    if text == 'all':
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 or 'all', got {text!r}")
+    return value
 
 
 def _tasks(args) -> Tuple[object, list]:
@@ -120,13 +144,38 @@ def _passthrough(argv: List[str]) -> List[str]:
         if skip:
             skip -= 1
             continue
-        if a in ('--slurm', '--slurm-args'):
+        if a in ('--slurm', '--slurm-args', '--jobs'):  # a task is one run: no --jobs
             skip = 1
-        elif a.startswith(('--slurm=', '--slurm-args=')) or a == '--submit':
+        elif a.startswith(('--slurm=', '--slurm-args=', '--jobs=')) or a == '--submit':
             continue
         else:
             out.append(a)
     return out
+
+
+def _variant_plans(tasks, opts, cfg_options) -> dict:
+    """``{(task, variant): VariantPlan}``; a batch that does not fit is one error line."""
+    from .resources import plan_variant
+    return {(name, v.name): plan_variant(spec, v.name, name, opts.gpus_per_run,
+                                          opts.batch_policy, opts.keep_checkpoints, cfg_options)
+            for name, spec, _, _ in tasks for v in spec.variants}
+
+
+def _run_one(args, items, opts) -> None:
+    """``--run-index I`` (a slurm array task): the I-th run alone; exit 1 when it fails."""
+    from dataclasses import replace
+
+    from .runner import execute_all, run_prepare
+    if not 0 <= args.run_index < len(items):
+        raise CLIError(f'--run-index must be in [0, {len(items) - 1}], got {args.run_index}')
+    spec, run = items[args.run_index]
+    run_prepare(spec)
+    results: list = []
+    execute_all([(spec, run)], replace(opts, jobs=1), args.cfg_options, not args.no_retry_failed,
+                on_done=lambda _, res: results.append(res))
+    if results and results[0].get('status') == 'failed':
+        print(f"error: run {run.key} failed: {results[0].get('error')}", file=sys.stderr)
+        sys.exit(1)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -134,13 +183,16 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     with one_line_errors():
         from .launch import LaunchOptions
+        from .resources import batch_header, batch_text, estimate_lines
         from .runner import execute_all, run_prepare, run_status, write_report
         from .suite import write_suite_report
 
         suite, tasks = _tasks(args)
         items = _plan(tasks)
-        opts = LaunchOptions(jobs=args.jobs, gpus_per_run=args.gpus_per_run,
-                             timeout=args.timeout, vis_backends=list(args.vis_backend))
+        opts = LaunchOptions(jobs=args.jobs or 1, gpus_per_run=args.gpus_per_run,
+                             timeout=args.timeout, vis_backends=list(args.vis_backend),
+                             batch_policy=args.batch_policy,
+                             keep_checkpoints=args.keep_checkpoints)
         nvar = sorted({len(spec.variants) for _, spec, _, _ in tasks})
         nseed = sorted({len(spec.seeds) for _, spec, _, _ in tasks})
         what = f'suite {suite.name}: {len(tasks)} tasks, ' if suite else \
@@ -148,9 +200,19 @@ def main(argv: Optional[List[str]] = None) -> None:
         base_dir = osp.dirname(tasks[0][2]) if suite else tasks[0][2]
         print(f'{what}{"/".join(map(str, nvar))} variants x {"/".join(map(str, nseed))} seeds = '
               f'{len(items)} runs, work dir {base_dir}', flush=True)
+        if args.run_index is not None:
+            return _run_one(args, items, opts)
+        header = batch_header(opts.batch_policy, opts.gpus_per_run)
+        if args.dry_run or not args.report_only:
+            plans = _variant_plans(tasks, opts, args.cfg_options)
+            print(header)
+            print('\n'.join(estimate_lines(list(plans.values()), opts.jobs, opts.gpus_per_run,
+                                           opts.keep_checkpoints)), flush=True)
         if args.dry_run:
             for spec, run in items:
-                print(f'  {run.key:48s} {run_status(spec, run, args.cfg_options)}')
+                batch = batch_text(plans[(run.task, run.variant)].batch)
+                print(f'  {run.key:44s} {batch:30s} '
+                      f'{run_status(spec, run, args.cfg_options, opts)}')
             return
         if args.slurm:
             from .slurm import submit, write_sbatch
@@ -159,22 +221,13 @@ def main(argv: Optional[List[str]] = None) -> None:
                 cmd += ['--work-dir', base_dir]
             paths = write_sbatch(base_dir, f'bench-{osp.splitext(osp.basename(args.config))[0]}',
                                  len(items), cmd, args.slurm, args.gpus_per_run,
-                                 max_parallel=args.jobs if args.jobs > 1 else None,
-                                 extra=shlex.split(args.slurm_args))
+                                 max_parallel=args.jobs, extra=shlex.split(args.slurm_args))
             print(f"written: {paths['array']}, {paths['report']}")
             if args.submit:
                 print(f'submitted job array {submit(paths)} (+ report job after it)')
             else:
                 print(f"submit with: sbatch {paths['array']}   (then: sbatch "
                       f"--dependency=afterany:<array id> {paths['report']})")
-            return
-        if args.run_index is not None:
-            if not 0 <= args.run_index < len(items):
-                raise CLIError(f'--run-index must be in [0, {len(items) - 1}], got '
-                               f'{args.run_index}')
-            spec, run = items[args.run_index]
-            run_prepare(spec)
-            execute_all([(spec, run)], opts, args.cfg_options, not args.no_retry_failed)
             return
         if not args.report_only:
             for _, spec, _, _ in tasks:
@@ -185,7 +238,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                 lambda s: print(s, flush=True),
                 on_done=lambda spec, res: write_report(spec, *by_spec[id(spec)], plots=False))
             notes = [f'{len(items)} runs: {counts["ok"]} ran ok, {counts["failed"]} failed, '
-                     f'{counts["skipped"]} finished earlier or running elsewhere (skipped).']
+                     f'{counts["skipped"]} finished earlier or running elsewhere (skipped).',
+                     header[0].upper() + header[1:] + '.']
         else:
             notes = []
         outs = []

@@ -34,6 +34,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from .resources import BATCH_POLICIES
+
 __all__ = ['LaunchOptions', 'Slot', 'make_slots', 'worker_command', 'run_process', 'run_lock',
            'RunLock', 'Interrupted', 'visible_devices', 'die_with_parent']
 
@@ -74,6 +76,10 @@ class LaunchOptions:
         devices: GPU ids to share out (default: :func:`visible_devices`; ``[]`` forces CPU).
         cpus: cores split between CPU runs (default: those this process may use).
         timeout: seconds after which a run's process is stopped and the run recorded failed.
+        batch_policy: ``'keep-total'`` (each run keeps its preset's total batch and LR) or
+            ``'scale-lr'`` (per-GPU batch kept, LR scaled by mmengine's ``auto_scale_lr``); see
+            :mod:`.resources`.
+        keep_checkpoints: the last N checkpoints each run keeps (``None``: the config's own).
     """
     jobs: int = 1
     gpus_per_run: int = 1
@@ -86,6 +92,8 @@ class LaunchOptions:
     progress_every_s: float = 15.0
     env: Dict[str, str] = field(default_factory=dict)
     vis_backends: List[str] = field(default_factory=list)
+    batch_policy: str = 'keep-total'
+    keep_checkpoints: Optional[int] = 1
 
     def __post_init__(self):
         if not isinstance(self.jobs, int) or self.jobs < 1:
@@ -95,6 +103,13 @@ class LaunchOptions:
         bad = [b for b in self.vis_backends if b not in VIS_BACKENDS]
         if bad:
             raise ValueError(f'--vis-backend must be one of {sorted(VIS_BACKENDS)}, got {bad}')
+        if self.batch_policy not in BATCH_POLICIES:
+            raise ValueError(f'--batch-policy must be one of {BATCH_POLICIES}, got '
+                             f'{self.batch_policy!r}')
+        if self.keep_checkpoints is not None and (not isinstance(self.keep_checkpoints, int)
+                                                  or self.keep_checkpoints < 1):
+            raise ValueError("--keep-checkpoints must be an integer >= 1 or 'all', got "
+                             f'{self.keep_checkpoints!r}')
         if self.worker is None:
             env = os.environ.get(WORKER_ENV)
             self.worker = shlex.split(env) if env else [self.python, '-m', WORKER_MODULE]

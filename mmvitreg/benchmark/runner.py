@@ -2,11 +2,13 @@
 
 Every run lives in ``<work_dir>/<variant>/seed<k>/``:
 
-* ``config.py``      the complete config of the run;
+* ``config.py``      the complete config of the run: its batch fitted to ``--gpus-per-run`` and
+                     its checkpoints bounded (``--batch-policy``, ``--keep-checkpoints``,
+                     :mod:`.resources`; the last checkpoint is always kept, for resuming);
 * ``started.json``   written before training: the config fingerprint (an interrupted run with the
                      same fingerprint resumes from its last checkpoint);
 * ``run.log``        the captured output of the worker (train, then test);
-* ``result.json``    written last: status, metrics, wall time, peak memory, error. With
+* ``result.json``    written last: status, metrics, wall time, peak memory, batch, error. With
                      ``status='ok'`` and the current fingerprint the run is finished and never
                      run again; a changed variant (other fingerprint) runs again; failed runs are
                      retried unless ``retry_failed=False``.
@@ -31,11 +33,12 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 from . import aggregate, logs
 from .launch import (VIS_BACKENDS, Interrupted, LaunchOptions, Slot, make_slots, run_lock,
                      run_process, worker_command)
+from .resources import bound_checkpoints, fit_batch
 from .spec import BenchmarkSpec, RunSpec, build_run_config, config_fingerprint
 from .worker import TEST_MARKER
 
 __all__ = ['execute_run', 'execute_all', 'collect_results', 'write_report', 'run_prepare',
-           'run_status', 'RESULT_FILE']
+           'run_status', 'run_config', 'RESULT_FILE']
 
 RESULT_FILE = 'result.json'
 STARTED_FILE = 'started.json'
@@ -134,12 +137,22 @@ def _stage_error(log_path: str, timed_out: bool, timeout: Optional[float]) -> st
                                               else text)
 
 
-def run_status(spec: BenchmarkSpec, run: RunSpec, extra_options: Optional[dict] = None) -> str:
+def run_config(spec: BenchmarkSpec, run: RunSpec, opts: Optional[LaunchOptions] = None,
+               extra_options: Optional[dict] = None) -> Tuple[object, dict]:
+    """``(config, batch)``: the run's config with its batch fitted to ``opts.gpus_per_run``
+    processes by ``opts.batch_policy`` (:func:`.resources.fit_batch`), and that batch."""
+    cfg = build_run_config(spec, spec.variant(run.variant), run.seed, extra_options)
+    batch = fit_batch(cfg, opts.gpus_per_run if opts else 1,
+                      opts.batch_policy if opts else 'keep-total')
+    return cfg, batch
+
+
+def run_status(spec: BenchmarkSpec, run: RunSpec, extra_options: Optional[dict] = None,
+               opts: Optional[LaunchOptions] = None) -> str:
     """What rerunning would do with ``run``: 'ok', 'failed', 'to run', 'changed', 'resume'."""
     res = read_json(osp.join(run.work_dir, RESULT_FILE))
     try:
-        fp = config_fingerprint(build_run_config(spec, spec.variant(run.variant), run.seed,
-                                                 extra_options))
+        fp = config_fingerprint(run_config(spec, run, opts, extra_options)[0])
     except Exception as exc:  # shown; the real run records it as failed
         return f'config error: {exc}'
     if res and res.get('fingerprint') == fp:
@@ -168,7 +181,7 @@ def execute_run(spec: BenchmarkSpec, run: RunSpec, opts: LaunchOptions, slot: Sl
             return dict(variant=run.variant, seed=run.seed, status='busy', skipped=True)
         try:
             with _CONFIG_LOCK:
-                cfg = build_run_config(spec, spec.variant(run.variant), run.seed, extra_options)
+                cfg, batch = run_config(spec, run, opts, extra_options)
             fingerprint = config_fingerprint(cfg)
         except Exception as exc:  # a bad override or config is a failed run, not a crash
             from mmvitreg.utils.cli import describe_error
@@ -189,14 +202,15 @@ def execute_run(spec: BenchmarkSpec, run: RunSpec, opts: LaunchOptions, slot: Sl
         else:
             shutil.rmtree(run.work_dir, ignore_errors=True)
             os.makedirs(run.work_dir)
-        add_vis_backends(cfg, opts.vis_backends, spec, run)  # not part of the fingerprint
+        add_vis_backends(cfg, opts.vis_backends, spec, run)  # not part of the fingerprint,
+        bound_checkpoints(cfg, opts.keep_checkpoints)  # nor is retention: same results
         cfg_path = osp.join(run.work_dir, 'config.py')
         with _CONFIG_LOCK:
             cfg.dump(cfg_path)
         _write_json(osp.join(run.work_dir, STARTED_FILE),
                     dict(fingerprint=fingerprint, variant=run.variant, seed=run.seed,
                          slot=slot.label, started=time.strftime('%Y-%m-%d %H:%M:%S')))
-        base = dict(fingerprint=fingerprint, config=cfg_path, slot=slot.label)
+        base = dict(fingerprint=fingerprint, config=cfg_path, slot=slot.label, batch=batch)
         cmd = worker_command(cfg_path, run.work_dir, opts, slot, resume,
                              spec.test_checkpoint if spec.test else None)
         env = dict(slot.env, **opts.env)

@@ -28,7 +28,9 @@ Further ``benchmark`` keys: ``higher_is_better`` (default True), ``test`` (test 
 checkpoint, default True; otherwise the last validation is the result), ``test_checkpoint``
 (``'last'``/``'best'``), ``alpha`` (significance level, 0.05), a variant's own ``baseline``,
 ``prepare`` (``dict(fn='pkg.mod.func', kwargs=..., skip_if_exists=path)`` steps run once first,
-e.g. writing a generated data set), ``description``.
+e.g. writing a generated data set), ``description``, ``resources`` (``dict(gpu_hours_per_epoch=..,
+checkpoint_gb=.., source='..')``: what ``--dry-run`` estimates a plan needs from, see
+:mod:`.resources`).
 """
 import copy
 import hashlib
@@ -45,7 +47,8 @@ __all__ = ['Variant', 'BenchmarkSpec', 'RunSpec', 'load_spec', 'spec_from_config
            'default_work_dir']
 
 _SPEC_KEYS = {'seeds', 'metrics', 'baseline', 'cfg_options', 'variants', 'higher_is_better',
-              'test', 'test_checkpoint', 'prepare', 'description', 'alpha'}
+              'test', 'test_checkpoint', 'prepare', 'description', 'alpha', 'resources'}
+_RESOURCE_KEYS = {'gpu_hours_per_epoch', 'checkpoint_gb', 'source'}
 _VARIANT_KEYS = {'config', 'recipe', 'cfg_options', 'description', 'baseline'}
 
 
@@ -74,6 +77,7 @@ class BenchmarkSpec:
     alpha: float = 0.05
     prepare: List[dict] = field(default_factory=list)
     description: str = ''
+    resources: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def primary_metric(self) -> str:
@@ -212,13 +216,30 @@ def spec_from_config(cfg: Config, path: str) -> BenchmarkSpec:
         if not isinstance(step, dict) or not isinstance(step.get('fn'), str):
             raise ValueError("each `prepare` step must be dict(fn='package.module.function', "
                              f'kwargs=dict(...)), got {step!r}')
+    resources = _resources(raw.get('resources'), path)
     return BenchmarkSpec(
         name=osp.splitext(osp.basename(path))[0], path=osp.abspath(path), variants=variants,
         seeds=list(seeds), metrics=list(metrics), baseline=baseline,
         cfg_options=_as_dict(raw.get('cfg_options'), 'benchmark.cfg_options'),
         higher_is_better=bool(raw.get('higher_is_better', True)), test=bool(raw.get('test', True)),
         test_checkpoint=test_checkpoint, alpha=alpha, prepare=prepare,
-        description=raw.get('description', ''))
+        description=raw.get('description', ''), resources=resources)
+
+
+def _resources(raw: Any, path: str) -> Dict[str, Any]:
+    """Validate ``benchmark.resources`` (positive numbers and a ``source`` text)."""
+    raw = raw or {}
+    bad = sorted(set(raw) - _RESOURCE_KEYS) if isinstance(raw, dict) else ['(not a dict)']
+    if bad:
+        raise KeyError(f'`benchmark.resources` of {path} may have {sorted(_RESOURCE_KEYS)}, '
+                       f'got {bad}')
+    for key in _RESOURCE_KEYS - {'source'}:
+        value = raw.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or value <= 0):
+            raise ValueError(f'`benchmark.resources.{key}` of {path} must be a number > 0, '
+                             f'got {value!r}')
+    return dict(raw)
 
 
 def select(spec: BenchmarkSpec, variants: Optional[Sequence[str]] = None,

@@ -10,6 +10,7 @@ import torch
 from mmengine.config import Config
 
 from mmvitreg.benchmark import build_run_config, load_spec, load_suite
+from mmvitreg.benchmark.resources import plan_variant
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 FILES = sorted(glob.glob(osp.join(REPO, 'configs', 'benchmark', '*.py')))
@@ -123,3 +124,23 @@ def test_digits_preset_variants_do_what_they_say():
     assert seen['drloc']['drloc'] and seen['drloc']['dropkey'] == 0
     assert seen['reattention']['reatt'] == 6
     assert seen['dhvt']['backbone'] == 'DHVT'
+
+
+GPU_PRESETS = ['cifar100_dropkey.py', 'in1k_dropkey.py', 'coco_detr_dropkey.py',
+               'hico_qpic_dropkey.py', 'cifar100_drloc.py', 'cifar100_dhvt_vs_deit.py',
+               'deepvit_depth.py']
+
+
+@pytest.mark.parametrize('name', GPU_PRESETS)
+def test_gpu_presets_keep_their_total_batch_on_8_gpus_and_declare_resources(name):
+    """Every GPU preset runs on one 8-GPU node with its recipe's total batch and LR, keeps at
+    most last + best checkpoint per run, and says what --dry-run estimates from."""
+    spec = load_spec(osp.join(REPO, 'configs', 'benchmark', name))
+    res = spec.resources
+    assert res['gpu_hours_per_epoch'] > 0 and res['checkpoint_gb'] > 0 and res['source']
+    for v in spec.variants:
+        cfg = build_run_config(spec, v, 0)
+        plan = plan_variant(spec, v.name, '', 8, 'keep-total', 1)
+        assert plan.batch['total'] == cfg.auto_scale_lr.base_batch_size
+        assert plan.batch['per_gpu'] * 8 == plan.batch['total'] and plan.batch['lr_scale'] == 1
+        assert plan.checkpoints in (1, 2) and plan.epochs == cfg.train_cfg.max_epochs

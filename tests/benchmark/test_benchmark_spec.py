@@ -117,6 +117,10 @@ def test_plan_is_seed_major_and_select(preset, tmp_path):
      r'alpha` must be in \(0, 1\)'),
     ("benchmark = dict(metrics=['m'], spam=1, variants=dict(a=dict()))", KeyError,
      r"unknown key\(s\) \['spam'\]"),
+    ("benchmark = dict(metrics=['m'], resources=dict(gpu_hours=1), variants=dict(a=dict()))",
+     KeyError, r"`benchmark.resources` .* got \['gpu_hours'\]"),
+    ("benchmark = dict(metrics=['m'], resources=dict(checkpoint_gb=0), variants=dict(a=dict()))",
+     ValueError, r'resources.checkpoint_gb` .* must be a number > 0, got 0'),
 ])
 def test_bad_presets_give_one_sentence_errors(tmp_path, body, error, match):
     with pytest.raises(error, match=match):
