@@ -9,13 +9,18 @@ _DEIT = dict(_delete_=True, type='VisionTransformer', img_size=32, patch_size=4,
              drop_path_rate=0.1, out_type='cls_token')
 
 benchmark = dict(
+    description='An architecture comparison, not a regularizer: DHVT vs DeiT of the same width '
+    'on CIFAR-100 from scratch, both with the DHVT recipe.',
     seeds=[0, 1, 2],
     metrics=['accuracy/top1'],
     baseline='deit_tiny',
     variants=dict(
-        deit_tiny=dict(cfg_options={'model.backbone': dict(_DEIT, arch='deit-tiny')}),
-        dhvt_tiny=dict(),
+        deit_tiny=dict(description='DeiT-T (stock mmpretrain VisionTransformer), DHVT recipe',
+                       cfg_options={'model.backbone': dict(_DEIT, arch='deit-tiny')}),
+        dhvt_tiny=dict(question='DHVT vs DeiT (architecture)'),
         deit_small=dict(config=_DHVT_S, baseline='deit_small',
+                        description='DeiT-S (stock mmpretrain VisionTransformer), DHVT recipe',
                         cfg_options={'model.backbone': dict(_DEIT, arch='deit-small')}),
-        dhvt_small=dict(config=_DHVT_S, baseline='deit_small'),
+        dhvt_small=dict(config=_DHVT_S, baseline='deit_small',
+                        question='DHVT vs DeiT (architecture)'),
     ))

@@ -5,6 +5,7 @@
 _base_ = ['../deepvit/vit-16_8xb32_in1k.py']
 
 benchmark = dict(
+    description='Does Re-attention (DeepViT) help a ViT at 16, 24 and 32 blocks on ImageNet-1k?',
     seeds=[0],
     metrics=['accuracy/top1', 'accuracy/top5'],
     baseline='vit16',
@@ -12,7 +13,10 @@ benchmark = dict(
         vit16=dict(),
         vit24=dict(config='../deepvit/vit-24_8xb32_in1k.py', baseline='vit24'),
         vit32=dict(config='../deepvit/vit-32_8xb32_in1k.py', baseline='vit32'),
-        deepvit16=dict(config='../deepvit/deepvit-16_8xb32_in1k.py', baseline='vit16'),
-        deepvit24=dict(config='../deepvit/deepvit-24_8xb32_in1k.py', baseline='vit24'),
-        deepvit32=dict(config='../deepvit/deepvit-32_8xb32_in1k.py', baseline='vit32'),
+        deepvit16=dict(config='../deepvit/deepvit-16_8xb32_in1k.py', baseline='vit16',
+                       question='Re-attention vs self-attention'),
+        deepvit24=dict(config='../deepvit/deepvit-24_8xb32_in1k.py', baseline='vit24',
+                       question='Re-attention vs self-attention'),
+        deepvit32=dict(config='../deepvit/deepvit-32_8xb32_in1k.py', baseline='vit32',
+                       question='Re-attention vs self-attention'),
     ))
