@@ -13,13 +13,18 @@ benchmark = dict(
     # over its GPUs; size of one checkpoint), and where the numbers come from
     resources=dict(gpu_hours_per_epoch=0.008, checkpoint_gb=0.22,
                    source='V100: the ViT-S/4 CIFAR epoch of cifar100_dropkey.py for the small variants, a quarter for the tiny ones (mean); checkpoint: 14.1M params (variant mean) x 16 B (weights + AdamW moments + EMA)'),
+    description='An architecture comparison, not a regularizer: DHVT vs DeiT of the same width '
+    'on CIFAR-100 from scratch, both with the DHVT recipe.',
     seeds=[0, 1, 2],
     metrics=['accuracy/top1'],
     baseline='deit_tiny',
     variants=dict(
-        deit_tiny=dict(cfg_options={'model.backbone': dict(_DEIT, arch='deit-tiny')}),
-        dhvt_tiny=dict(),
+        deit_tiny=dict(description='DeiT-T (stock mmpretrain VisionTransformer), DHVT recipe',
+                       cfg_options={'model.backbone': dict(_DEIT, arch='deit-tiny')}),
+        dhvt_tiny=dict(question='DHVT vs DeiT (architecture)'),
         deit_small=dict(config=_DHVT_S, baseline='deit_small',
+                        description='DeiT-S (stock mmpretrain VisionTransformer), DHVT recipe',
                         cfg_options={'model.backbone': dict(_DEIT, arch='deit-small')}),
-        dhvt_small=dict(config=_DHVT_S, baseline='deit_small'),
+        dhvt_small=dict(config=_DHVT_S, baseline='deit_small',
+                        question='DHVT vs DeiT (architecture)'),
     ))

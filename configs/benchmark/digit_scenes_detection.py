@@ -14,6 +14,8 @@
 _base_ = ['../vit/fcos_plainvit-t-p8_1xb16-3e_digit-scenes.py']
 
 benchmark = dict(
+    description='Does a regularizer help a ViT detector (ViT-FCOS) on digit scenes? DropKey '
+    'against no attention regularizer, DRLoc against no DRLoc.',
     seeds=[0, 1, 2, 3, 4],
     metrics=['coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP_75'],
     baseline='baseline',
@@ -24,10 +26,12 @@ benchmark = dict(
         baseline=dict(description="ViT-FCOS, digit-pretrained ViT, stochastic depth 0.1"),
         dropkey=dict(description='+ DropKey 0.1 -> 0 with depth in every ViT attention '
                      '(configs/dropkey/mask-rcnn_plainvit-b_dropkey_8xb2-1x_coco.py)',
-                     recipe='../dropkey/mask-rcnn_plainvit-b_dropkey_8xb2-1x_coco.py'),
+                     recipe='../dropkey/mask-rcnn_plainvit-b_dropkey_8xb2-1x_coco.py',
+                     question='DropKey vs no attention regularizer'),
         drloc=dict(description='+ DRLoc on the final ViT token grid (64 pairs, L1, lambda 0.1)',
                    cfg_options={'model.type': 'Regularized', 'model.host': 'FCOS',
                                 'model.drloc': dict(source='backbone', index=-1, num_pairs=64,
                                                     variant='l1', loss_weight=0.1,
-                                                    pool_size=None)}),
+                                                    pool_size=None)},
+                   question='DRLoc vs no DRLoc'),
     ))

@@ -14,6 +14,8 @@
 _base_ = ['../qpic/qpic_r18-w32_1xb16-15e_digit-hoi.py']
 
 benchmark = dict(
+    description='Does a regularizer help QPIC on digit HOI? DropKey against no attention '
+    'regularizer (the small QPIC has no attention dropout), DRLoc against no DRLoc.',
     seeds=[0, 1, 2, 3, 4],
     metrics=['hico/mAP', 'hico/mAP_rare', 'hico/mAP_non_rare'],
     baseline='baseline',
@@ -24,7 +26,9 @@ benchmark = dict(
         baseline=dict(description='QPIC, digit-pretrained ResNet-18 (width 32), no attention '
                       'regularizer'),
         dropkey=dict(description='+ DropKey as in configs/qpic/qpic_r50_dropkey_8xb2-150e_hico.py',
-                     recipe='../qpic/qpic_r50_dropkey_8xb2-150e_hico.py'),
+                     recipe='../qpic/qpic_r50_dropkey_8xb2-150e_hico.py',
+                     question='DropKey vs no attention regularizer'),
         drloc=dict(description='+ DRLoc as in configs/qpic/qpic_r50_drloc_8xb2-150e_hico.py',
-                   recipe='../qpic/qpic_r50_drloc_8xb2-150e_hico.py'),
+                   recipe='../qpic/qpic_r50_drloc_8xb2-150e_hico.py',
+                   question='DRLoc vs no DRLoc'),
     ))

@@ -25,6 +25,8 @@ _BACKBONE = {'model.backbone.type': 'Regularized', 'model.backbone.host': 'Visio
 _MODEL = {'model.type': 'Regularized', 'model.host': 'ImageClassifier'}
 
 benchmark = dict(
+    description='Does a regularizer help a small ViT trained from scratch on small data? Each '
+    'mechanism against no attention regularizer (DHVT: an architecture, against the ViT).',
     seeds=[0, 1, 2, 3, 4],
     metrics=['accuracy/top1'],
     baseline='baseline',
@@ -35,24 +37,30 @@ benchmark = dict(
         baseline=dict(description='ViT-Tiny, stochastic depth 0.1, no attention regularizer'),
         dropout=dict(
             description='Dropout on the attention weights (after softmax), p = 0.1 in every layer',
-            cfg_options={'model.backbone.layer_cfgs': dict(attn_drop_rate=0.1)}),
+            cfg_options={'model.backbone.layer_cfgs': dict(attn_drop_rate=0.1)},
+            question='attention dropout vs no attention regularizer'),
         dropkey=dict(
             description='DropKey (mask logits before softmax), ratio 0.1 in the first layer '
             'decreasing linearly to 0 (paper)',
             cfg_options={**_BACKBONE,
-                         'model.backbone.dropkey': dict(ratio=0.1, schedule='decrease')}),
+                         'model.backbone.dropkey': dict(ratio=0.1, schedule='decrease')},
+            question=dict(baseline='DropKey vs no attention regularizer',
+                          dropout='DropKey vs attention dropout')),
         drloc=dict(
             description='DRLoc relative-localization loss on the final 4x4 patch tokens '
             '(64 pairs per image, L1, lambda 0.5)',
             cfg_options={**_MODEL,
-                         'model.drloc': dict(num_pairs=64, variant='l1', loss_weight=0.5)}),
+                         'model.drloc': dict(num_pairs=64, variant='l1', loss_weight=0.5)},
+            question='DRLoc vs no DRLoc'),
         reattention=dict(
             description='Re-attention (DeepViT) in every block',
-            cfg_options={**_BACKBONE, 'model.backbone.reattention': dict()}),
+            cfg_options={**_BACKBONE, 'model.backbone.reattention': dict()},
+            question='Re-attention vs self-attention'),
         dhvt=dict(
             description='DHVT backbone of the same width/depth (SOPE, DAFF, head tokens)',
             cfg_options={'model.backbone': dict(
                 _delete_=True, type='DHVT',
                 arch=dict(embed_dims=96, num_layers=6, num_heads=3, feedforward_channels=384),
-                patch_size=4, img_size=16, drop_path_rate=0.1, out_type='cls_token')}),
+                patch_size=4, img_size=16, drop_path_rate=0.1, out_type='cls_token')},
+            question='DHVT vs ViT (architecture)'),
     ))

@@ -13,18 +13,28 @@ benchmark = dict(
     # over its GPUs; size of one checkpoint), and where the numbers come from
     resources=dict(gpu_hours_per_epoch=0.96, checkpoint_gb=0.26,
                    source='V100: DeiT paper, DeiT-S 300 epochs in < 3 days on 4 GPUs; checkpoint: 22.1M params x 12 B (weights + AdamW moments)'),
+    description='Does DropKey help DeiT-S on ImageNet-1k, against no attention regularizer and '
+    'against attention dropout?',
     seeds=[0, 1, 2],
     metrics=['accuracy/top1', 'accuracy/top5'],
     baseline='baseline',
     variants=dict(
         baseline=dict(description='DeiT-S recipe, no attention regularizer'),
-        dropout=dict(config='../dropkey/deit-small_dropout_4xb256_in1k.py'),
-        dropkey=dict(config='../dropkey/deit-small_dropkey_4xb256_in1k.py'),
+        dropout=dict(config='../dropkey/deit-small_dropout_4xb256_in1k.py',
+                     description='attention dropout 0.1 in every block (the paper\'s baseline)',
+                     question='attention dropout vs no attention regularizer'),
+        dropkey=dict(config='../dropkey/deit-small_dropkey_4xb256_in1k.py',
+                     description='DropKey 0.1 decreasing linearly to 0 with depth (the paper)',
+                     question=dict(baseline='DropKey vs no attention regularizer',
+                                   dropout='DropKey vs attention dropout')),
         attention_dropout=dict(
             description='Dropout on the attention weights, 0.1 in the first block decreasing '
             'linearly to 0 (the DropKey schedule, which the paper reports helps Dropout too)',
             cfg_options={'model.backbone.type': 'Regularized',
                          'model.backbone.host': 'VisionTransformer',
                          'model.backbone.attention_dropout': dict(ratio=0.1,
-                                                                  schedule='decrease')}),
+                                                                  schedule='decrease')},
+            question=dict(
+                baseline='decreasing attention dropout vs no attention regularizer',
+                dropkey='decreasing attention dropout vs DropKey')),
     ))

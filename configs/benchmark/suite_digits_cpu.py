@@ -10,7 +10,8 @@
 #
 # The schedules are shortened from the presets' own (15 / 3 / 15 epochs) to fit the budget, so
 # the scores are lower than the presets' and the comparison is between equally short trainings.
-# One table: per task the paired difference of its primary metric with a 95% CI (significance
+# One table, one row per question (DropKey vs no attention regularizer; DRLoc vs no DRLoc),
+# asked alike on every task: per task the paired difference of its primary metric with a 95% CI (significance
 # Holm-adjusted over the table), and across the tasks whose runs carry information (a task where
 # every run scores the same, or a run failed, is flagged and left out) the mean probability of
 # improvement and the IQM of the differences / baseline std. Three seeds detect only large
@@ -26,7 +27,10 @@ def _schedule(epochs):
 
 
 suite = dict(
+    description='Do DropKey and DRLoc carry from classification to detection to HOI detection?',
     variants=['baseline', 'dropkey', 'drloc'],
+    comparisons=[dict(variant='dropkey', question='DropKey vs no attention regularizer'),
+                 dict(variant='drloc', question='DRLoc vs no DRLoc')],
     seeds=[0, 1, 2],
     tasks=dict(
         digits=dict(preset='digits_regularizers.py', cfg_options=_schedule(_EPOCHS['digits'])),

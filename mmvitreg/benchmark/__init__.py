@@ -10,7 +10,8 @@ installed package. Not imported by ``import mmvitreg`` (matplotlib is needed for
 Modules: ``spec`` (presets), ``suite`` (suites), ``launch`` (processes, slots, locks),
 ``worker`` (one run), ``runner`` (sweep + report), ``resources`` (batch per GPU, checkpoints
 kept, GPU-hours and disk of a plan), ``stats`` / ``aggregate`` (numbers and tables), ``plots``,
-``logs`` (reading mmengine's work dirs), ``slurm`` (job arrays), ``cli``.
+``logs`` (reading mmengine's work dirs), ``slurm`` (job arrays), ``cli``, ``docs`` (the recipe
+docs' benchmark sections, written from the presets).
 """
 from .aggregate import summarize, to_csv, to_markdown
 from .launch import LaunchOptions, Slot, make_slots

@@ -41,9 +41,11 @@ def _finite(x) -> bool:
 def summarize(results: Iterable[dict], variants: Sequence[str], metrics: Sequence[str],
               baseline: Optional[str] = None,
               baselines: Optional[Dict[str, Optional[str]]] = None,
-              higher_is_better: bool = True, alpha: float = 0.05) -> List[dict]:
+              higher_is_better: bool = True, alpha: float = 0.05,
+              questions: Optional[Dict[str, str]] = None) -> List[dict]:
     """One summary row per variant (in the order of ``variants``); each variant is compared
-    with ``baselines[variant]`` when given, else with ``baseline`` (see the module doc)."""
+    with ``baselines[variant]`` when given, else with ``baseline`` (see the module doc);
+    ``questions[variant]``: the question that comparison asks (the row's ``question``)."""
     results = list(results)
     by_variant: Dict[str, List[dict]] = {v: [] for v in variants}
     for res in results:
@@ -78,6 +80,8 @@ def summarize(results: Iterable[dict], variants: Sequence[str], metrics: Sequenc
     for row in rows:
         ref = (baselines or {}).get(row['variant']) or baseline
         row['baseline'] = ref if ref in names else ''
+        asks = row['baseline'] and row['baseline'] != row['variant']
+        row['question'] = (questions or {}).get(row['variant'], '') if asks else ''
         for m in metrics:
             for key in _PAIRED:
                 row[f'{m}/{key}'] = NAN
@@ -112,7 +116,7 @@ def summarize(results: Iterable[dict], variants: Sequence[str], metrics: Sequenc
 
 
 def summary_columns(metrics: Sequence[str]) -> List[str]:
-    cols = ['variant', 'status', 'runs_ok', 'runs_total', 'seeds', 'baseline']
+    cols = ['variant', 'status', 'runs_ok', 'runs_total', 'seeds', 'baseline', 'question']
     for m in metrics:
         cols += [f'{m}/{k}' for k in _DESCRIBE + _PAIRED]
     return cols + ['wall_s', 'peak_rss_mb', 'peak_cuda_mb', 'errors']
@@ -248,6 +252,7 @@ def to_markdown(summary: Sequence[dict], runs: Sequence[dict], metrics: Sequence
     out = [f'## {title}\n'] if title else []
     refs = {row.get('baseline') for row in summary if row.get('baseline')}
     several = len(refs) > 1
+    asks = any(row.get('question') for row in summary)
     for i, m in enumerate(metrics):
         d = digits[m]
         vs = f'vs {baseline}' if baseline and not several else 'vs baseline'
@@ -258,9 +263,14 @@ def to_markdown(summary: Sequence[dict], runs: Sequence[dict], metrics: Sequence
         if i == 0:
             header += ['time/run (s)', 'peak RSS (MB)', 'peak CUDA (MB)', 'status']
             align += 'rrrl'
+            if asks:
+                header.insert(1, 'question')
+                align = align[0] + 'l' + align[1:]
         body = []
         for row in summary:
-            cells = [row['variant'], f"{row[f'{m}/n']}/{row['runs_total']}"]
+            ask = row.get('question') or ('' if row['variant'] == row.get('baseline') else '-')
+            cells = [row['variant']] + ([ask] if i == 0 and asks else [])
+            cells.append(f"{row[f'{m}/n']}/{row['runs_total']}")
             if several:
                 cells.append(row.get('baseline') or '-')
             cells += [format_mean_std(row[f'{m}/mean'], row[f'{m}/std'], d),

@@ -182,7 +182,7 @@ def plot_suite(table: Sequence[dict], tasks: Sequence[str], out_file: str,
     fig, axes = plt.subplots(1, len(tasks) + 1, figsize=(4.2 * (len(tasks) + 1),
                                                          1.4 + 0.45 * max(1, len(table))),
                              squeeze=False)
-    labels = [r['variant'] for r in table]
+    labels = [r.get('comparison') or r['variant'] for r in table]
     for ax, task in zip(axes[0], tasks):
         notes = [f"{r.get(f'{task}/sig') or ''}" for r in table]
         _forest_panel(ax, labels, [r.get(f'{task}/delta') for r in table],

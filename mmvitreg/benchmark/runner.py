@@ -412,7 +412,7 @@ def write_report(spec: BenchmarkSpec, work_dir: str, all_variants: Sequence[str]
     names, results = collect_results(spec, work_dir, all_variants)
     baseline = spec.baseline if spec.baseline in names else None
     summary = aggregate.summarize(results, names, spec.metrics, baseline, spec.baselines(),
-                                  spec.higher_is_better, spec.alpha)
+                                  spec.higher_is_better, spec.alpha, spec.questions())
     title = f'Benchmark {spec.name}'
     md = aggregate.to_markdown(summary, results, spec.metrics, baseline, title=title,
                                notes=notes, alpha=spec.alpha)

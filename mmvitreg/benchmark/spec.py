@@ -17,6 +17,13 @@ trains the baseline; the benchmark tool reads ``benchmark``::
             deit=dict(config='../deit/deit.py'),  # a whole other config
         ))
 
+Each comparison (a variant against its baseline) declares the question it answers, so a table
+says what it measures and a suite (:mod:`.suite`) aggregates only comparisons that ask the same
+question: ``question='DropKey vs no attention regularizer'`` (against the variant's baseline), or
+a dict naming the reference variants, e.g. ``question=dict(baseline='DropKey vs no attention
+regularizer', dropout='DropKey vs attention dropout')`` (the further comparisons are what suites
+can ask too). The question is metadata: it never enters a run's config.
+
 A variant starts from ``config`` (a whole config) or from the preset itself, then applies in
 order: ``recipe`` (what that config changes relative to its own ``_base_``, so a preset reuses the
 project's regularizer configs instead of restating them), the benchmark's ``cfg_options`` (for
@@ -28,7 +35,8 @@ Further ``benchmark`` keys: ``higher_is_better`` (default True), ``test`` (test 
 checkpoint, default True; otherwise the last validation is the result), ``test_checkpoint``
 (``'last'``/``'best'``), ``alpha`` (significance level, 0.05), a variant's own ``baseline``,
 ``prepare`` (``dict(fn='pkg.mod.func', kwargs=..., skip_if_exists=path)`` steps run once first,
-e.g. writing a generated data set), ``description``, ``resources`` (``dict(gpu_hours_per_epoch=..,
+e.g. writing a generated data set), ``description`` (one line on what the preset asks; the
+recipe docs quote it: :mod:`.docs`), ``resources`` (``dict(gpu_hours_per_epoch=..,
 checkpoint_gb=.., source='..')``: what ``--dry-run`` estimates a plan needs from, see
 :mod:`.resources`).
 """
@@ -49,7 +57,7 @@ __all__ = ['Variant', 'BenchmarkSpec', 'RunSpec', 'load_spec', 'spec_from_config
 _SPEC_KEYS = {'seeds', 'metrics', 'baseline', 'cfg_options', 'variants', 'higher_is_better',
               'test', 'test_checkpoint', 'prepare', 'description', 'alpha', 'resources'}
 _RESOURCE_KEYS = {'gpu_hours_per_epoch', 'checkpoint_gb', 'source'}
-_VARIANT_KEYS = {'config', 'recipe', 'cfg_options', 'description', 'baseline'}
+_VARIANT_KEYS = {'config', 'recipe', 'cfg_options', 'description', 'baseline', 'question'}
 
 
 @dataclass
@@ -60,6 +68,7 @@ class Variant:
     cfg_options: Dict[str, Any] = field(default_factory=dict)
     description: str = ''
     baseline: Optional[str] = None  # compare with this variant instead of the preset's baseline
+    questions: Dict[str, str] = field(default_factory=dict)  # reference variant -> question
 
 
 @dataclass
@@ -86,6 +95,15 @@ class BenchmarkSpec:
     def baselines(self) -> Dict[str, Optional[str]]:
         """The variant each variant is compared with (its own ``baseline`` or the preset's)."""
         return {v.name: v.baseline or self.baseline for v in self.variants}
+
+    def questions(self) -> Dict[str, str]:
+        """The question each variant's comparison with its baseline asks ('' where none)."""
+        return {v: self.question(v, ref) if ref and ref != v else ''
+                for v, ref in self.baselines().items()}
+
+    def question(self, variant: str, reference: str) -> str:
+        """The question ``variant`` vs ``reference`` answers ('' when the preset declares none)."""
+        return self.variant(variant).questions.get(reference, '')
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -147,6 +165,30 @@ def _as_dict(value: Any, what: str) -> Dict[str, Any]:
     return {str(k): _plain(v) for k, v in value.items()}
 
 
+def _questions(value: Any, name: str, baseline: Optional[str], names: Sequence[str],
+               path: str) -> Dict[str, str]:
+    """A variant's ``question`` as ``{reference variant: question}`` (a string is the question
+    of its comparison with ``baseline``)."""
+    if value is None or value == '':
+        return {}
+    if isinstance(value, str):
+        if not baseline or baseline == name:
+            raise ValueError(f'variant {name!r} of {path} has a question but no baseline to '
+                             "compare with; name the reference: question=dict(other='...')")
+        value = {baseline: value}
+    if not isinstance(value, dict):
+        raise ValueError(f'variant {name!r}: question must be a string or a dict of reference '
+                         f'variant -> question, got {type(value).__name__}')
+    for ref, text in value.items():
+        if ref not in names or ref == name:
+            raise ValueError(f'variant {name!r}: question against {ref!r}, which is not another '
+                             f'variant of {path} ({list(names)})')
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f'variant {name!r}: the question against {ref!r} must be a '
+                             f'non-empty string, got {text!r}')
+    return {str(k): v.strip() for k, v in value.items()}
+
+
 def load_spec(path: str) -> BenchmarkSpec:
     """Read a benchmark preset (an mmengine config with a ``benchmark`` dict)."""
     if not osp.isfile(path):
@@ -172,7 +214,7 @@ def spec_from_config(cfg: Config, path: str) -> BenchmarkSpec:
     if not isinstance(variants_raw, dict) or not variants_raw:
         raise ValueError(f'`benchmark.variants` of {path} must be a non-empty dict of '
                          'name -> dict(config=..., recipe=..., cfg_options=...)')
-    variants = []
+    variants, asked = [], {}
     for name, v in variants_raw.items():
         v = {} if v is None else v
         if not isinstance(v, dict):
@@ -188,6 +230,7 @@ def spec_from_config(cfg: Config, path: str) -> BenchmarkSpec:
                                 cfg_options=_as_dict(v.get('cfg_options'),
                                                      f'variant {name!r} cfg_options'),
                                 description=v.get('description', ''), baseline=v.get('baseline')))
+        asked[name] = v.get('question')
     metrics = raw.get('metrics')
     metrics = [metrics] if isinstance(metrics, str) else metrics
     if not metrics or not all(isinstance(m, str) for m in metrics):
@@ -204,6 +247,8 @@ def spec_from_config(cfg: Config, path: str) -> BenchmarkSpec:
                                                  for v in variants if v.baseline]:
         if ref is not None and ref not in names:
             raise ValueError(f'{who} {ref!r} is not one of the variants {names} ({path})')
+    for v in variants:
+        v.questions = _questions(asked[v.name], v.name, v.baseline or baseline, names, path)
     test_checkpoint = raw.get('test_checkpoint', 'last')
     if test_checkpoint not in ('last', 'best'):
         raise ValueError(f"test_checkpoint must be 'last' or 'best', got {test_checkpoint!r}")

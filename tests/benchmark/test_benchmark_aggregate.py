@@ -161,3 +161,18 @@ def test_per_variant_baselines_and_fraction_digits():
     md = to_markdown(rows, res, [M], 'vit')
     assert '| deepvit24 | 1/1 | vit24 | 0.450 |' in md  # 3 decimals for fractions, n<2 marked
     assert 'n<2' in md
+
+
+def test_the_table_states_each_comparisons_question():
+    rows = summarize(RESULTS, ['base', 'dk', 'same'], [M], 'base',
+                     questions={'dk': 'DropKey vs none', 'base': 'ignored: the baseline'})
+    assert [r['question'] for r in rows] == ['', 'DropKey vs none', '']
+    md = to_markdown(rows, RESULTS, [M], 'base')
+    lines = md.splitlines()
+    assert lines[0].startswith('| variant | question | n |')
+    assert lines[2].startswith('| base |  | 4/4 |')
+    assert lines[3].startswith('| dk | DropKey vs none |')
+    assert lines[4].startswith('| same | - | 4/4 |')  # compared, but no question declared
+    assert 'question' in summary_columns([M])
+    assert '| variant | n |' in to_markdown(summarize(RESULTS, ['base', 'dk'], [M], 'base'),
+                                           RESULTS, [M], 'base')  # none declared: no column

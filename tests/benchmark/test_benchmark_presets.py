@@ -40,10 +40,13 @@ def test_loads_with_mmengine_and_builds_every_run(path):
 
 
 @pytest.mark.parametrize('preset,config,variant', [
-    ('coco_detr_dropkey.py', 'configs/dropkey/detr_r50_dropkey_8xb2-150e_coco.py', 'dropkey'),
-    ('coco_detr_dropkey.py', 'configs/dropkey/detr_r50_8xb2-150e_coco.py', 'baseline'),
-    ('hico_qpic_dropkey.py', 'configs/qpic/qpic_r50_dropkey_8xb2-150e_hico.py', 'dropkey'),
-    ('hico_qpic_dropkey.py', 'configs/qpic/qpic_r50_8xb2-150e_hico.py', 'baseline'),
+    ('coco_detr_dropkey.py', 'configs/dropkey/detr_r50_dropkey_8xb2-150e_coco.py',
+     'dropkey_dropout'),
+    ('coco_detr_dropkey.py', 'configs/dropkey/detr_r50_8xb2-150e_coco.py', 'dropout'),
+    ('hico_qpic_dropkey.py', 'configs/qpic/qpic_r50_dropkey_8xb2-150e_hico.py',
+     'dropkey_dropout'),
+    ('hico_qpic_dropkey.py', 'configs/qpic/qpic_r50_8xb2-150e_hico.py', 'dropout'),
+    ('hico_qpic_dropkey.py', 'configs/qpic/qpic_r50_drloc_8xb2-150e_hico.py', 'drloc'),
 ])
 def test_gpu_dropkey_presets_train_exactly_the_project_configs(preset, config, variant):
     spec = load_spec(osp.join(REPO, 'configs', 'benchmark', preset))
@@ -51,6 +54,26 @@ def test_gpu_dropkey_presets_train_exactly_the_project_configs(preset, config, v
     ref = Config.fromfile(osp.join(REPO, config))
     assert run.model.to_dict() == ref.model.to_dict()
     assert run.optim_wrapper.to_dict() == ref.optim_wrapper.to_dict()
+
+
+@pytest.mark.parametrize('preset', ['coco_detr_dropkey.py', 'hico_qpic_dropkey.py'])
+def test_detr_qpic_presets_switch_off_only_the_attention_weight_dropout(preset):
+    """`baseline` / `dropkey` are `dropout` / `dropkey_dropout` (the stock model and the project
+    config) with the attention-weight dropout 0; mmcv's `dropout` also set the residual dropout
+    after the attention, which stays 0.1."""
+    from mmcv.cnn.bricks.transformer import MultiheadAttention
+    spec = load_spec(osp.join(REPO, 'configs', 'benchmark', preset))
+    for off, on in (('baseline', 'dropout'), ('dropkey', 'dropkey_dropout')):
+        a, b = (build_run_config(spec, spec.variant(n), 0).model.to_dict() for n in (off, on))
+        for part, attn in (('encoder', 'self_attn_cfg'), ('decoder', 'self_attn_cfg'),
+                           ('decoder', 'cross_attn_cfg')):
+            cfg_off, cfg_on = a[part]['layer_cfg'].pop(attn), b[part]['layer_cfg'].pop(attn)
+            assert cfg_on['dropout'] == 0.1 and 'dropout' not in cfg_off
+            built = MultiheadAttention(**cfg_off)
+            assert built.attn.dropout == 0.0 and built.dropout_layer.p == 0.1
+            assert {k: v for k, v in cfg_on.items() if k != 'dropout'} == \
+                {k: v for k, v in cfg_off.items() if k not in ('attn_drop', 'dropout_layer')}
+        assert a == b, (off, on)
 
 
 def test_digit_hoi_preset_reuses_the_qpic_recipes():

@@ -121,6 +121,12 @@ def test_plan_is_seed_major_and_select(preset, tmp_path):
      KeyError, r"`benchmark.resources` .* got \['gpu_hours'\]"),
     ("benchmark = dict(metrics=['m'], resources=dict(checkpoint_gb=0), variants=dict(a=dict()))",
      ValueError, r'resources.checkpoint_gb` .* must be a number > 0, got 0'),
+    ("benchmark = dict(metrics=['m'], variants=dict(a=dict(question='q')))", ValueError,
+     "variant 'a' of .* has a question but no baseline"),
+    ("benchmark = dict(metrics=['m'], variants=dict(a=dict(), b=dict(question=dict(c='q'))))",
+     ValueError, "question against 'c', which is not another variant"),
+    ("benchmark = dict(metrics=['m'], variants=dict(a=dict(), b=dict(question=dict(a=''))))",
+     ValueError, "the question against 'a' must be a non-empty string"),
 ])
 def test_bad_presets_give_one_sentence_errors(tmp_path, body, error, match):
     with pytest.raises(error, match=match):
@@ -134,3 +140,25 @@ def test_missing_files(tmp_path):
                             "metrics=['m'], variants=dict(a=dict(config='gone.py')))"))
     with pytest.raises(FileNotFoundError, match='config file not found: gone.py'):
         build_run_config(spec, spec.variant('a'), 0)
+
+
+def test_each_comparison_declares_its_question(tmp_path):
+    """A string is the question against the variant's baseline (its own or the preset's); a
+    dict names further references. Questions are metadata: the run config does not change."""
+    path = _write(tmp_path, 'q.py', """
+        default_scope = 'mmpretrain'
+        model = dict(type='ImageClassifier')
+        benchmark = dict(metrics=['m'], baseline='none', variants=dict(
+            none=dict(), drop=dict(question='dropout vs none'),
+            dk=dict(question=dict(none='DropKey vs none', drop='DropKey vs dropout')),
+            dk2=dict(baseline='drop', question='DropKey + dropout vs dropout')))
+        """)
+    spec = load_spec(path)
+    assert spec.variant('drop').questions == {'none': 'dropout vs none'}
+    assert spec.question('dk', 'drop') == 'DropKey vs dropout' and spec.question('dk', 'dk2') == ''
+    assert spec.questions() == {'none': '', 'drop': 'dropout vs none', 'dk': 'DropKey vs none',
+                                'dk2': 'DropKey + dropout vs dropout'}
+    plain = _write(tmp_path, 'plain.py', open(path).read().replace("question=", "description="))
+    plain_spec = load_spec(plain)
+    assert config_fingerprint(build_run_config(spec, spec.variant('dk2'), 0)) == \
+        config_fingerprint(build_run_config(plain_spec, plain_spec.variant('dk2'), 0))

@@ -1,5 +1,7 @@
-"""Suites: one cross-task table; a half-finished suite, interrupted with Ctrl-C, continues where
-it stopped (finished runs never run again, the interrupted one resumes); slurm job arrays."""
+"""Suites: one cross-task table whose rows each ask one question on every task (a row whose
+tasks ask different questions is refused); a half-finished suite, interrupted with Ctrl-C,
+continues where it stopped (finished runs never run again, the interrupted one resumes); slurm
+job arrays."""
 import json
 import math
 import os
@@ -27,13 +29,16 @@ randomness = dict(seed=0)
 PRESET_A = """
 _base_ = ['base.py']
 benchmark = dict(metrics=['accuracy/top1'], variants=dict(
-    baseline=dict(), dk=dict(cfg_options={'model.backbone.drop_rate': 0.3})))
+    baseline=dict(), dk=dict(cfg_options={'model.backbone.drop_rate': 0.3},
+                             question='drop rate vs none')))
 """
 PRESET_B = """
 _base_ = ['base.py']
 benchmark = dict(metrics=['accuracy/top1'], baseline='stock', variants=dict(
-    stock=dict(), dropkey=dict(cfg_options={'model.backbone.drop_rate': -0.2}),
-    extra=dict()))
+    stock=dict(),
+    dropkey=dict(cfg_options={'model.backbone.drop_rate': -0.2},
+                 question=dict(stock='drop rate vs none', extra='drop rate vs extra')),
+    extra=dict(question='extra vs none')))
 """
 SUITE = """
 suite = dict(
@@ -131,9 +136,12 @@ def test_interrupted_suite_resumes_and_writes_one_table(suite_dir):
     assert dk['score_iqm'] == pytest.approx(st.trim_mean([3, 3, 3, -2, -2, -2], 0.25))
     assert dk['score_mean'] == pytest.approx(0.5) and dk['score_tasks'] == 2
     md = open(wd / 'suite.md').read()
-    assert '| dk | +3.00 n.s.† (n=3) | -2.00 n.s.† (n=3) | 0.53 [' in md
-    assert "Holm's (1979)" in md and 'over the table\'s 2 (variant, task) p-values' in md
+    assert md.startswith('## Suite suite asks: drop rate vs none\n')
+    assert '| drop rate vs none | dk vs baseline | +3.00 n.s.† (n=3) | -2.00 n.s.† (n=3) | 0.53 [' \
+        in md
+    assert "Holm's (1979)" in md and 'over the table\'s 2 (comparison, task) p-values' in md
     assert md in proc.stdout
+    assert 'question' in open(wd / 'a' / 'results.md').read().splitlines()[2]  # the preset's
     with open(wd / 'suite_forest.png', 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
     for task in 'ab':  # each task also has its own report
@@ -205,4 +213,70 @@ def test_uninformative_tasks_are_flagged_and_left_out_of_the_aggregate(suite_dir
     (row,) = suite_mod.suite_table(suite, str(suite_dir / 'wd'))
     assert row['b/flag'] == 'failed or missing runs (seeds [1])' and row['pi_tasks'] == 1
     md = suite_mod.write_suite_report(suite, str(suite_dir / 'wd'), plots=False)['markdown']
-    assert '[left out: uninformative]' in md and 'b: dk: failed or missing runs' in md
+    assert '[left out: uninformative]' in md and 'b: dk vs baseline: failed or missing runs' in md
+
+
+def test_a_row_asks_one_question_on_every_task(suite_dir):
+    """The DETR problem of suite_dropkey_gpu: one task's `dk` answers another question than the
+    other's (DropKey + attention dropout vs attention dropout, not vs no regularizer): refused in
+    one line naming both questions, as is a comparison whose preset declares no question."""
+    b = (suite_dir / 'b.py').read_text()
+    (suite_dir / 'b.py').write_text(b.replace("stock='drop rate vs none'",
+                                              "stock='drop rate + dropout vs dropout'"))
+    with pytest.raises(ValueError) as err:
+        load_suite(str(suite_dir / 'suite.py'))
+    msg = str(err.value)
+    assert '\n' not in msg and "dk vs baseline asks 'drop rate vs none'" in msg
+    assert "on b it asks 'drop rate + dropout vs dropout'" in msg
+    (suite_dir / 'b.py').write_text(b.replace("stock='drop rate vs none', ", ''))
+    with pytest.raises(ValueError, match=r"task 'b': .*b\.py declares no question for dropkey "
+                       r'vs stock; add question=\.\.\. to its variant \'dropkey\''):
+        load_suite(str(suite_dir / 'suite.py'))
+    (suite_dir / 'b.py').write_text(b)  # a declared question the presets do not ask: refused
+    (suite_dir / 'q.py').write_text(SUITE.replace(
+        "seeds=[0, 1, 2],", "seeds=[0, 1, 2], comparisons=[dict(variant='dk', "
+        "question='DropKey vs no attention regularizer')],"))
+    with pytest.raises(ValueError, match="asks 'DropKey vs no attention regularizer', but on a "
+                       "it asks 'drop rate vs none', b it asks 'drop rate vs none'"):
+        load_suite(str(suite_dir / 'q.py'))
+
+
+def test_rows_by_comparison_with_their_own_reference(suite_dir, monkeypatch):
+    """Rows are comparisons, each with its question: `dk vs other` exists on task b only (n/a on
+    a) and aggregates b alone; the questions come from the presets, renamed to the suite's
+    variants."""
+    import mmvitreg.benchmark.suite as suite_mod
+    (suite_dir / 'two.py').write_text(textwrap.dedent("""
+        suite = dict(
+            variants=['baseline', 'dk', 'other'],
+            seeds=[0, 1, 2],
+            comparisons=[dict(variant='dk'),
+                         dict(variant='dk', baseline='other', question='drop rate vs extra')],
+            tasks=dict(
+                a=dict(preset='a.py'),
+                b=dict(preset='b.py', variants=dict(baseline='stock', dk='dropkey',
+                                                    other='extra')),
+            ))
+        """))
+    suite = load_suite(str(suite_dir / 'two.py'))
+    assert [(c.label, c.question) for c in suite.comparisons] == [
+        ('dk vs baseline', 'drop rate vs none'), ('dk vs other', 'drop rate vs extra')]
+    assert suite.questions == ['drop rate vs none', 'drop rate vs extra']
+    b = suite.tasks[1]
+    assert b.sources == dict(baseline='stock', dk='dropkey', other='extra')
+    assert b.spec.variant('dk').questions == dict(baseline='drop rate vs none',
+                                                  other='drop rate vs extra')
+    scores = {'a': {'baseline': [70, 71, 72], 'dk': [73, 74, 75]},
+              'b': {'baseline': [60, 61, 62], 'dk': [64, 65, 66], 'other': [67, 68, 69]}}
+    monkeypatch.setattr(suite_mod, 'collect_results', lambda spec, wd: (None, [
+        dict(variant=v, seed=s, status='ok', metrics={'accuracy/top1': x})
+        for v, xs in scores[osp.basename(wd)].items() for s, x in enumerate(xs)]))
+    none, extra = suite_mod.suite_table(suite, str(suite_dir / 'wd'))
+    assert none['question'] == 'drop rate vs none' and none['pi_tasks'] == 2
+    assert extra['comparison'] == 'dk vs other' and extra['baseline'] == 'other'
+    assert extra['a/asked'] is False and extra['a/n'] == 0 and extra['a/flag'] == ''
+    assert extra['b/delta'] == pytest.approx(-3.0) and extra['pi_tasks'] == 1
+    assert extra['pi_mean'] == 0.0  # b alone: every run of dk below every run of other
+    md = suite_mod.write_suite_report(suite, str(suite_dir / 'wd'), plots=False)['markdown']
+    assert '| drop rate vs extra | dk vs other | n/a | -3.00 ' in md
+    assert '3 (comparison, task) p-values' in md
