@@ -8,7 +8,8 @@
   dropout): child module, stage and ``Regularized`` key;
 * :mod:`.model` - loss terms added to a model's ``loss``, captured sub-module outputs,
   Monte-Carlo ``predict``; the loss keys :mod:`.drloc`, :mod:`.attention_cosine`;
-* :mod:`.registry` - the keys of ``Regularized``.
+* :mod:`.registry` - the keys of ``Regularized``; :mod:`.pairing` - what a key adds leaves the
+  host's random stream alone (a variant stays paired by seed with its baseline).
 
 This package imports with torch and timm alone (the attention mechanisms, the attention-cosine
 key and the timm attention site); :mod:`mmvitreg.models` adds the OpenMMLab pieces (mmpretrain

@@ -6,7 +6,9 @@ built ``model`` in place through sites (:mod:`mmvitreg.regularizers.site`) and r
 logs as one table. Mechanisms do not depend on each other's order: attention mechanisms act in
 the phase their stage declares (:mod:`mmvitreg.regularizers.stage`), loss mechanisms add separate
 terms, so the keys of a config apply in any order (only two attention mechanisms of the same
-phase apply in the keys' order).
+phase apply in the keys' order). Every attach function runs wrapped by
+:func:`~mmvitreg.regularizers.pairing.keep_host_rng`: the modules it adds are built and
+initialised on their own seed, so the host draws the same random numbers as without them.
 """
 import logging
 import math
@@ -14,6 +16,8 @@ import numbers
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch.nn as nn
+
+from .pairing import keep_host_rng
 
 __all__ = ['REGULARIZERS', 'register_regularizer', 'apply_regularizers', 'format_summary',
            'SummaryRow', 'check_finite_weight']
@@ -26,13 +30,19 @@ REGULARIZERS: Dict[str, Attach] = {}
 
 
 def register_regularizer(name: str) -> Callable[[Attach], Attach]:
-    """Decorator registering ``attach(model, cfg) -> rows`` as the ``Regularized`` key ``name``."""
+    """Decorator registering ``attach(model, cfg) -> rows`` as the ``Regularized`` key ``name``.
+
+    Registers and returns it wrapped by :func:`~.pairing.keep_host_rng`, so every call, through
+    ``Regularized`` or directly, builds and initialises the modules it adds without touching the
+    host's random stream (a variant stays paired by seed with its baseline).
+    """
 
     def _register(fn: Attach) -> Attach:
-        if name in REGULARIZERS and REGULARIZERS[name] is not fn:
+        current = REGULARIZERS.get(name)
+        if current is not None and getattr(current, '__wrapped__', current) is not fn:
             raise KeyError(f'regularizer {name!r} is already registered')
-        REGULARIZERS[name] = fn
-        return fn
+        REGULARIZERS[name] = current or keep_host_rng(name, fn)
+        return REGULARIZERS[name]
 
     return _register
 
