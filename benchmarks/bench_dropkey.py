@@ -40,14 +40,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-# (name, batch, queries, keys, width, heads)
+# (name, batch, queries, keys, width, heads, host mask, attention dropout): the host's own
+# settings in the shipped configs (mask: None; 'padding' = DETR's key padding, the second image
+# padded on a quarter of its keys; 'bias' = PlainViT's trainable decomposed relative-position
+# bias on the 64 x 64 grid, computed from q as ViTDet/SAM do)
 LAYERS = [
-    ('DeiT-S IN1k b256, N=197', 256, 197, 197, 384, 6),
-    ('ViT-B IN1k b128, N=197', 128, 197, 197, 768, 12),
-    ('ViT-S/4 CIFAR b256, N=65', 256, 65, 65, 384, 6),
-    ('DETR-R50 enc b2, N=850', 2, 850, 850, 256, 8),
-    ('DETR-R50 dec cross b2, 100x850', 2, 100, 850, 256, 8),
-    ('PlainViT-B global b1, N=4096', 1, 4096, 4096, 768, 12),
+    ('DeiT-S IN1k b256, N=197', 256, 197, 197, 384, 6, None, 0.0),
+    ('ViT-B IN1k b128, N=197', 128, 197, 197, 768, 12, None, 0.0),
+    ('ViT-S/4 CIFAR b256, N=65', 256, 65, 65, 384, 6, None, 0.0),
+    ('DETR-R50 enc b2, N=850, pad, drop .1', 2, 850, 850, 256, 8, 'padding', 0.1),
+    ('DETR-R50 dec b2, 100x850, pad, drop .1', 2, 100, 850, 256, 8, 'padding', 0.1),
+    ('PlainViT-B glob b1, N=4096, rel-pos', 1, 4096, 4096, 768, 12, 'bias', 0.0),
 ]
 VARIANTS = ('plain', 'dropkey', 'naive (paper)')
 RATIO = 0.1
@@ -57,36 +60,70 @@ MMAP_THRESHOLD = 128 << 10
 
 
 class AttentionLayer(nn.Module):
-    """q/k/v projections + attention core + output projection (queries may differ from keys)."""
+    """q/k/v projections + attention core + output projection (queries may differ from keys),
+    with the host's mask and attention dropout."""
 
-    def __init__(self, dim: int, heads: int, variant: str):
+    def __init__(self, dim: int, heads: int, variant: str, mask_kind=None, dropout=0.0,
+                 grid: int = 64):
         super().__init__()
         self.heads, self.variant = heads, variant
+        self.mask_kind, self.dropout = mask_kind, dropout
         self.q, self.kv = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim)
         self.proj = nn.Linear(dim, dim)
+        if mask_kind == 'bias':  # decomposed relative-position tables (ViTDet), trainable
+            self.rel_h = nn.Parameter(0.02 * torch.randn(2 * grid - 1, dim // heads))
+            self.rel_w = nn.Parameter(0.02 * torch.randn(2 * grid - 1, dim // heads))
         from mmvitreg.ops.dropkey import DropKey
         self.dropkey = DropKey(RATIO)
+
+    def host_mask(self, q, nk):
+        if self.mask_kind == 'padding':
+            mask = torch.ones(q.shape[0], 1, 1, nk, dtype=torch.bool, device=q.device)
+            mask[-1, ..., -(nk // 4):] = False
+            return mask
+        if self.mask_kind == 'bias':
+            return rel_pos_bias(q, self.rel_h, self.rel_w)
+        return None
 
     def forward(self, xq, xkv):
         b, nq, c = xq.shape
         nk, h = xkv.shape[1], self.heads
         q = self.q(xq).view(b, nq, h, c // h).transpose(1, 2)
         k, v = self.kv(xkv).view(b, nk, 2, h, c // h).permute(2, 0, 3, 1, 4)
-        out = attention(q, k, v, self.variant, self.dropkey)
+        out = attention(q, k, v, self.variant, self.dropkey, self.host_mask(q, nk), self.dropout)
         return self.proj(out.transpose(1, 2).reshape(b, nq, c))
 
 
-def attention(q, k, v, variant, dropkey):
-    if variant == 'plain':
-        return F.scaled_dot_product_attention(q, k, v)
+def rel_pos_bias(q, rel_h, rel_w):
+    """ViTDet's decomposed relative-position bias ``(B, heads, N, N)`` of a square grid."""
+    b, h, n, d = q.shape
+    g = int(round(n ** 0.5))
+    idx = torch.arange(g, device=q.device)
+    offsets = idx[:, None] - idx[None, :] + g - 1
+    qg = q.reshape(b, h, g, g, d)
+    bias_h = torch.einsum('bhyxd,ykd->bhyxk', qg, rel_h[offsets])
+    bias_w = torch.einsum('bhyxd,xkd->bhyxk', qg, rel_w[offsets])
+    return (bias_h[..., :, None] + bias_w[..., None, :]).reshape(b, h, n, n)
+
+
+def attention(q, k, v, variant, dropkey, mask=None, dropout=0.0):
+    if variant == 'plain':  # the host's own attention, same mask and dropout
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
     if variant == 'dropkey':
-        return dropkey(q, k, v)
-    from mmvitreg.ops.dropkey import naive_dropkey_attention
-    return naive_dropkey_attention(q, k, v, RATIO)
+        return dropkey(q, k, v, attn_mask=mask, dropout_p=dropout)
+    if mask is None and dropout == 0:
+        from mmvitreg.ops.dropkey import naive_dropkey_attention
+        return naive_dropkey_attention(q, k, v, RATIO)
+    # the paper's two lines with the host's mask and dropout
+    attn = (q * q.shape[-1]**-0.5) @ k.transpose(-2, -1)
+    if mask is not None:
+        attn = attn.masked_fill(~mask, float('-inf')) if mask.dtype == torch.bool else attn + mask
+    attn = attn + torch.bernoulli(torch.full_like(attn, RATIO)) * -1e12
+    return F.dropout(attn.softmax(-1), dropout) @ v
 
 
 def _inputs(shape, device, seed=0):
-    _, b, nq, nk, c, _ = shape
+    _, b, nq, nk, c = shape[:5]
     g = torch.Generator().manual_seed(seed)
     xq = torch.randn(b, nq, c, generator=g).to(device).requires_grad_()
     xkv = xq if nq == nk else torch.randn(b, nk, c, generator=g).to(device).requires_grad_()
@@ -102,19 +139,21 @@ def bench_layers(device, reps, threads, memory, shapes=LAYERS):
     print(f'\n[1] one attention layer (projections + attention), forward + backward, {device}; '
           f'DropKey ratio {RATIO}; median of >= {reps} interleaved repetitions (short shapes: '
           f'enough for {MIN_SECONDS:.0f} s, at most {MAX_REPS})')
-    head = (f'{"shape":<32}{"plain ms":>10}{"DropKey":>9}{"naive":>8}{"op: DK":>8}'
+    head = (f'{"shape":<40}{"plain ms":>10}{"DropKey":>9}{"naive":>8}{"op: DK":>8}'
             + (f'{"plain MB":>10}{"DK mem":>8}{"naive mem":>10}' if memory else ''))
     print(head)
     results = []
     for shape in shapes:
-        name, _, _, _, c, h = shape
+        name, _, _, _, c, h, mask_kind, dropout = shape
         torch.manual_seed(0)
-        layers = {v: AttentionLayer(c, h, v).to(device).train() for v in VARIANTS}
+        layers = {v: AttentionLayer(c, h, v, mask_kind, dropout).to(device).train()
+                  for v in VARIANTS}
         for v in VARIANTS[1:]:
             layers[v].load_state_dict(layers['plain'].state_dict())
         xq, xkv = _inputs(shape, device)
         b, nq, nk, d = shape[1], shape[2], shape[3], c // h
         qkv = [torch.randn(b, h, n, d, device=device, requires_grad=True) for n in (nq, nk, nk)]
+        op_layer = layers['plain']
 
         def layer_step(v):
             _sync(device)
@@ -126,7 +165,8 @@ def bench_layers(device, reps, threads, memory, shapes=LAYERS):
         def op_step(v):
             _sync(device)
             t0 = time.perf_counter()
-            attention(*qkv, v, layers[v].dropkey).sum().backward()
+            attention(*qkv, v, layers[v].dropkey, op_layer.host_mask(qkv[0], nk),
+                      dropout).sum().backward()
             _sync(device)
             return time.perf_counter() - t0
 
@@ -144,7 +184,7 @@ def bench_layers(device, reps, threads, memory, shapes=LAYERS):
         med = {v: statistics.median(t) for v, t in times.items()}
         op_ratio = statistics.median(op_times['dropkey']) / statistics.median(op_times['plain'])
         row = dict(name=name, reps=n, ms={v: med[v] * 1e3 for v in VARIANTS}, op_ratio=op_ratio)
-        line = (f'{name:<32}{med["plain"] * 1e3:>10.1f}{med["dropkey"] / med["plain"]:>8.3f}x'
+        line = (f'{name:<40}{med["plain"] * 1e3:>10.1f}{med["dropkey"] / med["plain"]:>8.3f}x'
                 f'{med["naive (paper)"] / med["plain"]:>7.2f}x{op_ratio:>7.3f}x')
         if memory:
             peaks = {v: _peak_subprocess(shape, v, device, threads) for v in VARIANTS}
@@ -179,7 +219,7 @@ def _layer_peak(index, variant, device):
     """Peak bytes of one forward + backward of the layer (fresh process on CPU)."""
     shape = LAYERS[index]
     torch.manual_seed(0)
-    layer = AttentionLayer(shape[4], shape[5], variant).to(device).train()
+    layer = AttentionLayer(*shape[4:6], variant, *shape[6:8]).to(device).train()
     xq, xkv = _inputs(shape, device)
     if device == 'cuda':  # warm-up (kernel selection); on CPU the process is fresh and the
         layer(xq, xkv).sum().backward()  # growth includes everything DropKey allocates
@@ -190,7 +230,7 @@ def _layer_peak(index, variant, device):
         before = torch.cuda.memory_allocated()
     else:  # one-time library initialisation (not the layer's memory) on a tiny input first;
         # DropKey's mask workspace grows to its real size inside the measured step
-        tiny = torch.randn(1, 8, shape[4], requires_grad=True)
+        tiny = torch.randn(1, 16, shape[4], requires_grad=True)  # a 4 x 4 grid
         layer(tiny, tiny).sum().backward()
         if variant == 'dropkey':  # builds the compiled CPU mask kernel (once per process)
             from mmvitreg.ops.dropkey.compiled import warm_up

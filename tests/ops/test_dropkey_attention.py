@@ -339,3 +339,29 @@ def test_imports_with_torch_alone():
                          cwd=REPO, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert 'ok []' in res.stdout
+
+
+@pytest.mark.parametrize('force_compiled', [False, True])
+def test_trainable_bias_on_cpu_equals_the_where_reference(monkeypatch, force_compiled):
+    """CPU with a trainable float bias (PlainViT's relative positions) takes one SDPA call with
+    the bias masked in one pass; output, q/k/v and bias gradients equal softmax(where(keep,
+    q k^T * s + bias, -inf)) v, the bias getting 0 where dropped (compiled loop and eager)."""
+    from mmvitreg.ops.dropkey import compiled
+    from mmvitreg.ops.dropkey.attention import dropkey_path
+    if force_compiled:
+        monkeypatch.setattr(compiled, 'MIN_LOGITS', 0)
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 24, 16, requires_grad=True) for _ in range(3))
+    bias = (0.5 * torch.randn(2, 3, 24, 24)).requires_grad_()
+    key = call_key(3, 0, seed=5)
+    assert dropkey_path(q, k, v, 0.3, attn_mask=bias) == 'sdpa'
+    out = dropkey_attention(q, k, v, 0.3, key=key, attn_mask=bias)
+    grads = torch.autograd.grad(out.square().sum(), (q, k, v, bias))
+    keep = keep_mask_rows(key, (2, 3, 24, 24), 0, 24, 0.3)
+    logits = torch.where(keep, q @ k.transpose(-2, -1) * 16**-0.5 + bias, float('-inf'))
+    ref = logits.softmax(-1) @ v
+    ref_grads = torch.autograd.grad(ref.square().sum(), (q, k, v, bias))
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-5)
+    assert bool((grads[3][~keep] == 0).all()) and bool((grads[3][keep] != 0).any())

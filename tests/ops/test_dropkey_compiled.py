@@ -107,7 +107,7 @@ def test_small_masks_do_not_build_the_compiled_loop(fresh_kernel):
     sample_keep_mask((2, 2, 17, 17), 0.3, key=KEY)
     dropkey_attention(*(torch.randn(2, 2, 17, 8) for _ in range(3)), 0.3, key=KEY)
     assert not fresh_kernel.kernel_state()['compiled']
-    assert fresh_kernel.warm_up()['checked'] == ['additive_mask', 'mix_words']
+    assert fresh_kernel.warm_up()['checked'] == ['additive_mask', 'masked_bias', 'mix_words']
 
 
 

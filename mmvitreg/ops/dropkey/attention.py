@@ -22,13 +22,14 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from . import compiled
 from .budget import MEMORY_FRACTION, default_memory_budget, device_memory, plan_chunks
 from .cpu_flash import (FLASH_QUERY_BLOCK, MIN_KEY_CHUNK, cpu_flash_applies,
                         cpu_flash_dropkey_attention, plan_regions)
 from .masks import MaskSpec, check_grid, full_region
-from .random import next_key
+from .random import lane_terms, next_key
 from .schedule import (check_backend, check_block_size, check_positive_int, check_ratio,
-                       check_variant)
+                       check_variant, ratio_threshold)
 from .tracing import not_traced
 
 __all__ = ['dropkey_attention', 'dropkey_path', 'DROPKEY_PATHS', 'naive_dropkey_attention',
@@ -122,11 +123,51 @@ def dropkey_attention(q: torch.Tensor,
     if path == 'cpu_flash':
         budget = default_memory_budget(q.device) if memory_budget is None else int(memory_budget)
         return cpu_flash_dropkey_attention(q, k, v, spec, scale, budget, chunk_size)
+    if path == 'sdpa' and spec.bias is not None and variant == 'random':
+        out = _biased_sdpa(q, k, v, spec, dropout_p, scale)
+        if out is not None:
+            return out
     if path == 'sdpa':
         return F.scaled_dot_product_attention(q, k, v, attn_mask=spec.sdpa_mask(
             full_region(shape)), dropout_p=dropout_p, scale=scale)
     chunk_size = chunk_size or _sdpa_chunk_size(q, k, dropout_p, attn_mask, memory_budget)
     return _ChunkedDropKeyAttention.apply(q, k, v, spec.bias, spec, chunk_size, dropout_p, scale)
+
+
+def _biased_sdpa(q, k, v, spec: MaskSpec, dropout_p: float,
+                 scale: Optional[float]) -> Optional[torch.Tensor]:
+    """SDPA with the host's float bias masked by DropKey in one pass (:class:`_DropKeyBias`):
+    no boolean mask, no ``where`` in autograd. None when a row of the output is NaN (every key
+    dropped or masked by the bias; rare), for the caller's exact path to repair."""
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=_DropKeyBias.apply(spec.bias, spec),
+                                         dropout_p=dropout_p, scale=scale)
+    return None if bool(torch.isnan(out).any()) else out
+
+
+class _DropKeyBias(torch.autograd.Function):
+    """``where(dropped, -inf, bias)`` written by one compiled loop (:mod:`.compiled`). Its
+    gradient is the incoming one unchanged (summed over the bias's broadcast dims): a dropped
+    logit has probability 0, so the logits' gradient is already 0 there -- what ``where``'s
+    backward would give, without saving or regenerating the mask."""
+
+    @staticmethod
+    def forward(ctx, bias, spec):
+        ctx.bias_shape = bias.shape
+        rows = math.prod(spec.shape[:-1])
+        n = spec.shape[-1]
+        row_term, col_term, shift = lane_terms(
+            spec.key, torch.arange(rows, dtype=torch.int64, device=bias.device), n)
+        threshold = torch.tensor(ratio_threshold(spec.ratio), device=bias.device)
+        flat = bias.expand(spec.shape).reshape(rows, n)
+        out = torch.empty(spec.shape, dtype=bias.dtype, device=bias.device)
+        args = (row_term[:, None], col_term, shift, threshold, flat, out.view(rows, n))
+        if rows * n < compiled.MIN_LOGITS or compiled.compiled_masked_bias(*args) is None:
+            compiled.masked_bias(*args)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.sum_to_size(ctx.bias_shape), None
 
 
 #: the paths of :func:`dropkey_attention`, as :func:`dropkey_path` names them

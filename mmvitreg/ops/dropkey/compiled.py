@@ -9,7 +9,9 @@ arithmetic in one vectorised loop each (int64 wrap-around, so the same bits):
   the fused CUDA path;
 * :func:`additive_mask`: the additive float mask (0 kept, ``-inf`` dropped) straight from the
   hash, one hash per logit (lane ``c % 4`` of word ``c // 4``, as in :mod:`.random`) and no
-  intermediate words; used by the CPU flash path.
+  intermediate words; used by the CPU flash path;
+* :func:`masked_bias`: the host's float bias with ``-inf`` where dropped, in one pass; used where
+  a trainable bias takes SDPA's math path (:func:`.attention.dropkey_attention`).
 
 The CPU paths use them for masks of at least 1M logits (:data:`MIN_WORDS` words per call for
 the words, :data:`MIN_LOGITS` per box for the additive mask: every shipped config's training
@@ -33,13 +35,16 @@ from .splitmix import lane_below, mix64_tensor
 from .tracing import is_tracing
 
 __all__ = ['MIN_WORDS', 'MIN_LOGITS', 'mix_words', 'additive_mask', 'pack_dropped',
-           'compiled_mix_words', 'compiled_additive_mask', 'compiled_pack_dropped',
+           'masked_bias', 'compiled_mix_words', 'compiled_additive_mask',
+           'compiled_pack_dropped', 'compiled_masked_bias',
            'compile_enabled', 'kernel_state', 'warm_up']
 
 #: CPU masks (whole calls) with fewer words than this use eager ops
 MIN_WORDS = 1 << 18
 #: the same for the additive mask loop, in logits (4 per word)
 MIN_LOGITS = 4 * MIN_WORDS
+#: leading rows of a loop's first result checked against the eager ops
+CHECK_ROWS = 64
 
 _LOG = logging.getLogger(__name__)
 _STATE = {'fns': {}, 'checked': set(), 'failed': None}
@@ -57,6 +62,13 @@ def additive_mask(row_term: torch.Tensor, col_term: torch.Tensor, shift: torch.T
     columns; see :func:`.random.lane_terms`)."""
     dropped = lane_below(mix64_tensor(row_term + col_term), shift, threshold)
     out.copy_(torch.where(dropped, float('-inf'), 0.0))
+
+
+def masked_bias(row_term: torch.Tensor, col_term: torch.Tensor, shift: torch.Tensor,
+                threshold: torch.Tensor, bias: torch.Tensor, out: torch.Tensor) -> None:
+    """``out = -inf`` where dropped (as :func:`additive_mask`), else ``bias`` (``(R, n)``)."""
+    dropped = lane_below(mix64_tensor(row_term + col_term), shift, threshold)
+    out.copy_(torch.where(dropped, float('-inf'), bias))
 
 
 def pack_dropped(row_term: torch.Tensor, col_term: torch.Tensor, shift: torch.Tensor,
@@ -122,9 +134,14 @@ def _run(fn: Callable, *args: torch.Tensor) -> Optional[torch.Tensor]:
         _disable(failure_reason(err))
         return None
     if name not in _STATE['checked']:
-        expected = torch.empty_like(out)
-        fn(*args[:-1], expected)
-        if not torch.equal(out, expected):
+        # the eager ops on the first rows only: on all of a large mask their int64
+        # temporaries would cost several times the mask's memory (a first-step peak)
+        rows = out[:CHECK_ROWS]
+        sliced = [a[:CHECK_ROWS] if a.dim() == out.dim() and a.shape[0] == out.shape[0] else a
+                  for a in args[:-1]]
+        expected = torch.empty_like(rows)
+        fn(*sliced, expected)
+        if not torch.equal(rows, expected):
             _disable(f'the result of {name} differed from the eager ops on this machine')
             return None
         _STATE['checked'].add(name)
@@ -146,6 +163,14 @@ def compiled_pack_dropped(row_term: torch.Tensor, col_term: torch.Tensor, shift:
     return _run(pack_dropped, row_term, col_term, shift, threshold, bit_values, out)
 
 
+def compiled_masked_bias(row_term: torch.Tensor, col_term: torch.Tensor, shift: torch.Tensor,
+                         threshold: torch.Tensor, bias: torch.Tensor,
+                         out: torch.Tensor) -> Optional[torch.Tensor]:
+    """:func:`masked_bias` into ``out`` through the compiled loop; returns ``out``, or None when
+    the loops are off (then use the eager function)."""
+    return _run(masked_bias, row_term, col_term, shift, threshold, bias, out)
+
+
 def compiled_additive_mask(row_term: torch.Tensor, col_term: torch.Tensor, shift: torch.Tensor,
                            threshold: torch.Tensor,
                            out: torch.Tensor) -> Optional[torch.Tensor]:
@@ -155,8 +180,8 @@ def compiled_additive_mask(row_term: torch.Tensor, col_term: torch.Tensor, shift
 
 
 def warm_up() -> dict:
-    """Build and check both compiled loops now (otherwise built by the first large CPU mask),
-    e.g. before timing or measuring memory; returns :func:`kernel_state`."""
+    """Build and check the CPU paths' compiled loops now (otherwise built by the first large CPU
+    mask), e.g. before timing or measuring memory; returns :func:`kernel_state`."""
     # sizes that differ from each other (no size equalities for the dynamic shapes to assume)
     rows = torch.arange(3917, dtype=torch.int64)[:, None] * 1000003
     cols = torch.arange(67, dtype=torch.int64)
@@ -164,4 +189,6 @@ def warm_up() -> dict:
     shift = cols.remainder(4).mul_(16)
     compiled_additive_mask(rows, cols, shift, torch.tensor(6554),
                            torch.empty(rows.shape[0], cols.shape[0]))
+    bias = torch.randn(rows.shape[0], cols.shape[0])
+    compiled_masked_bias(rows, cols, shift, torch.tensor(6554), bias, torch.empty_like(bias))
     return kernel_state()
