@@ -12,6 +12,10 @@ Examples::
     python -m mmvitreg.benchmark PRESET --vis-backend tensorboard    # also log to TensorBoard
     python -m mmvitreg.benchmark PRESET --report-only                # tables/plots from disk
 
+CPU runs use one thread each (``--threads-per-run``), however many run at once (``--jobs``), so
+the same command gives the same table; the thread count (or the GPU models) and the torch
+version are part of each run's fingerprint.
+
 Rerunning the same command skips finished runs and resumes an interrupted one; failed runs are
 retried. Outputs go to ``--work-dir`` (default ``work_dirs/benchmark/<name>``).
 """
@@ -46,7 +50,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='overrides applied to every run, after the preset and the variant')
     parser.add_argument('--jobs', type=int, default=1, help='runs at once (GPUs: one slot of '
-                        '--gpus-per-run devices each; CPU: the cores are split between them)')
+                        '--gpus-per-run devices each; CPU: --threads-per-run threads each)')
+    parser.add_argument('--threads-per-run', type=int, help='threads of each run (CPU default: '
+                        '1, so the numbers do not depend on --jobs; part of a run\'s fingerprint; '
+                        'GPU default: the cores split between the processes)')
     parser.add_argument('--gpus-per-run', type=int, default=1,
                         help='GPUs (torchrun processes) per run')
     parser.add_argument('--timeout', type=float, help='seconds after which a run is stopped '
@@ -133,14 +140,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     with one_line_errors():
-        from .launch import LaunchOptions
+        from .launch import LaunchOptions, describe_runtime, make_slots
         from .runner import execute_all, run_prepare, run_status, write_report
         from .suite import write_suite_report
 
         suite, tasks = _tasks(args)
         items = _plan(tasks)
         opts = LaunchOptions(jobs=args.jobs, gpus_per_run=args.gpus_per_run,
-                             timeout=args.timeout, vis_backends=list(args.vis_backend))
+                             timeout=args.timeout, vis_backends=list(args.vis_backend),
+                             threads_per_run=args.threads_per_run)
         nvar = sorted({len(spec.variants) for _, spec, _, _ in tasks})
         nseed = sorted({len(spec.seeds) for _, spec, _, _ in tasks})
         what = f'suite {suite.name}: {len(tasks)} tasks, ' if suite else \
@@ -149,8 +157,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         print(f'{what}{"/".join(map(str, nvar))} variants x {"/".join(map(str, nseed))} seeds = '
               f'{len(items)} runs, work dir {base_dir}', flush=True)
         if args.dry_run:
+            runtime = make_slots(opts)[0].runtime
+            print(f'each run: {describe_runtime(runtime)}')
             for spec, run in items:
-                print(f'  {run.key:48s} {run_status(spec, run, args.cfg_options)}')
+                print(f'  {run.key:48s} {run_status(spec, run, args.cfg_options, runtime)}')
             return
         if args.slurm:
             from .slurm import submit, write_sbatch

@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Sequence
 from mmengine.config import Config
 
 from . import aggregate, stats
-from .runner import _write_json, collect_results
+from .runner import _write_json, collect_results, runtime_note
 from .spec import BenchmarkSpec, load_spec, resolve_path
 
 __all__ = ['SuiteSpec', 'Task', 'load_suite', 'suite_table', 'uninformative_reason',
@@ -232,8 +232,11 @@ def write_suite_report(suite: SuiteSpec, work_dir: str, notes: Sequence[str] = (
             + f" ({r['score_tasks']} tasks)")
         body.append(cells)
     family = sum(stats._finite(r[f'{t}/p_value']) for r in rows for t in tasks)
+    where = runtime_note([r for t in suite.tasks
+                          for r in collect_results(t.spec, osp.join(work_dir, t.name))[1]])
     md = [f'## Suite {suite.name}: every variant vs {suite.baseline}, per task and across tasks',
-          '', aggregate._md_table(header, body, 'l' + 'r' * (len(header) - 1)), '',
+          '', *([where, ''] if where else []),
+          aggregate._md_table(header, body, 'l' + 'r' * (len(header) - 1)), '',
           'Per task: mean paired difference (variant - baseline, same seeds) of the task\'s '
           'primary metric, t-based 95 % CI (none when every difference is the same), n = pairs, '
           'significance from Holm\'s (1979) family-wise adjustment over the table\'s '
