@@ -244,12 +244,15 @@ def _n_text(summary: Sequence[dict], metric: str) -> str:
 
 def to_markdown(summary: Sequence[dict], runs: Sequence[dict], metrics: Sequence[str],
                 baseline: Optional[str] = None, title: Optional[str] = None,
-                notes: Sequence[str] = (), alpha: float = 0.05) -> str:
-    """The report: the paired-statistics table of the primary metric, one table per further
-    metric, the statistics note (with n) and a per-run table."""
+                notes: Sequence[str] = (), alpha: float = 0.05,
+                preamble: Sequence[str] = ()) -> str:
+    """The report: ``preamble`` lines (e.g. where the runs ran), the paired-statistics table of
+    the primary metric, one table per further metric, the statistics note (with n) and a per-run
+    table."""
     digits = {m: _digits([r.get(f'{m}/mean') for r in summary] +
                          [(r.get('metrics') or {}).get(m) for r in runs]) for m in metrics}
     out = [f'## {title}\n'] if title else []
+    out += [*preamble, ''] if preamble else []
     refs = {row.get('baseline') for row in summary if row.get('baseline')}
     several = len(refs) > 1
     asks = any(row.get('question') for row in summary)

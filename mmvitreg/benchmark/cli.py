@@ -13,6 +13,10 @@ Examples::
     python -m mmvitreg.benchmark PRESET --vis-backend tensorboard    # also log to TensorBoard
     python -m mmvitreg.benchmark PRESET --report-only                # tables/plots from disk
 
+CPU runs use one thread each (``--threads-per-run``), however many run at once (``--jobs``), so
+the same command gives the same table; the thread count (or the GPU models) and the torch
+version are part of each run's fingerprint.
+
 Rerunning the same command skips finished runs and resumes an interrupted one; failed runs are
 retried. Outputs go to ``--work-dir`` (default ``work_dirs/benchmark/<name>``). Every run keeps
 its preset's total batch and LR on any ``--gpus-per-run`` (``--batch-policy``) and its last
@@ -49,8 +53,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='overrides applied to every run, after the preset and the variant')
     parser.add_argument('--jobs', type=int, help='runs at once, default 1 (GPUs: one slot of '
-                        '--gpus-per-run devices each; CPU: the cores are split between them; '
+                        '--gpus-per-run devices each; CPU: --threads-per-run threads each; '
                         'with --slurm: the array\'s limit %%N, default none)')
+    parser.add_argument('--threads-per-run', type=int, help='threads of each run (CPU default: '
+                        '1, so the numbers do not depend on --jobs; part of a run\'s fingerprint; '
+                        'GPU default: the cores split between the processes)')
     parser.add_argument('--gpus-per-run', type=int, default=1,
                         help='GPUs (torchrun processes) per run')
     parser.add_argument('--batch-policy', choices=['keep-total', 'scale-lr'],
@@ -161,6 +168,26 @@ def _variant_plans(tasks, opts, cfg_options) -> dict:
             for name, spec, _, _ in tasks for v in spec.variants}
 
 
+def _dry_runtime(opts, slurm: Optional[str]) -> Tuple[Optional[dict], str]:
+    """``(runtime, text)``: the runtime a run would get here (:attr:`.launch.Slot.runtime`), or
+    ``None`` where the runs will run elsewhere (``--slurm``, or this machine lacks the
+    ``--gpus-per-run`` GPUs: a plan made on a login node); ``run_status`` then judges a
+    recorded run on its config alone."""
+    from dataclasses import replace
+
+    from .launch import describe_runtime, make_slots
+    unknown = ('{} (models and torch not known here), so the status of a recorded run '
+               'compares its config alone (one made with another device, thread count or torch '
+               'will still run again)')
+    if slurm:
+        return None, unknown.format(f'a slurm task of partition {slurm}')
+    try:
+        runtime = make_slots(replace(opts, jobs=1))[0].runtime  # every slot gets the same kind
+    except ValueError:  # fewer GPUs here than a run needs
+        return None, unknown.format(f'{opts.gpus_per_run} GPUs')
+    return runtime, describe_runtime(runtime)
+
+
 def _run_one(args, items, opts) -> None:
     """``--run-index I`` (a slurm array task): the I-th run alone; exit 1 when it fails."""
     from dataclasses import replace
@@ -192,7 +219,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         opts = LaunchOptions(jobs=args.jobs or 1, gpus_per_run=args.gpus_per_run,
                              timeout=args.timeout, vis_backends=list(args.vis_backend),
                              batch_policy=args.batch_policy,
-                             keep_checkpoints=args.keep_checkpoints)
+                             keep_checkpoints=args.keep_checkpoints,
+                             threads_per_run=args.threads_per_run)
         nvar = sorted({len(spec.variants) for _, spec, _, _ in tasks})
         nseed = sorted({len(spec.seeds) for _, spec, _, _ in tasks})
         what = f'suite {suite.name}: {len(tasks)} tasks, ' if suite else \
@@ -209,10 +237,12 @@ def main(argv: Optional[List[str]] = None) -> None:
             print('\n'.join(estimate_lines(list(plans.values()), opts.jobs, opts.gpus_per_run,
                                            opts.keep_checkpoints)), flush=True)
         if args.dry_run:
+            runtime, where = _dry_runtime(opts, args.slurm)
+            print(f'each run: {where}')
             for spec, run in items:
                 batch = batch_text(plans[(run.task, run.variant)].batch)
                 print(f'  {run.key:44s} {batch:30s} '
-                      f'{run_status(spec, run, args.cfg_options, opts)}')
+                      f'{run_status(spec, run, args.cfg_options, opts, runtime)}')
             return
         if args.slurm:
             from .slurm import submit, write_sbatch

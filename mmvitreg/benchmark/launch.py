@@ -6,8 +6,12 @@ works from an installed package. ``MMVITREG_BENCHMARK_WORKER`` replaces that com
 a site wrapper; the tests use a stand-in).
 
 Parallel runs get *slots*: on GPUs each slot is ``gpus_per_run`` devices exported as
-``CUDA_VISIBLE_DEVICES`` (a run with K > 1 devices is ``torchrun`` with K processes); on CPU the
-cores are split between the slots (``OMP_NUM_THREADS``/``MKL_NUM_THREADS``). A run holds an
+``CUDA_VISIBLE_DEVICES`` (a run with K > 1 devices is ``torchrun`` with K processes); on CPU every
+run uses ``threads_per_run`` threads (``OMP_NUM_THREADS``/``MKL_NUM_THREADS``, default 1) however
+many run at once: the thread count changes the order of floating-point sums, so a run's numbers
+would otherwise depend on ``--jobs``. A slot's :attr:`Slot.runtime` (device, threads or GPU
+models, torch version) is part of each run's fingerprint, so a finished run is reused (or an
+interrupted one resumed) only where it would give the same numbers. A run holds an
 exclusive ``flock`` on ``<run dir>.lock`` while it executes, so two benchmark processes sharing a
 work dir never run the same run at once; the worker inherits the locked file, so the lock is held
 as long as the tool *or* its worker lives, and is free (taken over) once both are gone.
@@ -32,12 +36,13 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .resources import BATCH_POLICIES
 
 __all__ = ['LaunchOptions', 'Slot', 'make_slots', 'worker_command', 'run_process', 'run_lock',
-           'RunLock', 'Interrupted', 'visible_devices', 'die_with_parent']
+           'RunLock', 'Interrupted', 'visible_devices', 'die_with_parent', 'gpu_name',
+           'describe_runtime']
 
 WORKER_ENV = 'MMVITREG_BENCHMARK_WORKER'
 WORKER_MODULE = 'mmvitreg.benchmark.worker'
@@ -59,6 +64,42 @@ def visible_devices() -> List[str]:
         return []
 
 
+def gpu_name(device: str) -> str:
+    """The model of GPU ``device`` (an id of :func:`visible_devices`), ``'cuda'`` when unknown
+    (no driver here, or an id this process does not see)."""
+    try:
+        import torch
+        index = visible_devices().index(device)  # torch numbers the visible devices 0, 1, ...
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(index)
+    except Exception:  # not visible / broken driver: the device kind alone
+        pass
+    return 'cuda'
+
+
+def _torch_version() -> str:
+    """torch's version with its build tag (e.g. ``2.4.1+cu121``), as the workers import it."""
+    try:
+        import torch
+        return str(torch.__version__)
+    except ImportError:  # pragma: no cover - torch comes with mmengine
+        return 'unknown'
+
+
+def describe_runtime(runtime: Optional[Dict[str, Any]]) -> str:
+    """One phrase for a slot's runtime, e.g. ``'cpu, 1 thread, torch 2.4.1'``."""
+    if not runtime:
+        return 'an unrecorded environment'
+    if runtime.get('device') == 'cpu':
+        n = runtime.get('threads')
+        where = f"cpu, {n} thread{'s' * (n != 1)}"
+    else:
+        gpus = list(runtime.get('gpus') or [])
+        names = sorted(set(gpus))
+        where = f"{len(gpus)} x {names[0]}" if len(names) == 1 else ', '.join(gpus) or 'cuda'
+    return f"{where}, torch {runtime.get('torch', '?')}"
+
+
 def _cpu_count() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -74,7 +115,10 @@ class LaunchOptions:
         jobs: runs at once.
         gpus_per_run: devices (= processes) per run on GPUs.
         devices: GPU ids to share out (default: :func:`visible_devices`; ``[]`` forces CPU).
-        cpus: cores split between CPU runs (default: those this process may use).
+        cpus: cores split between the processes of GPU runs (default: those this process may
+            use).
+        threads_per_run: threads of each run's process (CPU default 1, whatever ``jobs``;
+            GPU default: ``cpus`` split between the processes).
         timeout: seconds after which a run's process is stopped and the run recorded failed.
         batch_policy: ``'keep-total'`` (each run keeps its preset's total batch and LR) or
             ``'scale-lr'`` (per-GPU batch kept, LR scaled by mmengine's ``auto_scale_lr``); see
@@ -94,12 +138,17 @@ class LaunchOptions:
     vis_backends: List[str] = field(default_factory=list)
     batch_policy: str = 'keep-total'
     keep_checkpoints: Optional[int] = 1
+    threads_per_run: Optional[int] = None
 
     def __post_init__(self):
         if not isinstance(self.jobs, int) or self.jobs < 1:
             raise ValueError(f'--jobs must be an integer >= 1, got {self.jobs!r}')
         if not isinstance(self.gpus_per_run, int) or self.gpus_per_run < 1:
             raise ValueError(f'--gpus-per-run must be an integer >= 1, got {self.gpus_per_run!r}')
+        if self.threads_per_run is not None and (not isinstance(self.threads_per_run, int) or
+                                                 self.threads_per_run < 1):
+            raise ValueError('--threads-per-run must be an integer >= 1, got '
+                             f'{self.threads_per_run!r}')
         bad = [b for b in self.vis_backends if b not in VIS_BACKENDS]
         if bad:
             raise ValueError(f'--vis-backend must be one of {sorted(VIS_BACKENDS)}, got {bad}')
@@ -121,31 +170,38 @@ VIS_BACKENDS = {'tensorboard': 'TensorboardVisBackend', 'wandb': 'WandbVisBacken
 
 @dataclass
 class Slot:
-    """Where one run executes: extra environment and the number of processes."""
+    """Where one run executes: extra environment, the number of processes and ``runtime``,
+    what of the place changes a run's numbers (part of its fingerprint)."""
     index: int
     env: Dict[str, str]
     nproc: int = 1
     label: str = 'cpu'
+    runtime: Dict[str, Any] = field(default_factory=dict)
 
 
 def make_slots(opts: LaunchOptions) -> List[Slot]:
-    """``opts.jobs`` slots: disjoint GPU groups, or an even split of the CPU cores."""
+    """``opts.jobs`` slots: disjoint GPU groups, or CPU runs of ``opts.threads_per_run`` (1)
+    threads each."""
     devices = visible_devices() if opts.devices is None else list(opts.devices)
     cpus = opts.cpus or _cpu_count()
+    version = _torch_version()
     if devices:
         k = opts.gpus_per_run
         if opts.jobs * k > len(devices):
             raise ValueError(f'--jobs {opts.jobs} x --gpus-per-run {k} needs {opts.jobs * k} '
                              f'GPUs, but {len(devices)} are visible ({",".join(devices)})')
-        threads = str(max(1, cpus // (opts.jobs * k)))
-        return [Slot(i, {'CUDA_VISIBLE_DEVICES': ','.join(devices[i * k:(i + 1) * k]),
-                         'OMP_NUM_THREADS': threads, 'MKL_NUM_THREADS': threads}, k,
-                     'gpu ' + ','.join(devices[i * k:(i + 1) * k])) for i in range(opts.jobs)]
+        threads = str(opts.threads_per_run or max(1, cpus // (opts.jobs * k)))
+        groups = [devices[i * k:(i + 1) * k] for i in range(opts.jobs)]
+        return [Slot(i, {'CUDA_VISIBLE_DEVICES': ','.join(group), 'OMP_NUM_THREADS': threads,
+                         'MKL_NUM_THREADS': threads}, k, 'gpu ' + ','.join(group),
+                     dict(device='cuda', gpus=[gpu_name(d) for d in group], torch=version))
+                for i, group in enumerate(groups)]
     if opts.gpus_per_run > 1:
         raise ValueError(f'--gpus-per-run {opts.gpus_per_run} needs CUDA devices, none is visible')
-    threads = max(1, cpus // opts.jobs)
+    threads = opts.threads_per_run or 1
     return [Slot(i, {'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads)}, 1,
-                 f'cpu x{threads}') for i in range(opts.jobs)]
+                 f'cpu x{threads}', dict(device='cpu', threads=threads, torch=version))
+            for i in range(opts.jobs)]
 
 
 def _free_port() -> int:

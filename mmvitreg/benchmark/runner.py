@@ -5,13 +5,14 @@ Every run lives in ``<work_dir>/<variant>/seed<k>/``:
 * ``config.py``      the complete config of the run: its batch fitted to ``--gpus-per-run`` and
                      its checkpoints bounded (``--batch-policy``, ``--keep-checkpoints``,
                      :mod:`.resources`; the last checkpoint is always kept, for resuming);
-* ``started.json``   written before training: the config fingerprint (an interrupted run with the
-                     same fingerprint resumes from its last checkpoint);
+* ``started.json``   written before training: the fingerprint of the config and of the slot's
+                     runtime (device, threads or GPU models, torch version; an interrupted run
+                     with the same fingerprint resumes from its last checkpoint);
 * ``run.log``        the captured output of the worker (train, then test);
 * ``result.json``    written last: status, metrics, wall time, peak memory, batch, error. With
                      ``status='ok'`` and the current fingerprint the run is finished and never
-                     run again; a changed variant (other fingerprint) runs again; failed runs are
-                     retried unless ``retry_failed=False``.
+                     run again; a changed variant or runtime (other fingerprint) runs again;
+                     failed runs are retried unless ``retry_failed=False``.
 
 ``<work_dir>/<variant>/seed<k>.lock`` is held while the run executes (see :mod:`.launch`). A run
 that fails (bad override, crash, missing metric, timeout) is recorded with its error and the
@@ -31,14 +32,14 @@ from contextlib import contextmanager
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from . import aggregate, logs
-from .launch import (VIS_BACKENDS, Interrupted, LaunchOptions, Slot, make_slots, run_lock,
-                     run_process, worker_command)
+from .launch import (VIS_BACKENDS, Interrupted, LaunchOptions, Slot, describe_runtime, make_slots,
+                     run_lock, run_process, worker_command)
 from .resources import bound_checkpoints, fit_batch
 from .spec import BenchmarkSpec, RunSpec, build_run_config, config_fingerprint
 from .worker import TEST_MARKER
 
 __all__ = ['execute_run', 'execute_all', 'collect_results', 'write_report', 'run_prepare',
-           'run_status', 'run_config', 'RESULT_FILE']
+           'run_status', 'run_config', 'runtime_note', 'RESULT_FILE']
 
 RESULT_FILE = 'result.json'
 STARTED_FILE = 'started.json'
@@ -147,20 +148,38 @@ def run_config(spec: BenchmarkSpec, run: RunSpec, opts: Optional[LaunchOptions] 
     return cfg, batch
 
 
+def _stale_reason(previous: dict, runtime: Optional[dict]) -> str:
+    """Why a recorded run's fingerprint is not the current one (``runtime=None``: not known
+    here, so the config)."""
+    if runtime is not None and previous.get('runtime') != runtime:
+        return (f"ran on {describe_runtime(previous.get('runtime'))}, now "
+                f'{describe_runtime(runtime)}')
+    return 'config changed since the recorded run'
+
+
 def run_status(spec: BenchmarkSpec, run: RunSpec, extra_options: Optional[dict] = None,
-               opts: Optional[LaunchOptions] = None) -> str:
-    """What rerunning would do with ``run``: 'ok', 'failed', 'to run', 'changed', 'resume'."""
+               opts: Optional[LaunchOptions] = None, runtime: Optional[dict] = None) -> str:
+    """What rerunning with ``opts`` (its batch fitting) on a slot of ``runtime`` would do with
+    ``run``: 'ok', 'failed', 'to run', why it runs again (config or runtime changed),
+    'interrupted: will resume'. ``runtime=None``: where it will run is not known here (e.g.
+    GPU runs planned on a machine without them), so a recorded run is judged on its config
+    alone (as if it ran there again)."""
     res = read_json(osp.join(run.work_dir, RESULT_FILE))
+    started = read_json(osp.join(run.work_dir, STARTED_FILE))
     try:
-        fp = config_fingerprint(run_config(spec, run, opts, extra_options)[0])
+        cfg = run_config(spec, run, opts, extra_options)[0]
     except Exception as exc:  # shown; the real run records it as failed
         return f'config error: {exc}'
-    if res and res.get('fingerprint') == fp:
+
+    def current(record: dict) -> bool:
+        where = record.get('runtime') if runtime is None else runtime
+        return record.get('fingerprint') == config_fingerprint(cfg, where)
+
+    if res and current(res):
         return res['status']
     if res:
-        return 'config changed since: will run again'
-    started = read_json(osp.join(run.work_dir, STARTED_FILE))
-    if started and started.get('fingerprint') == fp and logs.find_checkpoint(run.work_dir):
+        return f'{_stale_reason(res, runtime)}: will run again'
+    if started and current(started) and logs.find_checkpoint(run.work_dir):
         return 'interrupted: will resume'
     return 'to run'
 
@@ -182,7 +201,7 @@ def execute_run(spec: BenchmarkSpec, run: RunSpec, opts: LaunchOptions, slot: Sl
         try:
             with _CONFIG_LOCK:
                 cfg, batch = run_config(spec, run, opts, extra_options)
-            fingerprint = config_fingerprint(cfg)
+            fingerprint = config_fingerprint(cfg, slot.runtime)
         except Exception as exc:  # a bad override or config is a failed run, not a crash
             from mmvitreg.utils.cli import describe_error
             return _record_failure(run, f'config: {describe_error(exc)}', result_path,
@@ -192,7 +211,7 @@ def execute_run(spec: BenchmarkSpec, run: RunSpec, opts: LaunchOptions, slot: Sl
             if previous.get('status') == 'ok' or not retry_failed:
                 return dict(previous, skipped=True)
         elif previous:
-            printer(f'    {tag}: config changed since the recorded run, running it again')
+            printer(f'    {tag}: {_stale_reason(previous, slot.runtime)}, running it again')
         started = read_json(osp.join(run.work_dir, STARTED_FILE))
         resume = bool(started and started.get('fingerprint') == fingerprint and
                       (previous is None or previous.get('status') != 'ok') and
@@ -209,8 +228,10 @@ def execute_run(spec: BenchmarkSpec, run: RunSpec, opts: LaunchOptions, slot: Sl
             cfg.dump(cfg_path)
         _write_json(osp.join(run.work_dir, STARTED_FILE),
                     dict(fingerprint=fingerprint, variant=run.variant, seed=run.seed,
-                         slot=slot.label, started=time.strftime('%Y-%m-%d %H:%M:%S')))
-        base = dict(fingerprint=fingerprint, config=cfg_path, slot=slot.label, batch=batch)
+                         slot=slot.label, runtime=slot.runtime,
+                         started=time.strftime('%Y-%m-%d %H:%M:%S')))
+        base = dict(fingerprint=fingerprint, config=cfg_path, slot=slot.label, batch=batch,
+                    runtime=slot.runtime)
         cmd = worker_command(cfg_path, run.work_dir, opts, slot, resume,
                              spec.test_checkpoint if spec.test else None)
         env = dict(slot.env, **opts.env)
@@ -404,6 +425,18 @@ def run_curves(work_dir: str, variants: Sequence[str], seeds: Sequence[int], met
     return out
 
 
+def runtime_note(results: Sequence[dict]) -> str:
+    """Where the finished runs ran (device, threads or GPUs, torch), flagged when they differ:
+    runs from different environments do not give the same numbers for the same seed."""
+    seen = sorted({describe_runtime(r.get('runtime')) for r in results if r.get('status') == 'ok'})
+    if not seen:
+        return ''
+    if len(seen) == 1:
+        return f'Every run: {seen[0]}.'
+    return (f'Warning: the runs come from {len(seen)} environments ({"; ".join(seen)}), so equal '
+            'seeds do not give equal numbers: rerun the variants with one setting.')
+
+
 def write_report(spec: BenchmarkSpec, work_dir: str, all_variants: Sequence[str] = (),
                  notes: Sequence[str] = (), plots: bool = True) -> Dict[str, str]:
     """Write ``results.md``, ``summary.csv``, ``runs.csv``, ``results.json`` and the plots
@@ -414,8 +447,9 @@ def write_report(spec: BenchmarkSpec, work_dir: str, all_variants: Sequence[str]
     summary = aggregate.summarize(results, names, spec.metrics, baseline, spec.baselines(),
                                   spec.higher_is_better, spec.alpha, spec.questions())
     title = f'Benchmark {spec.name}'
+    where = runtime_note(results)
     md = aggregate.to_markdown(summary, results, spec.metrics, baseline, title=title,
-                               notes=notes, alpha=spec.alpha)
+                               notes=notes, alpha=spec.alpha, preamble=[where] if where else ())
     paths = dict(markdown_file=osp.join(work_dir, 'results.md'),
                  summary_csv=osp.join(work_dir, 'summary.csv'),
                  runs_csv=osp.join(work_dir, 'runs.csv'), json=osp.join(work_dir, 'results.json'))

@@ -39,6 +39,12 @@ e.g. writing a generated data set), ``description`` (one line on what the preset
 recipe docs quote it: :mod:`.docs`), ``resources`` (``dict(gpu_hours_per_epoch=..,
 checkpoint_gb=.., source='..')``: what ``--dry-run`` estimates a plan needs from, see
 :mod:`.resources`).
+
+A run that selects on its validation score (``test_checkpoint='best'``, an ``EarlyStoppingHook``)
+needs a validation set held out from the test set: where ``val_dataloader`` and
+``test_dataloader`` read the same data, or the result is the last validation (``test=False``),
+the preset (and any run config) is refused, since the score would be chosen on the data it is
+reported on.
 """
 import copy
 import hashlib
@@ -52,7 +58,7 @@ from mmengine.config import Config
 
 __all__ = ['Variant', 'BenchmarkSpec', 'RunSpec', 'load_spec', 'spec_from_config', 'select',
            'resolve_path', 'recipe_delta', 'build_run_config', 'config_fingerprint', 'plan_runs',
-           'default_work_dir']
+           'default_work_dir', 'check_selection']
 
 _SPEC_KEYS = {'seeds', 'metrics', 'baseline', 'cfg_options', 'variants', 'higher_is_better',
               'test', 'test_checkpoint', 'prepare', 'description', 'alpha', 'resources'}
@@ -262,13 +268,20 @@ def spec_from_config(cfg: Config, path: str) -> BenchmarkSpec:
             raise ValueError("each `prepare` step must be dict(fn='package.module.function', "
                              f'kwargs=dict(...)), got {step!r}')
     resources = _resources(raw.get('resources'), path)
-    return BenchmarkSpec(
+    spec = BenchmarkSpec(
         name=osp.splitext(osp.basename(path))[0], path=osp.abspath(path), variants=variants,
         seeds=list(seeds), metrics=list(metrics), baseline=baseline,
         cfg_options=_as_dict(raw.get('cfg_options'), 'benchmark.cfg_options'),
         higher_is_better=bool(raw.get('higher_is_better', True)), test=bool(raw.get('test', True)),
         test_checkpoint=test_checkpoint, alpha=alpha, prepare=prepare,
         description=raw.get('description', ''), resources=resources)
+    try:
+        preset = Config(copy.deepcopy(cfg.to_dict()))
+        preset.merge_from_dict(copy.deepcopy(spec.cfg_options))
+    except Exception:  # a bad override: every run records it as failed (build_run_config)
+        return spec
+    check_selection(preset, spec)
+    return spec
 
 
 def _resources(raw: Any, path: str) -> Dict[str, Any]:
@@ -285,6 +298,54 @@ def _resources(raw: Any, path: str) -> Dict[str, Any]:
             raise ValueError(f'`benchmark.resources.{key}` of {path} must be a number > 0, '
                              f'got {value!r}')
     return dict(raw)
+
+
+# dataset keys that say how samples are loaded or how many of them, not which data they come from
+_HOW_KEYS = {'pipeline', 'test_mode', 'indices', 'num_samples', 'lazy_init', 'serialize_data',
+             'max_refetch', 'backend_args'}
+
+
+def _data_source(dataloader: Any) -> Any:
+    """The data a dataloader config reads: its dataset config without :data:`_HOW_KEYS` (a
+    subset of a split still overlaps the split)."""
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in _HOW_KEYS}
+        if isinstance(value, (list, tuple)):
+            return [strip(v) for v in value]
+        return value
+    return strip(_plain(dataloader.get('dataset'))) if isinstance(dataloader, dict) else None
+
+
+def _selection(cfg: Config, spec: BenchmarkSpec) -> Optional[str]:
+    """What of a run picks weights or a stopping point by the validation score, if anything."""
+    if spec.test and spec.test_checkpoint == 'best':
+        return "test_checkpoint='best' picks the checkpoint"
+    for hook in cfg.get('custom_hooks') or []:
+        kind = hook.get('type') if isinstance(hook, dict) else None
+        name = kind if isinstance(kind, str) else getattr(kind, '__name__', '')
+        if name.endswith('EarlyStoppingHook'):
+            return 'EarlyStoppingHook picks the stopping epoch'
+    return None
+
+
+def check_selection(cfg: Config, spec: BenchmarkSpec) -> None:
+    """Refuse a run config that selects on its validation score when that score is the
+    result: the validation data is the test data, or the result is the last validation."""
+    what = _selection(cfg, spec)
+    if what is None:
+        return
+    val = _data_source(cfg.get('val_dataloader'))
+    if not spec.test:
+        why = 'the reported result is that validation (test=False)'
+    elif val is not None and val == _data_source(cfg.get('test_dataloader')):
+        why = 'val_dataloader and test_dataloader read the same data'
+    else:
+        return
+    raise ValueError(f'preset {spec.name}: {what} by the validation score, but {why}, so the '
+                     'result would be chosen on the data it is reported on; hold out a '
+                     "validation split (val_dataloader.dataset) or use test_checkpoint='last' "
+                     'without early stopping')
 
 
 def select(spec: BenchmarkSpec, variants: Optional[Sequence[str]] = None,
@@ -364,13 +425,21 @@ def build_run_config(spec: BenchmarkSpec, variant: Variant, seed: int,
         imports.setdefault('allow_failed_imports', False)
         cfg.custom_imports = imports
     cfg.work_dir = None  # the runner passes --work-dir
+    check_selection(cfg, spec)
     return cfg
 
 
-def config_fingerprint(cfg: Config) -> str:
-    """A short hash of a run's final config; a changed variant makes its finished runs stale."""
+def config_fingerprint(cfg: Config, runtime: Optional[Dict[str, Any]] = None) -> str:
+    """A short hash of a run's final config (the runner passes it with its batch fitted to
+    ``--gpus-per-run``, :func:`~mmvitreg.benchmark.runner.run_config`; it holds the determinism
+    switches, ``randomness.deterministic`` and ``env_cfg.cudnn_benchmark``) and of ``runtime``,
+    what else changes its numbers (:attr:`~mmvitreg.benchmark.launch.Slot.runtime`: device,
+    thread count or GPU models, torch version); a changed variant, batch or runtime makes its
+    finished runs stale."""
     data = cfg.to_dict()
     data.pop('work_dir', None)
+    if runtime is not None:
+        data = dict(config=data, runtime=runtime)
     text = json.dumps(data, sort_keys=True, default=repr)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 

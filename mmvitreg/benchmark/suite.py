@@ -40,7 +40,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from mmengine.config import Config
 
 from . import aggregate, stats
-from .runner import _write_json, collect_results
+from .runner import _write_json, collect_results, runtime_note
 from .spec import BenchmarkSpec, load_spec, resolve_path
 
 __all__ = ['SuiteSpec', 'Task', 'Comparison', 'load_suite', 'suite_table',
@@ -323,7 +323,10 @@ def write_suite_report(suite: SuiteSpec, work_dir: str, notes: Sequence[str] = (
             + f" ({r['score_tasks']} tasks)")
         body.append(cells)
     family = sum(stats._finite(r[f'{t}/p_value']) for r in rows for t in tasks)
+    where = runtime_note([r for t in suite.tasks
+                          for r in collect_results(t.spec, osp.join(work_dir, t.name))[1]])
     md = [f'## Suite {suite.name} asks: {"; ".join(suite.questions)}', '',
+          *([where, ''] if where else []),
           aggregate._md_table(header, body, 'll' + 'r' * (len(header) - 2)), '',
           'One row per comparison; each asks its question on every task it has a cell for (the '
           'presets declare it; n/a: the task lacks one of the two variants), so its aggregate '

@@ -28,7 +28,8 @@ if os.environ.get('FAKE_IMMORTAL'):
 cfg = runpy.run_path(a.config)  # the dumped run config is plain python
 vis = [b['type'] for b in (cfg.get('visualizer') or {}).get('vis_backends', [])]
 call = dict(work_dir=a.work_dir, resume=a.resume, test=a.test, start=time.time(),
-            omp=os.environ.get('OMP_NUM_THREADS'), cuda=os.environ.get('CUDA_VISIBLE_DEVICES'),
+            omp=os.environ.get('OMP_NUM_THREADS'),
+            mkl=os.environ.get('MKL_NUM_THREADS'), cuda=os.environ.get('CUDA_VISIBLE_DEVICES'),
             vis=vis, pid=os.getpid())
 with open(os.environ['BENCH_CALLS'], 'a') as f:
     f.write(json.dumps(call) + '\n')

@@ -188,3 +188,51 @@ def test_slurm_array_task_runs_one_run_on_its_gpus_and_fails_when_it_fails(prese
     assert cudas == {EIGHT_GPUS}
     assert json.load(open(preset / 'wd' / 'broken' / 'seed0' / 'result.json'))['status'] == \
         'failed'
+
+
+def test_fingerprint_holds_the_fitted_batch_and_the_runtime(preset, capsys, monkeypatch):
+    """#23 items 1 and 5 together: a run records its fitted batch and its runtime, its
+    fingerprint covers both, and --dry-run shows each run's batch next to what a rerun with the
+    given GPUs and batch policy would do (judged on the config alone where the GPUs are not
+    here)."""
+    from mmvitreg.benchmark import LaunchOptions, load_spec, make_slots, plan_runs, select
+    from mmvitreg.benchmark.runner import run_config
+    from mmvitreg.benchmark.spec import config_fingerprint
+    wd = preset / 'wd'
+    args = [str(preset / 'preset.py'), '--work-dir', str(wd), '--variants', 'cifar']
+    main(args + ['--gpus-per-run', '2', '--no-plots'])
+    result = json.load(open(wd / 'cifar' / 'seed0' / 'result.json'))
+    assert result['status'] == 'ok' and result['batch']['per_gpu'] == 64
+    runtime = result['runtime']
+    assert runtime['device'] == 'cuda' and len(runtime['gpus']) == 2
+    opts = LaunchOptions(gpus_per_run=2, devices=['0', '1'])
+    assert make_slots(opts)[0].runtime == runtime
+    spec = select(load_spec(str(preset / 'preset.py')), ['cifar'])
+    cfg = run_config(spec, plan_runs(spec, str(wd))[0], opts)[0]
+    assert result['fingerprint'] == config_fingerprint(cfg, runtime)
+    assert result['fingerprint'] != config_fingerprint(cfg)
+    capsys.readouterr()
+
+    def dry(*more):
+        main(args + ['--dry-run', *more])
+        lines = capsys.readouterr().out.splitlines()
+        return [ln for ln in lines if ln.startswith('each run: ')][0], lines[-1]
+
+    where, run = dry('--gpus-per-run', '2')
+    assert where == f"each run: 2 x cuda, torch {runtime['torch']}"
+    assert run.split() == ['cifar/seed0', '2', 'x', '64', '=', '128,', 'lr', '0.001', 'ok']
+    # other GPUs: the batch and the runtime change
+    _, run = dry('--gpus-per-run', '4')
+    assert '4 x 32 = 128' in run and run.endswith(
+        f"ran on 2 x cuda, torch {runtime['torch']}, now 4 x cuda, torch {runtime['torch']}: "
+        'will run again')
+    # same GPUs, another batch policy: only the config changes
+    _, run = dry('--gpus-per-run', '2', '--batch-policy', 'scale-lr')
+    assert '2 x 128 = 256' in run
+    assert run.endswith('config changed since the recorded run: will run again')
+    # planned for GPUs that are not here (a login node, or slurm): the config alone decides
+    for more, text in ((['--slurm', 'gpu'], 'a slurm task of partition gpu'), ([], '2 GPUs')):
+        monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '' if not more else EIGHT_GPUS)
+        where, run = dry('--gpus-per-run', '2', *more)
+        assert where.startswith(f'each run: {text} (models and torch not known here)')
+        assert run.endswith(' ok')

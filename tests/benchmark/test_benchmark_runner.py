@@ -157,6 +157,41 @@ def test_resume_changed_config_and_vis_backend(setup):
     assert "project='mmvitreg-benchmark-preset'" in text and "name='baseline/seed2'" in text
 
 
+def test_thread_count_does_not_follow_jobs_and_other_runtimes_are_not_reused(setup, capsys):
+    """A run's thread count is fixed (not cores / --jobs), and a finished run made with another
+    thread count or on another device is not reused: its fingerprint differs."""
+    tmp_path, opts = setup
+    spec = select(load_spec(str(tmp_path / 'preset.py')), ['baseline', 'dropout'], [0])
+    wd = str(tmp_path / 'wd')
+    one = LaunchOptions(jobs=1, cpus=2, devices=[], worker=opts.worker, poll_s=0.02)
+    assert _sweep(spec, wd, one)[0] == dict(ok=2, failed=0, skipped=0)
+    # --jobs 2 on the same 2 cores: the same 1 thread per run, so the runs are reused
+    assert _sweep(spec, wd, opts)[0] == dict(ok=0, failed=0, skipped=2)
+    assert [(c['omp'], c['mkl']) for c in calls_of(tmp_path)] == [('1', '1')] * 2
+    md = open(osp.join(wd, 'results.md')).read()
+    assert md.splitlines()[2].startswith('Every run: cpu, 1 thread, torch ')
+    # another thread count: both run again, with it
+    two = LaunchOptions(jobs=2, devices=[], worker=opts.worker, poll_s=0.02, threads_per_run=2)
+    counts, out = _sweep(spec, wd, two)
+    assert counts == dict(ok=2, failed=0, skipped=0)
+    assert 'ran on cpu, 1 thread, torch' in out and 'now cpu, 2 threads, torch' in out
+    assert [c['omp'] for c in calls_of(tmp_path)[2:]] == ['2', '2']
+    assert json.load(open(osp.join(wd, 'baseline', 'seed0', 'result.json')))['runtime'][
+        'threads'] == 2
+    # the dry run says the same, here for the GPU a run now gets
+    from mmvitreg.benchmark.runner import run_status
+    gpu = make_slots(LaunchOptions(devices=['0'], worker=opts.worker))[0].runtime
+    assert gpu['device'] == 'cuda' and len(gpu['gpus']) == 1
+    status = run_status(spec, plan_runs(spec, wd)[0], runtime=gpu)
+    assert status.startswith('ran on cpu, 2 threads') and status.endswith('will run again')
+    # another device: runs again there; a report mixing environments says so
+    cuda = LaunchOptions(devices=['0'], worker=opts.worker, poll_s=0.02)
+    assert _sweep(select(spec, ['dropout']), wd, cuda)[0] == dict(ok=1, failed=0, skipped=0)
+    assert calls_of(tmp_path)[-1]['cuda'] == '0'
+    md = write_report(spec, wd, plots=False)['markdown']
+    assert 'Warning: the runs come from 2 environments' in md and '1 x ' in md
+
+
 def test_gpu_slots_and_torchrun_command(setup, monkeypatch):
     tmp_path, opts = setup
     slots = make_slots(LaunchOptions(jobs=2, gpus_per_run=2, devices=['0', '1', '2', '3'],
@@ -202,3 +237,5 @@ def test_launch_options_validation():
         LaunchOptions(jobs=0)
     with pytest.raises(ValueError, match='--vis-backend must be one of'):
         LaunchOptions(vis_backends=['neptune'])
+    with pytest.raises(ValueError, match='--threads-per-run must be an integer >= 1, got 0'):
+        LaunchOptions(threads_per_run=0)

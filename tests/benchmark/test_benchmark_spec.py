@@ -162,3 +162,62 @@ def test_each_comparison_declares_its_question(tmp_path):
     plain_spec = load_spec(plain)
     assert config_fingerprint(build_run_config(spec, spec.variant('dk2'), 0)) == \
         config_fingerprint(build_run_config(plain_spec, plain_spec.variant('dk2'), 0))
+
+
+DATA = """
+default_scope = 'mmpretrain'
+model = dict(type='ImageClassifier', backbone=dict(type='VisionTransformer'))
+data = dict(type='CustomDataset', data_root='data/x', pipeline=[dict(type='PackInputs')])
+train_dataloader = dict(dataset=dict(data, data_prefix='train'))
+val_dataloader = dict(dataset=dict(data, data_prefix='{val}', indices={indices}))
+test_dataloader = dict(dataset=dict(data, data_prefix='test', pipeline=[]))
+custom_hooks = {hooks}
+benchmark = dict(metrics=['accuracy/top1'], variants=dict(a=dict()), {options})
+"""
+EARLY_STOP = "[dict(type='EarlyStoppingHook', monitor='accuracy/top1', patience=3)]"
+
+
+@pytest.mark.parametrize('val,indices,hooks,options,why', [
+    ('test', None, [], "test_checkpoint='best'", 'read the same data'),
+    ('test', 100, [], "test_checkpoint='best'", 'read the same data'),  # a subset of test
+    ('test', None, EARLY_STOP, '', 'EarlyStoppingHook picks the stopping epoch'),
+    ('val', None, EARLY_STOP, 'test=False', r'the reported result is that validation'),
+], ids=['best-on-test', 'best-on-a-subset-of-test', 'early-stop-on-test', 'early-stop-result'])
+def test_selecting_on_the_test_data_is_refused(tmp_path, val, indices, hooks, options, why):
+    path = _write(tmp_path, 'sel.py', DATA.format(val=val, indices=indices, hooks=hooks,
+                                                  options=options))
+    with pytest.raises(ValueError, match=f'^preset sel: .*{why}.*hold out a validation split'
+                       ) as info:
+        load_spec(path)
+    assert '\n' not in str(info.value)
+
+
+@pytest.mark.parametrize('hooks,options', [
+    ([], "test_checkpoint='best'"), (EARLY_STOP, ''), (EARLY_STOP, "test_checkpoint='best'"),
+    (EARLY_STOP.replace('EarlyStopping', 'EMA'), 'test=False')],
+    ids=['best', 'early-stop', 'both', 'no-selection-last-validation'])
+def test_selecting_on_a_held_out_validation_split_is_accepted(tmp_path, hooks, options):
+    path = _write(tmp_path, 'sel.py', DATA.format(val='val', indices=None, hooks=hooks,
+                                                  options=options))
+    spec = load_spec(path)
+    cfg = build_run_config(spec, spec.variant('a'), 0)
+    assert cfg.val_dataloader.dataset.data_prefix == 'val'
+
+
+def test_digits_demo_with_the_best_checkpoint_is_refused(tmp_path):
+    """The digits config validates on its test split: 'best' would pick on the test data; a
+    variant that adds early stopping is refused when its run config is built (a failed run)."""
+    from tests._helpers import DIGITS_CONFIG
+
+    def preset(options, variant_options):
+        return _write(tmp_path, 'digits.py', f"""
+            _base_ = [{DIGITS_CONFIG!r}]
+            benchmark = dict(metrics=['accuracy/top1'], {options},
+                             variants=dict(a=dict(), b=dict(cfg_options={variant_options})))
+            """)
+    with pytest.raises(ValueError, match="preset digits: test_checkpoint='best'"):
+        load_spec(preset("test_checkpoint='best'", '{}'))
+    spec = load_spec(preset('test=True', "{'custom_hooks': %s}" % EARLY_STOP))
+    build_run_config(spec, spec.variant('a'), 0)
+    with pytest.raises(ValueError, match='EarlyStoppingHook .* read the same data'):
+        build_run_config(spec, spec.variant('b'), 0)

@@ -136,12 +136,15 @@ def test_interrupted_suite_resumes_and_writes_one_table(suite_dir):
     assert dk['score_iqm'] == pytest.approx(st.trim_mean([3, 3, 3, -2, -2, -2], 0.25))
     assert dk['score_mean'] == pytest.approx(0.5) and dk['score_tasks'] == 2
     md = open(wd / 'suite.md').read()
-    assert md.startswith('## Suite suite asks: drop rate vs none\n')
+    # the question title, then where the runs ran (#23 item 1)
+    assert md.startswith('## Suite suite asks: drop rate vs none\n\nEvery run: cpu, 1 thread, ')
     assert '| drop rate vs none | dk vs baseline | +3.00 n.s.† (n=3) | -2.00 n.s.† (n=3) | 0.53 [' \
         in md
     assert "Holm's (1979)" in md and 'over the table\'s 2 (comparison, task) p-values' in md
     assert md in proc.stdout
-    assert 'question' in open(wd / 'a' / 'results.md').read().splitlines()[2]  # the preset's
+    preset_md = open(wd / 'a' / 'results.md').read().splitlines()
+    assert preset_md[2].startswith('Every run: cpu, 1 thread, ')  # under the title
+    assert 'question' in preset_md[4]  # the preset's table
     with open(wd / 'suite_forest.png', 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
     for task in 'ab':  # each task also has its own report
