@@ -33,6 +33,7 @@ from typing import Optional
 
 import torch
 
+from .masks import as_4d
 from .packed import bit_is_set, packed_drop_bits
 from .random import words_per_row
 from .schedule import ratio_threshold
@@ -90,10 +91,6 @@ def _compiled_flex():
         from torch.nn.attention.flex_attention import flex_attention
         _STATE['compiled'] = torch.compile(flex_attention)
     return _STATE['compiled']
-
-
-def _as_4d(t: torch.Tensor) -> torch.Tensor:
-    return t.view((1, ) * (4 - t.dim()) + tuple(t.shape))
 
 
 def _read(t: torch.Tensor, b, h, q_idx, kv_idx):
@@ -163,9 +160,9 @@ def flex_dropkey_attention(q: torch.Tensor,
     allowed = bias = None
     if attn_mask is not None:
         if attn_mask.dtype == torch.bool:
-            allowed = _as_4d(attn_mask)
+            allowed = as_4d(attn_mask)
         else:
-            bias = _as_4d(attn_mask)
+            bias = as_4d(attn_mask)
     mask_source = mask_source or 'hash'
     bits = None
     if mask_source == 'bits':

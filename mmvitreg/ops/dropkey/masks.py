@@ -260,11 +260,16 @@ def additive_mask_region(key: int,
     return out.view(box)
 
 
+def as_4d(t: torch.Tensor) -> torch.Tensor:
+    """A mask broadcastable to ``(B, H, Nq, Nk)`` viewed with 4 dims (leading 1s added)."""
+    return t.view((1, ) * (4 - t.dim()) + tuple(t.shape))
+
+
 def _slice_region(t: Optional[torch.Tensor], region) -> Optional[torch.Tensor]:
     """Slice a mask broadcastable to ``(B, H, Nq, Nk)`` to a box of (b, h, q) ranges."""
     if t is None:
         return None
-    t = t.view((1, ) * (4 - t.dim()) + tuple(t.shape))
+    t = as_4d(t)
     idx = tuple(slice(a, b) if t.shape[i] > 1 else slice(None) for i, (a, b) in enumerate(region))
     return t[idx]
 

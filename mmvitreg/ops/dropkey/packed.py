@@ -16,6 +16,7 @@ import torch
 
 from . import compiled
 from .compiled import pack_dropped
+from .masks import as_4d
 from .random import lane_terms
 from .schedule import ratio_threshold
 
@@ -54,7 +55,7 @@ def packed_drop_bits(key: int, shape, ratio: float, device: torch.device,
             row_term, col_term, shift, threshold, bit_values, out) is None:
         pack_dropped(row_term, col_term, shift, threshold, bit_values, out)
     if allowed is not None:
-        allowed = allowed.view((1, ) * (4 - allowed.dim()) + tuple(allowed.shape))
+        allowed = as_4d(allowed)
         blocked = torch.zeros(tuple(allowed.shape[:-1]) + (width, ), dtype=torch.bool,
                               device=device)
         blocked[..., :nk] = ~allowed
