@@ -18,7 +18,8 @@ log() { printf '[setup_env] %s\n' "$*"; }
 
 # What the environment is built from: a change to any of these triggers a re-install.
 fingerprint() {
-  cat "$ROOT/requirements/stack.txt" "$ROOT/requirements/tests.txt" "$ROOT/pyproject.toml" \
+  cat "$ROOT/requirements/stack.txt" "$ROOT/requirements/tests.txt" \
+      "$ROOT/requirements/constraints.txt" "$ROOT/pyproject.toml" \
       "$ROOT/tools/setup_env.sh" | sha256sum | cut -d' ' -f1
 }
 
@@ -55,12 +56,14 @@ else
 fi
 
 log "step 4/4: OpenMMLab stack, test tools and mmvitreg (editable)"
-"${PIP[@]}" -q "${FIND_LINKS[@]}" -r "$ROOT/requirements/stack.txt" -r "$ROOT/requirements/tests.txt"
+# constraints.txt: the exact versions the README's measurements ran with (reproducible runs)
+"${PIP[@]}" -q "${FIND_LINKS[@]}" -r "$ROOT/requirements/stack.txt" -r "$ROOT/requirements/tests.txt" \
+  -c "$ROOT/requirements/constraints.txt"
 "${PIP[@]}" -q --no-build-isolation --no-deps -e "$ROOT"
 # openmim for the `mim train/test mmvitreg` test: without its dependency chain, which pins an old
 # setuptools (mim itself needs only click, requests and tabulate)
 "${PIP[@]}" -q --no-deps "openmim==0.3.9"
-"${PIP[@]}" -q "requests>=2.28" "tabulate>=0.9"
+"${PIP[@]}" -q "requests>=2.28" "tabulate>=0.9" -c "$ROOT/requirements/constraints.txt"
 "$VPY" - <<'PY'
 import torch, torchvision, mmcv, mmengine, mmdet, mmpretrain, timm, numpy, mmvitreg
 print('[setup_env] versions: ' + ', '.join(f'{m.__name__} {m.__version__}' for m in

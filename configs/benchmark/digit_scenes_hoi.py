@@ -1,5 +1,5 @@
 # HOI preset (no download, CPU): does a regularizer help QPIC? The small QPIC of
-# configs/qpic/qpic_r18-w32_1xb16-15e_digit-hoi.py on digit HOI (rings interacting with
+# configs/qpic/qpic_r18-w32_1xb16-25e_digit-hoi.py on digit HOI (rings interacting with
 # handwritten digits through 6 pair-dependent verbs; 60 HOI classes with a rare split; 2,000
 # training / 1,000 test scenes), HICO-DET mAP (official protocol) on the test split, through the
 # same HICODetDataset -> pair-aware transforms -> HICODetMetric path as HICO-DET itself.
@@ -11,7 +11,7 @@
 # configs/qpic/qpic_r50_dropkey_8xb2-150e_hico.py changes (DropKey 0.1 decreasing with depth in
 # the encoder and decoder attentions), `drloc` what qpic_r50_drloc_8xb2-150e_hico.py changes
 # (DRLoc on the backbone's last map: here the 8x8 stride-8 map).
-_base_ = ['../qpic/qpic_r18-w32_1xb16-15e_digit-hoi.py']
+_base_ = ['../qpic/qpic_r18-w32_1xb16-25e_digit-hoi.py']
 
 benchmark = dict(
     description='Does a regularizer help QPIC on digit HOI? DropKey against no attention '

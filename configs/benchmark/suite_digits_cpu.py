@@ -8,7 +8,7 @@
 #
 #   python tools/benchmark_regularizers.py configs/benchmark/suite_digits_cpu.py --jobs 2
 #
-# The schedules are shortened from the presets' own (15 / 3 / 15 epochs) to fit the budget, so
+# The schedules are shortened from the presets' own (15 / 3 / 25 epochs) to fit the budget, so
 # the scores are lower than the presets' and the comparison is between equally short trainings.
 # One table, one row per question (DropKey vs no attention regularizer; DRLoc vs no DRLoc),
 # asked alike on every task: per task the paired difference of its primary metric with a 95% CI (significance
