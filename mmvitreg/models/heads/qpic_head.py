@@ -329,7 +329,9 @@ class QPICHead(BaseModule):
         per_layer = multi_apply(self.loss_by_feat_single, all_obj_cls, all_verb_cls,
                                 all_sub_boxes, all_obj_boxes, batch_gt=batch_gt,
                                 batch_img_metas=batch_img_metas,
-                                num_interactions=num_interactions)
+                                num_interactions=num_interactions,
+                                flat_gt=self._flat_targets(batch_gt, batch_img_metas,
+                                                           all_obj_cls.dtype))
         names = ('loss_obj_cls', 'loss_verb_cls', 'loss_sub_bbox', 'loss_obj_bbox',
                  'loss_sub_iou', 'loss_obj_iou')
         losses = {}
@@ -339,35 +341,51 @@ class QPICHead(BaseModule):
                 losses[f'd{i}.{name}'] = value
         return losses
 
-    def _targets_single(self, obj_cls: Tensor, verb_cls: Tensor, gt: InstanceData,
-                        img_meta: dict, result) -> tuple:
-        """Classification and box targets of one image from its assignment ``result``."""
-        img_h, img_w = img_meta['img_shape'][:2]
-        factor = obj_cls.new_tensor([img_w, img_h, img_w, img_h])
-        pos = torch.nonzero(result.gt_inds > 0, as_tuple=False).squeeze(-1)
-        pos_gt = result.gt_inds[pos] - 1
-        labels = obj_cls.new_full((obj_cls.shape[0], ), self.num_obj_classes, dtype=torch.long)
-        labels[pos] = gt.labels[pos_gt].long()
-        verbs = verb_cls.new_zeros(verb_cls.shape, dtype=torch.float)
-        verbs[pos] = gt.verb_labels[pos_gt].float()
-        sub_t = bbox_xyxy_to_cxcywh(gt.sub_bboxes[pos_gt].float() / factor)
-        gt_obj = gt.obj_bboxes[pos_gt].float()
+    def _flat_targets(self, batch_gt: List[InstanceData],
+                      batch_img_metas: List[dict], dtype: torch.dtype) -> dict:
+        """The batch's interactions concatenated once per step (shared by every decoder
+        layer): object labels, verbs, boxes, each row's ``[w, h, w, h]`` and image offsets."""
+        factors = [torch.tensor([m['img_shape'][1], m['img_shape'][0]] * 2, dtype=dtype,
+                                device=gt.sub_bboxes.device).expand(len(gt), 4)
+                   for gt, m in zip(batch_gt, batch_img_metas)]
+        sizes = torch.tensor([len(gt) for gt in batch_gt])
+        return dict(labels=torch.cat([gt.labels for gt in batch_gt]).long(),
+                    verbs=torch.cat([gt.verb_labels for gt in batch_gt]).float(),
+                    sub=torch.cat([gt.sub_bboxes for gt in batch_gt]).float(),
+                    obj=torch.cat([gt.obj_bboxes for gt in batch_gt]).float(),
+                    factor=torch.cat(factors),
+                    offsets=(torch.cumsum(sizes, 0) - sizes).tolist())
+
+    def _targets(self, obj_cls: Tensor, verb_cls: Tensor, flat_gt: dict, results: list) -> tuple:
+        """Classification and box targets of the batch from its assignment ``results``:
+        labels (B*Q,), verbs (B*Q, V), the matched queries' flat indices (ascending, image by
+        image) and their subject/object box targets (normalised ``cx, cy, w, h``)."""
+        gt_inds = torch.stack([r.gt_inds for r in results])  # (B, Q): 0 or matched gt + 1
+        offsets = gt_inds.new_tensor(flat_gt['offsets']).unsqueeze(-1)
+        flat_pos = torch.nonzero(gt_inds.reshape(-1) > 0, as_tuple=False).squeeze(-1)
+        pos_gt = (gt_inds + offsets - 1).reshape(-1)[flat_pos]
+        labels = obj_cls.new_full((gt_inds.numel(), ), self.num_obj_classes, dtype=torch.long)
+        labels[flat_pos] = flat_gt['labels'][pos_gt]
+        verbs = verb_cls.new_zeros((gt_inds.numel(), verb_cls.shape[-1]), dtype=torch.float)
+        verbs[flat_pos] = flat_gt['verbs'][pos_gt]
+        factor = flat_gt['factor'][pos_gt]
+        sub_t = bbox_xyxy_to_cxcywh(flat_gt['sub'][pos_gt] / factor)
+        gt_obj = flat_gt['obj'][pos_gt]
         has_obj = ~(gt_obj == 0).all(-1)  # official: all-zero object box = no object
         obj_t = bbox_xyxy_to_cxcywh(gt_obj / factor) * has_obj.unsqueeze(-1)
-        return labels, verbs, pos, sub_t, obj_t, has_obj
+        return labels, verbs, flat_pos, sub_t, obj_t, has_obj
 
     def _assign(self, obj_cls: Tensor, verb_cls: Tensor, sub_boxes: Tensor, obj_boxes: Tensor,
                 batch_gt: List[InstanceData], batch_img_metas: List[dict]) -> list:
         """Hungarian matching of every image of the batch (one cost computation when the
         assigner offers ``assign_batch``, as ``HOIHungarianAssigner`` does)."""
-        preds = []
-        for i, img_meta in enumerate(batch_img_metas):
-            img_h, img_w = img_meta['img_shape'][:2]
-            factor = sub_boxes.new_tensor([img_w, img_h, img_w, img_h])
-            preds.append(InstanceData(
-                obj_scores=obj_cls[i], verb_scores=verb_cls[i],
-                sub_bboxes=bbox_cxcywh_to_xyxy(sub_boxes[i]) * factor,
-                obj_bboxes=bbox_cxcywh_to_xyxy(obj_boxes[i]) * factor))
+        factors = sub_boxes.new_tensor([[m['img_shape'][1], m['img_shape'][0]] * 2
+                                        for m in batch_img_metas]).unsqueeze(1)
+        sub_xyxy = bbox_cxcywh_to_xyxy(sub_boxes) * factors
+        obj_xyxy = bbox_cxcywh_to_xyxy(obj_boxes) * factors
+        preds = [InstanceData(obj_scores=obj_cls[i], verb_scores=verb_cls[i],
+                              sub_bboxes=sub_xyxy[i], obj_bboxes=obj_xyxy[i])
+                 for i in range(len(batch_img_metas))]
         if hasattr(self.assigner, 'assign_batch'):
             return self.assigner.assign_batch(preds, batch_gt, batch_img_metas)
         return [self.assigner.assign(p, g, img_meta=m)
@@ -375,17 +393,16 @@ class QPICHead(BaseModule):
 
     def loss_by_feat_single(self, obj_cls: Tensor, verb_cls: Tensor, sub_boxes: Tensor,
                             obj_boxes: Tensor, batch_gt: List[InstanceData],
-                            batch_img_metas: List[dict], num_interactions: float) -> tuple:
-        """Losses of one decoder layer (B, Q, ...) after its own Hungarian matching."""
-        num_imgs, num_queries = obj_cls.shape[:2]
+                            batch_img_metas: List[dict], num_interactions: float,
+                            flat_gt: Optional[dict] = None) -> tuple:
+        """Losses of one decoder layer (B, Q, ...) after its own Hungarian matching
+        (``flat_gt``: :meth:`_flat_targets` of the batch, computed here when not given)."""
+        if flat_gt is None:
+            flat_gt = self._flat_targets(batch_gt, batch_img_metas, obj_cls.dtype)
         results = self._assign(obj_cls.detach(), verb_cls.detach(), sub_boxes.detach(),
                                obj_boxes.detach(), batch_gt, batch_img_metas)
-        labels, verbs, pos, sub_t, obj_t, has_obj = multi_apply(
-            self._targets_single, list(obj_cls.detach()), list(verb_cls.detach()), batch_gt,
-            batch_img_metas, results)
-        labels, verbs = torch.cat(labels), torch.cat(verbs)
-        flat_pos = torch.cat([p + i * num_queries for i, p in enumerate(pos)])
-        sub_t, obj_t, has_obj = torch.cat(sub_t), torch.cat(obj_t), torch.cat(has_obj)
+        labels, verbs, flat_pos, sub_t, obj_t, has_obj = self._targets(
+            obj_cls, verb_cls, flat_gt, results)
 
         # object classification: weighted mean over all queries (no-object weight bg_cls_weight)
         num_pos = flat_pos.numel()
