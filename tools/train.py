@@ -54,6 +54,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         use_safe_checkpoint_hook(cfg)  # atomic saves: a kill never leaves no good checkpoint
         if args.amp:
             enable_amp(cfg)
+        configured_weights = cfg.load_from
         if args.resume == 'auto':
             cfg.resume, cfg.load_from = True, None
         elif args.resume is not None:
@@ -67,6 +68,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         resume_from = check_resume_trusted(cfg, args.trust_checkpoint)
         if resume_from is not None:  # auto resume: the newest complete checkpoint
             cfg.load_from = resume_from
+        elif args.resume == 'auto':
+            # nothing to resume yet: start as configured, from the config's load_from weights
+            # (mmengine's tools would drop them and silently start from scratch)
+            cfg.resume, cfg.load_from = False, configured_weights
         setup_cpu_distributed(cfg, args.launcher)
         with trusted_checkpoints(resume_from, trust_all=args.trust_checkpoint):
             runner = build_runner(cfg)

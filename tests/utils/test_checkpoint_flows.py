@@ -90,6 +90,25 @@ def test_load_from_a_full_mmengine_checkpoint(digits_run, tmp_path):
     assert osp.isfile(osp.join(work, 'epoch_1.pth'))
 
 
+def test_auto_resume_in_a_fresh_work_dir_starts_from_the_configs_load_from(digits_run,
+                                                                          tmp_path):
+    """`--resume` on a first launch (nothing to resume yet) keeps the config's load_from weights
+    (mmengine's tools drop them and start from scratch); the relaunch then resumes its own
+    checkpoint, not load_from."""
+    work = str(tmp_path / 'auto')
+    args = [DIGITS_CONFIG, '--work-dir', work, '--resume', '--cfg-options',
+            f'load_from={digits_run["checkpoint"]}', 'train_cfg.val_interval=10',
+            *TINY_DIGITS_OPTIONS]
+    run_main('train', args + ['train_cfg.max_epochs=1'])
+    log = read_logs(work)
+    assert f'Load checkpoint from {digits_run["checkpoint"]}' in log
+    assert 'resumed epoch' not in log and 'Resumed' not in log
+    run_main('train', args + ['train_cfg.max_epochs=2'])
+    log = read_logs(work)
+    assert 'resumed epoch: 1' in log or 'Resumed' in log, log[-3000:]
+    assert osp.isfile(osp.join(work, 'epoch_2.pth'))
+
+
 def test_resume_from_outside_the_work_dir_needs_trust(digits_run, tmp_path, capsys):
     work = str(tmp_path / 'resumed')
     args = [DIGITS_CONFIG, '--work-dir', work, '--resume', digits_run['checkpoint'],
