@@ -1,13 +1,15 @@
 # A small QPIC for digit HOI on a CPU core: ResNet-18 at width 32 to stride 8 (2 stages;
 # 64x64 images give an 8x8 map), 2 encoder + 3 decoder layers of width 64, 8 queries; the QPIC
 # heads, losses, Hungarian matching and HICO-DET metric unchanged, on the data set's own class
-# table (11 box classes, 6 verbs). Like QPIC's ImageNet-pretrained backbone, the backbone starts
-# from digits://resnet18-w32-s8 (mmvitreg.models.digit_pretrained: a 90 s pretraining on digit
-# crops, made once and cached); the transformer and heads train from scratch. 25 epochs, validated
-# with an exponential moving average of the weights (mmengine's EMAHook, decay 0.996 per
-# iteration: about the last 2 epochs; BN statistics averaged too). Not in QPIC's recipe: a
-# deliberate change for a short CPU schedule, where the seeds' scores spread 3.8 points at 15
-# epochs without it (README, digit HOI).
+# table (11 box classes, 6 verbs). QPIC starts its whole detector from a COCO-trained DETR
+# (configs/qpic/qpic_r50_8xb2-150e_hico.py: load_from the converted DETR); so does this one, from
+# digits://detr-r18-w32-s8-digit-hoi (mmvitreg.models.digit_pretrained): a DETR of this shape
+# trained 20 epochs on the boxes of the same training scenes (interactions unused; its backbone
+# from digits://resnet18-w32-s8, a pretraining on digit crops), made once on first use (about
+# 4 min on one core) and cached. Only the verb classifier starts from scratch. 25 epochs,
+# validated with an exponential moving average of the weights (mmengine's EMAHook, decay 0.996
+# per iteration: about the last 2 epochs; BN statistics averaged too). Not in QPIC's recipe: a
+# deliberate change for a short CPU schedule (README, digit HOI).
 #   OMP_NUM_THREADS=1 python tools/train.py configs/qpic/qpic_r18-w32_1xb16-25e_digit-hoi.py
 _base_ = ['../_base_/models/qpic_r50.py', '../_base_/datasets/digit_hoi.py']
 custom_imports = dict(imports=['mmvitreg'], allow_failed_imports=False)
@@ -61,6 +63,6 @@ vis_backends = [dict(type='LocalVisBackend')]
 visualizer = dict(type='HOILocalVisualizer', vis_backends=vis_backends, name='visualizer')
 log_processor = dict(type='LogProcessor', window_size=25, by_epoch=True)
 log_level = 'INFO'
-load_from = None
+load_from = 'digits://detr-r18-w32-s8-digit-hoi'
 resume = False
 randomness = dict(seed=0)
