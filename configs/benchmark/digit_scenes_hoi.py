@@ -2,7 +2,9 @@
 # configs/qpic/qpic_r18-w32_1xb16-25e_digit-hoi.py on digit HOI (rings interacting with
 # handwritten digits through 6 pair-dependent verbs; 60 HOI classes with a rare split; 2,000
 # training / 1,000 test scenes), HICO-DET mAP (official protocol) on the test split, through the
-# same HICODetDataset -> pair-aware transforms -> HICODetMetric path as HICO-DET itself.
+# same HICODetDataset -> pair-aware transforms -> HICODetMetric path as HICO-DET itself. Every
+# variant starts from the same DETR (load_from digits://detr-r18-w32-s8-digit-hoi), as QPIC from
+# COCO DETR.
 #
 #   OMP_NUM_THREADS=1 python tools/train.py configs/benchmark/digit_scenes_hoi.py   # baseline
 #   python tools/benchmark_regularizers.py configs/benchmark/digit_scenes_hoi.py --jobs 2
@@ -23,8 +25,8 @@ benchmark = dict(
     # validation is the test result, so no separate test pass and nothing is selected on it.
     test=False,
     variants=dict(
-        baseline=dict(description='QPIC, digit-pretrained ResNet-18 (width 32), no attention '
-                      'regularizer'),
+        baseline=dict(description='QPIC from the digit-HOI DETR (digit-pretrained ResNet-18, '
+                      'width 32), no attention regularizer'),
         dropkey=dict(description='+ DropKey as in configs/qpic/qpic_r50_dropkey_8xb2-150e_hico.py',
                      recipe='../qpic/qpic_r50_dropkey_8xb2-150e_hico.py',
                      question='DropKey vs no attention regularizer'),
