@@ -6,7 +6,7 @@
 # digits://detr-r18-w32-s8-digit-hoi (mmvitreg.models.digit_pretrained): a DETR of this shape
 # trained 20 epochs on the boxes of the same training scenes (interactions unused; its backbone
 # from digits://resnet18-w32-s8, a pretraining on digit crops), made once on first use (about
-# 4 min on one core) and cached. Only the verb classifier starts from scratch. 25 epochs,
+# 5 min on one core) and cached. Only the verb classifier starts from scratch. 25 epochs,
 # validated with an exponential moving average of the weights (mmengine's EMAHook, decay 0.996
 # per iteration: about the last 2 epochs; BN statistics averaged too). Not in QPIC's recipe: a
 # deliberate change for a short CPU schedule (README, digit HOI).

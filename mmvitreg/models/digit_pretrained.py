@@ -22,7 +22,8 @@ scores spread far less than from a transformer trained from scratch (README, dig
 ``digits://NAME`` names a recipe of :data:`DIGIT_PRETRAINED`: a ``backbone`` recipe (backbone,
 crops, schedule) or a ``detector`` recipe (detector, digit HOI scenes, schedule). The
 first use trains it (single-threaded, on a forked random stream, so the weights do not depend on
-the caller's thread count or random state; about a minute on one core) and caches the
+the caller's thread count or random state; about a minute on one core for a backbone, 5 for
+the DETR) and caches the
 checkpoint under ``$MMVITREG_CACHE`` (default ``~/.cache/mmvitreg``) as
 ``digits_pretrained/NAME-<recipe hash>.pth`` (the hash covers the recipes it starts from);
 later uses, concurrent ones included, read that

@@ -1,5 +1,6 @@
 """The digit-scene presets learn: `tools/train.py PRESET`, shortened as `make demo` shortens it,
-scores well above the untrained model's 0 on the test split (slow: ~2 + ~4 min on 2 cores)."""
+scores well above the untrained model's 0 on the test split (slow: ~2 + ~4 min on 2 cores, plus
+~5 min once on a cold cache for the HOI preset's digits:// DETR)."""
 import os.path as osp
 import re
 

@@ -21,11 +21,33 @@ TINY = dict(backbone=dict(type='ResNet', depth=18, base_channels=8, stem_channel
             batch_size=16, lr=2e-3, weight_decay=0.05, seed=0)
 
 
-@pytest.fixture
-def tiny(tmp_path, monkeypatch):
-    monkeypatch.setitem(dp.DIGIT_PRETRAINED, 'tiny', TINY)
+def _use_recipe(monkeypatch, tmp_path, name: str, recipe: dict):
+    """Register ``recipe`` as ``digits://name``, cached under ``tmp_path``."""
+    monkeypatch.setitem(dp.DIGIT_PRETRAINED, name, recipe)
     monkeypatch.setenv('MMVITREG_CACHE', str(tmp_path / 'cache'))
     return tmp_path
+
+
+def _trained_in_another_process(tmp_path, function: str, name: str, recipe: dict) -> dict:
+    """``dp.<function>(name)`` in a fresh process with 2 threads and other torch and numpy
+    seeds than any caller here: what a separate benchmark run computes."""
+    out = tmp_path / f'{name}-other.pt'
+    script = textwrap.dedent(f"""
+        import numpy as np, torch
+        import mmvitreg.models.digit_pretrained as dp
+        dp.DIGIT_PRETRAINED[{name!r}] = {recipe!r}
+        torch.set_num_threads(2)
+        torch.manual_seed(123)
+        np.random.seed(123)
+        torch.save(dp.{function}({name!r}), {str(out)!r})
+        """)
+    subprocess.run([sys.executable, '-c', script], check=True, cwd=REPO, timeout=600)
+    return torch.load(out, weights_only=True)
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    return _use_recipe(monkeypatch, tmp_path, 'tiny', TINY)
 
 
 def test_first_use_trains_and_caches_then_reads_the_cache(tiny):
@@ -51,17 +73,7 @@ def test_weights_equal_in_another_process_with_other_threads(tiny):
     """Benchmark runs in separate processes (2 threads, another seed) must start from the same
     weights: pretraining is single-threaded on a forked, fixed random stream."""
     here = dp.pretrain_on_digit_crops('tiny')
-    out = tiny / 'other.pt'
-    script = textwrap.dedent(f"""
-        import torch
-        import mmvitreg.models.digit_pretrained as dp
-        dp.DIGIT_PRETRAINED['tiny'] = {TINY!r}
-        torch.set_num_threads(2)
-        torch.manual_seed(123)
-        torch.save(dp.pretrain_on_digit_crops('tiny'), {str(out)!r})
-        """)
-    subprocess.run([sys.executable, '-c', script], check=True, cwd=REPO, timeout=600)
-    other = torch.load(out, weights_only=True)
+    other = _trained_in_another_process(tiny, 'pretrain_on_digit_crops', 'tiny', TINY)
     assert sorted(other) == sorted(here)
     assert all(torch.equal(here[k], other[k]) for k in here)
     # ... and they are trained: not the initial weights
@@ -110,9 +122,7 @@ TINY_DETR['detector']['backbone']['init_cfg'] = None
 
 @pytest.fixture
 def tiny_detr(tmp_path, monkeypatch):
-    monkeypatch.setitem(dp.DIGIT_PRETRAINED, 'tiny-detr', TINY_DETR)
-    monkeypatch.setenv('MMVITREG_CACHE', str(tmp_path / 'cache'))
-    return tmp_path
+    return _use_recipe(monkeypatch, tmp_path, 'tiny-detr', TINY_DETR)
 
 
 def test_a_detector_recipe_trains_on_digit_hoi_scenes_and_is_cached(tiny_detr):
@@ -140,18 +150,8 @@ def test_a_detector_recipe_trains_on_digit_hoi_scenes_and_is_cached(tiny_detr):
 
 def test_detector_weights_equal_in_another_process_with_other_threads(tiny_detr):
     here = dp.pretrain_detector_on_digit_hoi('tiny-detr')
-    out = tiny_detr / 'other.pt'
-    script = textwrap.dedent(f"""
-        import numpy as np, torch
-        import mmvitreg.models.digit_pretrained as dp
-        dp.DIGIT_PRETRAINED['tiny-detr'] = {TINY_DETR!r}
-        torch.set_num_threads(2)
-        torch.manual_seed(123)
-        np.random.seed(123)
-        torch.save(dp.pretrain_detector_on_digit_hoi('tiny-detr'), {str(out)!r})
-        """)
-    subprocess.run([sys.executable, '-c', script], check=True, cwd=REPO, timeout=600)
-    other = torch.load(out, weights_only=True)
+    other = _trained_in_another_process(tiny_detr, 'pretrain_detector_on_digit_hoi',
+                                        'tiny-detr', TINY_DETR)
     assert sorted(other) == sorted(here)
     assert all(torch.equal(here[k], other[k]) for k in here)
 
