@@ -3,18 +3,25 @@
 Measures on one GPU, side by side in one process:
 
 1. fp16 AMP train steps (forward + backward + SGD step, ``GradScaler``) of a timm ViT-B/16 at
-   224 px, batch 128: plain timm (flash SDPA, no DropKey) vs fused DropKey (FlexAttention,
-   ratio 0.1 decreasing with depth) vs the SDPA + bool-mask fallback; ms/step, images/s, the
-   throughput ratio to flash (target: fused >= 0.95x), peak memory, finiteness of loss and grads.
+   224 px, batch 128: plain timm (flash SDPA, no DropKey) vs fused DropKey (FlexAttention, and
+   the Triton flash kernel; ratio 0.1 decreasing with depth) vs the SDPA + bool-mask fallback;
+   ms/step, images/s, the throughput ratio to flash (target: fused >= 0.95x), peak memory,
+   finiteness of loss and grads.
 2. The DropKey attention op alone (fp16, forward + backward) at every training shape of the
    shipped DropKey configs *with the host's own settings*: DeiT-S and ViT-B ImageNet, ViT-S/4
    CIFAR, DETR-R50 encoder at 800x1333 and decoder cross-attention (key padding, attention
    dropout 0.1), PlainViT-B global attention at N = 4096 (trainable relative-position bias);
    the host's own attention (SDPA, same mask and dropout) / DropKey as ``backend='auto'`` takes
-   it (its path named) / the SDPA fallback, and without dropout two FlexAttention diagnostics
-   (the in-kernel hash instead of packed bits; FlexAttention with no DropKey): time, peak
-   memory, finiteness, auto-vs-fallback agreement of the output and every gradient (bias
-   included) and the dropped fraction measured on the GPU (target: auto <= 1.3x the host).
+   it (its path named) / the Triton flash kernel (``backend='triton'``; what ``auto`` takes with
+   dropout or the trainable bias) on every shape / the SDPA fallback, and without dropout two
+   FlexAttention diagnostics (the in-kernel hash instead of packed bits; FlexAttention with no
+   DropKey): time, peak memory, finiteness, the largest difference of the output and every
+   gradient (bias included) to the SDPA fallback (auto, no dropout) and to the written-out
+   reference of the Triton kernel (its dropout bits are its own), and the dropped fraction
+   measured on the GPU (target: auto <= 1.3x the host).
+
+With ``TRITON_INTERPRET=1`` set, ``--dry-run`` on CPU runs the Triton variants in Triton's
+interpreter (the test of this script does), so the GPU run meets no untried code.
 
 DropKey is attached through mmvitreg's timm attention site (``mmvitreg.regularizers``) when it
 imports, else by a local patch of timm's ``Attention.forward`` (same maths).
@@ -152,11 +159,13 @@ def _peak(device: str, base: int) -> Optional[float]:
 def bench_train_steps(device: str, batch: int, steps: int, warmup: int,
                       dry_run: bool) -> List[dict]:
     torch.manual_seed(0)
-    amp_dtype = torch.float16 if device == 'cuda' else torch.bfloat16
+    amp_dtype = _half_dtype(device)
     variants = [('flash, no DropKey', None), ('DropKey fused (flex)', 'flex'),
-                ('DropKey fallback (sdpa)', 'sdpa')]
+                ('DropKey fused (triton)', 'triton'), ('DropKey fallback (sdpa)', 'sdpa')]
     if device != 'cuda':  # FlexAttention backward needs CUDA
         variants = [v for v in variants if v[1] != 'flex']
+    if not _triton_runs(device):
+        variants = [v for v in variants if v[1] != 'triton']
     base = build_vit('vit_base_patch16_224', dry_run)
     state = base.state_dict()
     img = 32 if dry_run else 224
@@ -228,6 +237,24 @@ def _op_time(fn, device: str, reps: int) -> Dict[str, float]:
     return dict(ms=statistics.median(times) * 1e3, peak_mb=_peak(device, base))
 
 
+def _triton_runs(device: str) -> bool:
+    """The Triton kernels run on CUDA, and on CPU in Triton's interpreter."""
+    from mmvitreg.ops.dropkey.triton_flash import triton_available
+    return triton_available() and (device == 'cuda' or os.environ.get('TRITON_INTERPRET') == '1')
+
+
+def _half_dtype(device: str) -> torch.dtype:
+    """fp16 on CUDA; on CPU bf16, or fp16 where the Triton interpreter runs (it mis-computes
+    bf16: numpy has no such type)."""
+    return torch.float16 if device == 'cuda' or _triton_runs(device) else torch.bfloat16
+
+
+def _max_diff(first: List[torch.Tensor], second: List[torch.Tensor]) -> Optional[float]:
+    if not first or not second:
+        return None
+    return max(float((x - y).abs().max()) for x, y in zip(first, second))
+
+
 def _host_mask(kind: Optional[str], b: int, h: int, nq: int, nk: int, device: str, dtype):
     if kind == 'padding':  # DETR: the second image is padded on a quarter of its keys
         mask = torch.ones(b, 1, 1, nk, dtype=torch.bool, device=device)
@@ -245,7 +272,8 @@ def bench_ops(device: str, shapes, reps: int, ratio: float = 0.1) -> List[dict]:
     no mask at all (what the kernel costs by itself)."""
     from mmvitreg.ops.dropkey.attention import dropkey_path
     from mmvitreg.ops.dropkey.flex import _compiled_flex, flex_dropkey_attention, flex_failure
-    dtype = torch.float16 if device == 'cuda' else torch.bfloat16
+    from mmvitreg.ops.dropkey.triton_flash import reference_attention, triton_failure
+    dtype = _half_dtype(device)
     rows = []
     for name, b, h, nq, nk, d, mask_kind, dropout in shapes:
         torch.manual_seed(0)
@@ -269,6 +297,9 @@ def bench_ops(device: str, shapes, reps: int, ratio: float = 0.1) -> List[dict]:
                 elif variant == 'flex-floor':  # the host's bias only, no DropKey
                     out = _compiled_flex()(q, k, v, score_mod=None if mask is None else (
                         lambda score, bi, hi, qi, ki: score + mask[bi, hi, qi, ki]))
+                elif variant == 'reference':  # the Triton kernel's maths, written out
+                    out = reference_attention(q, k, v, ratio, key, attn_mask=mask,
+                                              dropout_p=dropout)
                 elif variant == 'flex-hash':
                     out = flex_dropkey_attention(q, k, v, ratio, key, attn_mask=mask,
                                                  mask_source='hash')
@@ -280,6 +311,8 @@ def bench_ops(device: str, shapes, reps: int, ratio: float = 0.1) -> List[dict]:
             return fn
 
         variants = ['host', 'auto', 'sdpa']
+        if _triton_runs(device):
+            variants.insert(2, 'triton')
         if device == 'cuda' and dropout == 0:
             variants += ['flex-hash', 'flex-floor']
         res = {}
@@ -293,19 +326,28 @@ def bench_ops(device: str, shapes, reps: int, ratio: float = 0.1) -> List[dict]:
         if 'auto' not in outs or 'sdpa' not in outs:
             outs.setdefault('auto', []), outs.setdefault('sdpa', [])
         finite = all(bool(torch.isfinite(t).all()) for ts in outs.values() for t in ts)
-        agree = None
-        if dropout == 0 and path != 'sdpa' and outs['auto'] and outs['sdpa']:  # same maths
-            agree = max(float((x - y).abs().max()) for x, y in zip(outs['auto'], outs['sdpa']))
+        agree = {}
+        if dropout == 0 and path != 'sdpa':  # same maths as the SDPA path
+            agree['auto'] = _max_diff(outs['auto'], outs['sdpa'])
+        if 'triton' in outs:
+            try:  # untimed: one call of the reference (fp32 logits)
+                run('reference')()
+                agree['triton'] = _max_diff(outs['triton'], outs.pop('reference'))
+                if path == 'triton':
+                    agree['auto'] = _max_diff(outs['auto'], outs['triton'])
+            except Exception as err:
+                print(f'{name}: reference failed: {type(err).__name__}: {str(err)[:300]}')
         keep = keep_mask_rows(key, (b, h, nq, nk), 0, nq, ratio, device=device)
         dropped = 1 - keep.float().mean().item()
         plain = res['host']
         labels = dict(host='host (SDPA)', auto=f'DropKey auto ({path})', sdpa='DropKey sdpa',
+                      triton='DropKey triton (flash, hash + dropout in-kernel)',
                       **{'flex-hash': 'DropKey flex, in-kernel hash',
                          'flex-floor': 'FlexAttention, no mask'})
         for vr in variants:
             rows.append(dict(part='op fwd+bwd', name=f'{name}: {labels[vr]}', ms=res[vr]['ms'],
                              ratio=res[vr]['ms'] / plain['ms'], peak_mb=res[vr]['peak_mb'],
-                             finite=finite, max_diff_fused=agree if vr == 'auto' else None,
+                             finite=finite, max_diff_fused=agree.get(vr),
                              dropped=dropped if vr in ('auto', 'sdpa', 'flex-hash') else None,
                              path=path if vr == 'auto' else None))
         del q, k, v, g, outs, mask, inputs
@@ -313,6 +355,8 @@ def bench_ops(device: str, shapes, reps: int, ratio: float = 0.1) -> List[dict]:
             torch.cuda.empty_cache()
     if flex_failure():
         print(f'FlexAttention was turned off during the run: {flex_failure()}')
+    if triton_failure():
+        print(f'The Triton kernel was turned off during the run: {triton_failure()}')
     return rows
 
 
@@ -330,7 +374,8 @@ def print_table(rows: List[dict], device_name: str) -> None:
     print('train-step ratio = throughput relative to flash (target: fused >= 0.95); op ratio = '
           "time relative to the host's own attention with the same mask and dropout (target: "
           'DropKey auto <= 1.3); dropped = measured fraction (ratio 0.1); |fused-fb| = largest '
-          'difference of the output and every gradient between auto and the SDPA fallback')
+          'difference of the output and every gradient: auto vs the SDPA fallback (no '
+          'dropout) or vs triton; triton vs its written-out reference (fp32 logits)')
 
 
 def main(argv: Optional[List[str]] = None) -> List[dict]:

@@ -6,8 +6,9 @@ names the path the call took here (CPU) and the one it takes on a GPU. DETR and 
 official attention dropout 0.1 and pass a boolean key padding; PlainViT passes a trainable
 relative-position bias. On CPU none of them may fall back to the chunked path that recomputes
 the forward in backward (their hosts' own attention takes SDPA's math path and holds the logits
-anyway). The CUDA answer is for the smoke shapes: with attention dropout, the SDPA path is chunked
-where the mask exceeds the memory budget (DETR's encoder at 800 x 1333 on an 80 GB GPU).
+anyway). On CUDA all three take the Triton flash kernel (mask and dropout hashed per tile, no
+mask tensor at any shape; :mod:`mmvitreg.ops.dropkey.triton_flash`); the clean-shape ViT takes
+FlexAttention.
 """
 import os.path as osp
 
@@ -23,10 +24,10 @@ GPU_BUDGET = (80 << 30) // 2048  # DropKey's default memory budget on an 80 GB G
 
 CASES = [
     # (config, task, host's attention dropout, host mask, path on CPU, path on CUDA)
-    ('configs/dropkey/detr_r50_dropkey_8xb2-150e_coco.py', 'det', 0.1, 'bool', 'sdpa', 'sdpa'),
-    ('configs/qpic/qpic_r50_dropkey_8xb2-150e_hico.py', 'hoi', 0.1, 'bool', 'sdpa', 'sdpa'),
+    ('configs/dropkey/detr_r50_dropkey_8xb2-150e_coco.py', 'det', 0.1, 'bool', 'sdpa', 'triton'),
+    ('configs/qpic/qpic_r50_dropkey_8xb2-150e_hico.py', 'hoi', 0.1, 'bool', 'sdpa', 'triton'),
     ('configs/dropkey/mask-rcnn_plainvit-b_dropkey_8xb2-1x_coco.py', 'det', 0.0, 'bias', 'sdpa',
-     'flex'),
+     'triton'),
     ('configs/dropkey/vit-small-p4_dropkey_1xb128-300e_cifar100.py', 'cls', 0.0, None,
      'cpu_flash', 'flex'),
 ]

@@ -64,7 +64,7 @@ def test_ratio_schedules():
     (lambda: DropKey(0.1, variant='square'), r"variant must be one of .* got 'square'"),
     (lambda: DropKey(0.1, variant='block', block_size=0), r'block_size must be an integer >= 1'),
     (lambda: DropKey(1.2), r'ratio must be in \[0, 1\), got 1.2'),
-    (lambda: DropKey(0.1, backend='triton'), r"backend must be one of .* got 'triton'"),
+    (lambda: DropKey(0.1, backend='cuda'), r"backend must be one of .* got 'cuda'"),
     (lambda: DropKey(0.1, chunk_size=0), r'chunk_size must be an integer >= 1, got 0'),
 ])
 def test_bad_values_raise_clear_errors(call, msg):

@@ -1,6 +1,7 @@
 """``benchmarks/gpu_acceptance.py`` runs with torch + timm only (the GPU machine has no
 OpenMMLab): its ``--dry-run`` on CPU, in a fresh process where mmengine, mmcv, mmdet and
-mmpretrain cannot be imported."""
+mmpretrain cannot be imported, with the Triton variants in Triton's interpreter (so the GPU run
+meets no untried code)."""
 import json
 import os
 import subprocess
@@ -20,7 +21,7 @@ def test_dry_run_without_openmmlab(tmp_path):
         "runpy.run_path('benchmarks/gpu_acceptance.py', run_name='__main__')\n"
         "print('loaded:', sorted(k for k, m in sys.modules.items() if m is not None and "
         "k.split('.')[0] in ('mmengine', 'mmcv', 'mmdet', 'mmpretrain')))\n")
-    env = dict(os.environ, OMP_NUM_THREADS='1')
+    env = dict(os.environ, OMP_NUM_THREADS='1', TRITON_INTERPRET='1')
     env.pop('PYTHONPATH', None)
     res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=REPO,
                          env=env, timeout=300)
@@ -30,6 +31,11 @@ def test_dry_run_without_openmmlab(tmp_path):
     rows = json.loads(out.read_text())['rows']
     names = [r['name'] for r in rows]
     assert 'flash, no DropKey' in names and 'DropKey fallback (sdpa)' in names
+    assert 'DropKey fused (triton)' in names
+    triton_ops = [r for r in rows if r['part'] == 'op fwd+bwd' and 'DropKey triton' in r['name']]
+    assert len(triton_ops) == 3  # every shape, the padded-and-dropout and the bias ones included
+    # fp16 kernel vs its written-out fp32 reference, output and every gradient (bias included)
+    assert all(r['max_diff_fused'] is not None and r['max_diff_fused'] < 1e-2 for r in triton_ops)
     assert all(r['finite'] for r in rows)
     dropped = [r['dropped'] for r in rows if r.get('dropped') is not None]
     assert dropped and all(abs(d - 0.1) < 0.05 for d in dropped)

@@ -2,11 +2,14 @@
 
 Paths (chosen by :func:`dropkey_attention`):
 
-* ``flex`` (CUDA, no attention dropout): FlexAttention with a ``score_mod`` evaluating the mask
-  hash and adding a float host bias, trainable or not (:mod:`.flex`).
+* ``triton`` (CUDA, with attention dropout or a trainable float bias: DETR, QPIC, PlainViT): the
+  Triton flash kernels hashing the mask per tile, dropout bits counter-based too
+  (:mod:`.triton_flash`).
+* ``flex`` (CUDA, no attention dropout, no trainable bias): FlexAttention with a ``score_mod``
+  evaluating the mask hash and adding a float host bias (:mod:`.flex`).
 * CPU flash (CPU, no attention dropout, no trainable bias): the fused flash kernel per box of the
   mask with a saved log-sum-exp and no recomputed forward (:mod:`.cpu_flash`).
-* ``sdpa`` elsewhere (CUDA with attention dropout or FlexAttention unavailable; CPU with
+* ``sdpa`` elsewhere (CUDA when neither kernel is available or applies; CPU with
   attention dropout or a trainable float bias): SDPA gets the boolean mask generated from the
   hash (:mod:`.masks`; one compiled loop on CUDA). On CPU with dropout or a trainable bias the
   host's own SDPA call takes the math path and holds the full logits anyway, so the mask is not
@@ -80,9 +83,10 @@ def dropkey_attention(q: torch.Tensor,
             The same key gives the same mask on every path, device and chunking.
         chunk_size: queries per chunk (None = from ``memory_budget``).
         memory_budget: bytes one chunk's mask may use (None = :func:`default_memory_budget`).
-        backend: ``'auto'`` (FlexAttention where it applies on CUDA, else SDPA; SDPA for the
-            rest of the process, after one warning, if FlexAttention's compilation fails),
-            ``'flex'`` (its failures raise) or ``'sdpa'``.
+        backend: ``'auto'`` (on CUDA the Triton kernel for calls with attention dropout or a
+            trainable bias, FlexAttention for the others, else SDPA; SDPA for the rest of the
+            process, after one warning, if a kernel's compilation, launch or first-use check
+            fails), ``'triton'`` / ``'flex'`` (that kernel; its failures raise) or ``'sdpa'``.
 
     A query row whose every allowed key is dropped is left unmasked by DropKey (plain attention
     with the host's mask only). Excluded from ``torch.compile`` tracing (:mod:`.tracing`).
@@ -104,6 +108,15 @@ def dropkey_attention(q: torch.Tensor,
         check_positive_int(chunk_size, 'chunk_size')
     path = dropkey_path(q, k, v, ratio, variant, attn_mask=attn_mask, dropout_p=dropout_p,
                         backend=backend, chunk_size=chunk_size, memory_budget=memory_budget)
+    if path == 'triton':
+        from .triton_flash import triton_dropkey_attention
+        out = triton_dropkey_attention(q, k, v, ratio, key, attn_mask=attn_mask,
+                                       dropout_p=dropout_p, scale=scale,
+                                       strict=backend == 'triton')
+        if out is not None:  # None: the kernel failed (one warning), use SDPA
+            return out
+        path = dropkey_path(q, k, v, ratio, variant, attn_mask=attn_mask, dropout_p=dropout_p,
+                            backend='sdpa', chunk_size=chunk_size, memory_budget=memory_budget)
     if path == 'flex':
         from .flex import flex_dropkey_attention
         out = flex_dropkey_attention(q, k, v, ratio, key, attn_mask=attn_mask, scale=scale,
@@ -171,7 +184,7 @@ class _DropKeyBias(torch.autograd.Function):
 
 
 #: the paths of :func:`dropkey_attention`, as :func:`dropkey_path` names them
-DROPKEY_PATHS = ('plain', 'flex', 'cpu_flash', 'sdpa', 'sdpa_chunked')
+DROPKEY_PATHS = ('plain', 'triton', 'flex', 'cpu_flash', 'sdpa', 'sdpa_chunked')
 
 
 def dropkey_path(q: torch.Tensor,
@@ -187,21 +200,28 @@ def dropkey_path(q: torch.Tensor,
                  memory_budget: Optional[int] = None,
                  device_type: Optional[str] = None) -> str:
     """The path :func:`dropkey_attention` takes for these arguments (one of
-    :data:`DROPKEY_PATHS`): ``'plain'`` (ratio 0: SDPA), ``'flex'`` (fused, CUDA),
+    :data:`DROPKEY_PATHS`): ``'plain'`` (ratio 0: SDPA), ``'triton'`` (the Triton flash kernels,
+    CUDA), ``'flex'`` (FlexAttention, CUDA),
     ``'cpu_flash'`` (the CPU flash kernel per box of the mask), ``'sdpa'`` (one SDPA call with the
     mask), ``'sdpa_chunked'`` (SDPA per query chunk, forward recomputed in backward).
 
     ``device_type`` (default: q's) asks what the call would take on another device, e.g.
     ``'cuda'`` from a CPU test (give ``memory_budget`` then). ``'flex'`` is before a compile
-    failure: after one, ``backend='auto'`` takes the SDPA paths (:func:`.flex.flex_failure`)."""
+    failure: after one, ``backend='auto'`` takes the SDPA paths (:func:`.flex.flex_failure`);
+    ``'triton'`` likewise (:func:`.triton_flash.triton_failure`)."""
     device_type = device_type or q.device.type
     if float(ratio) == 0.0:
         return 'plain'
     from .flex import flex_applies
+    from .triton_flash import triton_applies
+    bias = None if attn_mask is None or attn_mask.dtype == torch.bool else attn_mask
+    if backend == 'triton' or (
+            backend == 'auto' and (dropout_p > 0 or (bias is not None and bias.requires_grad))
+            and triton_applies(q, variant, attn_mask, v, device_type)):
+        return 'triton'
     if backend == 'flex' or (backend == 'auto' and flex_applies(q, variant, dropout_p, attn_mask,
                                                                 v, device_type)):
         return 'flex'
-    bias = None if attn_mask is None or attn_mask.dtype == torch.bool else attn_mask
     if cpu_flash_applies(q, k, v, dropout_p, bias, device_type):
         return 'cpu_flash'
     if chunk_size is None and host_materializes_logits(q, dropout_p, bias, device_type):

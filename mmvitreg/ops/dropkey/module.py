@@ -51,7 +51,8 @@ class DropKey(nn.Module):
         variant: ``'random'`` (the paper's) | ``'block'`` | ``'cross'``.
         block_size: block side / cross length of the structured variants.
         chunk_size: queries per chunk (None: from ``memory_budget``).
-        backend: ``'auto'`` (FlexAttention on CUDA where it applies, else SDPA) | ``'flex'`` |
+        backend: ``'auto'`` (on CUDA the Triton kernel with attention dropout or a trainable
+            bias, FlexAttention where it applies, else SDPA) | ``'triton'`` | ``'flex'`` |
             ``'sdpa'``.
         layer_id: this layer's number in the model; part of the mask key, so it must be unique
             among the DropKey modules of a model (see :func:`assign_layer_ids`).

@@ -16,7 +16,7 @@ __all__ = [
 
 DROPKEY_SCHEDULES = ('decrease', 'constant', 'increase')
 DROPKEY_VARIANTS = ('random', 'block', 'cross')
-DROPKEY_BACKENDS = ('auto', 'flex', 'sdpa')
+DROPKEY_BACKENDS = ('auto', 'flex', 'triton', 'sdpa')
 #: masks compare 16-bit random lanes against ``round(p * 2**16)``
 THRESHOLD_BITS = 16
 

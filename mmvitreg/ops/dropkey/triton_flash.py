@@ -1,0 +1,592 @@
+"""DropKey flash attention in Triton, with attention dropout and a (trainable) float bias.
+
+What the shipped DETR / QPIC (key padding, attention dropout 0.1) and PlainViT (trainable
+relative-position bias) configs need on a GPU and FlexAttention cannot give: it has no hook after
+the softmax, so with dropout those calls took the SDPA path with a materialised mask. Here every
+drop decision is computed per tile inside the kernel, in registers:
+
+* DropKey: logit ``(b, h, q, k)`` is dropped iff lane ``k % 4`` of SplitMix64 output
+  ``row * ceil(Nk / 4) + k // 4`` (``row = (b * H + h) * Nq + q``) of the call key's stream,
+  read in offset binary, is below ``round(p * 65536)`` -- the bits of :mod:`.random`, so the same
+  key drops the same logits as on every other path.
+* attention dropout (after the softmax, kept probabilities scaled by ``1 / (1 - p)``): the same
+  rule on the stream of :func:`dropout_key` (derived from the call key). Counter-based like the
+  DropKey mask, so a resumed run or a recomputed (checkpointed) forward drops the same
+  probabilities. Deliberate difference to the SDPA path, whose dropout comes from the global RNG
+  as the host's: the dropped probabilities differ (same distribution).
+* key padding (boolean host mask, True = may attend) and an additive float bias (broadcastable to
+  ``(B, H, Nq, Nk)``; its gradient is returned when it requires one).
+
+FlashAttention-2's schedule: the forward keeps a running max and sum per query row and saves the
+log-sum-exp; the backward recomputes the logits tile by tile, one program per key block for dK/dV
+and one per query block for dQ (and the bias gradient), so no atomics and deterministic results.
+
+A query row whose every allowed key DropKey dropped is, as on the other paths, attended without
+DropKey: where such a row can occur with a probability above 1e-9 the forward finds those rows
+from the log-sum-exp and runs again with DropKey off for them (a per-row flag the backward reads).
+
+``backend='auto'`` takes this path on CUDA, for calls with attention dropout or a trainable
+bias. In a process started with ``TRITON_INTERPRET=1`` the kernels run on CPU tensors in
+Triton's interpreter (numpy, slow; the tests; it mis-computes bf16). The kernels' ``tl.constexpr``
+annotations stay strings (``from __future__ import annotations``), so the module imports
+without Triton.
+"""
+from __future__ import annotations
+import logging
+import types
+from typing import Optional
+
+import torch
+
+from .masks import as_4d, keep_for_rows, query_rows
+from .schedule import ratio_threshold
+from .splitmix import GOLDEN, MASK64, mix64, signed
+
+try:
+    import triton.language as tl
+except ImportError:  # pragma: no cover - CPU-only torch builds; the kernels are never built
+    tl = None
+
+__all__ = ['triton_available', 'triton_applies', 'triton_failure', 'triton_dropkey_attention',
+           'dropout_key', 'reference_attention']
+
+_LOG = logging.getLogger(__name__)
+_STATE = {'kernels': {}, 'failed': None, 'verified': set()}
+#: the dropout stream's key is the call key's, xor-ed with this, through the finaliser
+DROPOUT_SALT = 0xD409_0C7A_11E5_5A17
+#: the largest head dim the kernels are built for (tiles hold whole rows of q, k, v)
+MAX_HEAD_DIM = 256
+
+
+def triton_available() -> bool:
+    """True if Triton imports (it ships with torch's CUDA builds)."""
+    return tl is not None
+
+
+def triton_failure() -> Optional[str]:
+    """Why ``backend='auto'`` stopped using the Triton kernel in this process (None: it did not)."""
+    return _STATE['failed']
+
+
+def triton_applies(q: torch.Tensor, variant: str, attn_mask: Optional[torch.Tensor],
+                   v: Optional[torch.Tensor] = None, device_type: Optional[str] = None) -> bool:
+    """Whether the Triton kernel can take the call: CUDA (``device_type``, default q's), random
+    variant, no host mask or a boolean / float one, head dims <= :data:`MAX_HEAD_DIM` (q/k and v
+    may differ), Triton importable and not turned off by a failure in this process."""
+    return ((device_type or q.device.type) == 'cuda' and variant == 'random'
+            and (attn_mask is None or attn_mask.dtype == torch.bool
+                 or attn_mask.is_floating_point())
+            and q.shape[-1] <= MAX_HEAD_DIM and (v is None or v.shape[-1] <= MAX_HEAD_DIM)
+            and triton_available() and _STATE['failed'] is None)
+
+
+def dropout_key(key: int) -> int:
+    """The key of a call's attention-dropout stream (signed int64), independent of its DropKey
+    stream."""
+    return signed(mix64((key & MASK64) ^ DROPOUT_SALT))
+
+
+# ------------------------------------------------------------------------------------------------
+# the kernels (plain functions; :func:`_kernels` makes them Triton JIT or interpreted functions)
+# ------------------------------------------------------------------------------------------------
+def _lanes(key_offset, rows, cols, words):
+    """Offset-binary 16-bit lanes (int32 in [0, 65536)) of the logits ``rows x cols``: lane
+    ``cols % 4`` of SplitMix64 output ``rows * words + cols // 4`` (``key_offset`` = key + golden
+    gamma). int64 wrap-around; the right shifts are logical by masking off the sign bits."""
+    x = (rows[:, None] * words + (cols // 4)[None, :]) * -7046029254386353131 + key_offset
+    x = x ^ ((x >> 30) & 0x3FFFFFFFF)
+    x = x * -4658895280553007687
+    x = x ^ ((x >> 27) & 0x1FFFFFFFFF)
+    x = x * -7723592293110705685
+    x = x ^ ((x >> 31) & 0x1FFFFFFFF)
+    lane = (x >> ((cols % 4) * 16).to(tl.int64)[None, :]) & 0xFFFF
+    return (lane ^ 0x8000).to(tl.int32)
+
+
+def _masked_logits(q, k, b, h, offs_m, offs_n, rows, nq, nk, scale, flags, drop_offset,
+                   drop_threshold, BIAS, sb0, sb1, sb2, sb3, ALLOWED, sa0, sa1, sa2, sa3,
+                   HAS_BIAS: tl.constexpr, HAS_ALLOWED: tl.constexpr,
+                   HAS_FLAGS: tl.constexpr, PRECISION: tl.constexpr):
+    """fp32 logits ``q k^T * scale + bias`` of one tile, ``-inf`` where the key is padding,
+    not allowed by the host or dropped by DropKey (unless the row's flag turns DropKey off)."""
+    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
+    inside = (offs_m[:, None] < nq) & (offs_n[None, :] < nk)
+    if HAS_BIAS:
+        bias = tl.load(BIAS + b * sb0 + h * sb1 + offs_m[:, None] * sb2 + offs_n[None, :] * sb3,
+                       mask=inside, other=0.0)
+        s += bias.to(tl.float32)
+    allowed = inside
+    if HAS_ALLOWED:
+        host = tl.load(ALLOWED + b * sa0 + h * sa1 + offs_m[:, None] * sa2 + offs_n[None, :] * sa3,
+                       mask=inside, other=0)
+        allowed = allowed & (host != 0)
+    dropped = _lanes(drop_offset, rows, offs_n, (nk + 3) // 4) < drop_threshold
+    if HAS_FLAGS:
+        dropped = dropped & (flags[:, None] == 0)
+    return tl.where(allowed & (dropped == 0), s, float('-inf'))
+
+
+def _forward_kernel(Q, K, V, OUT, LSE, FLAGS, BIAS, ALLOWED,
+                    sq0, sq1, sq2, sq3, sk0, sk1, sk2, sk3, sv0, sv1, sv2, sv3,
+                    so0, so1, so2, so3, sb0, sb1, sb2, sb3, sa0, sa1, sa2, sa3,
+                    heads, nq, nk, head_dim, value_dim, scale,
+                    drop_offset, drop_threshold, dropout_offset, dropout_threshold, dropout_scale,
+                    HAS_BIAS: tl.constexpr, HAS_ALLOWED: tl.constexpr,
+                    HAS_FLAGS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+                    PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                    BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // heads
+    h = bh % heads
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_e = tl.arange(0, BLOCK_DV)
+    row_ok = offs_m < nq
+    q = tl.load(Q + b * sq0 + h * sq1 + offs_m[:, None] * sq2 + offs_d[None, :] * sq3,
+                mask=row_ok[:, None] & (offs_d[None, :] < head_dim), other=0.0)
+    rows = (bh * nq + offs_m).to(tl.int64)
+    flags = tl.zeros([BLOCK_M], dtype=tl.int8)
+    if HAS_FLAGS:
+        flags = tl.load(FLAGS + bh * nq + offs_m, mask=row_ok, other=0)
+    m_i = tl.full([BLOCK_M], float('-inf'), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
+    for start in range(0, nk, BLOCK_N):
+        offs_n = start + tl.arange(0, BLOCK_N)
+        col_ok = offs_n < nk
+        k = tl.load(K + b * sk0 + h * sk1 + offs_n[:, None] * sk2 + offs_d[None, :] * sk3,
+                    mask=col_ok[:, None] & (offs_d[None, :] < head_dim), other=0.0)
+        v = tl.load(V + b * sv0 + h * sv1 + offs_n[:, None] * sv2 + offs_e[None, :] * sv3,
+                    mask=col_ok[:, None] & (offs_e[None, :] < value_dim), other=0.0)
+        s = _masked_logits(q, k, b, h, offs_m, offs_n, rows, nq, nk, scale, flags, drop_offset,
+                           drop_threshold, BIAS, sb0, sb1, sb2, sb3, ALLOWED, sa0, sa1, sa2, sa3,
+                           HAS_BIAS, HAS_ALLOWED, HAS_FLAGS, PRECISION)
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_ref = tl.where(m_new == float('-inf'), 0.0, m_new)
+        p = tl.exp(s - m_ref[:, None])
+        alpha = tl.exp(m_i - m_ref)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        if HAS_DROPOUT:
+            gone = _lanes(dropout_offset, rows, offs_n, (nk + 3) // 4) < dropout_threshold
+            p = tl.where(gone, 0.0, p * dropout_scale)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        m_i = m_new
+    empty = l_i == 0.0
+    l_ref = tl.where(empty, 1.0, l_i)
+    out = acc / l_ref[:, None]
+    tl.store(OUT + b * so0 + h * so1 + offs_m[:, None] * so2 + offs_e[None, :] * so3,
+             out.to(OUT.dtype.element_ty), mask=row_ok[:, None] & (offs_e[None, :] < value_dim))
+    tl.store(LSE + bh * nq + offs_m, tl.where(empty, float('-inf'), m_i + tl.log(l_ref)),
+             mask=row_ok)
+
+
+def _backward_kv_kernel(Q, K, V, DO, LSE, DELTA, FLAGS, BIAS, ALLOWED, DK, DV,
+                        sq0, sq1, sq2, sq3, sk0, sk1, sk2, sk3, sv0, sv1, sv2, sv3,
+                        so0, so1, so2, so3, sb0, sb1, sb2, sb3, sa0, sa1, sa2, sa3,
+                        heads, nq, nk, head_dim, value_dim, scale,
+                        drop_offset, drop_threshold, dropout_offset, dropout_threshold,
+                        dropout_scale,
+                        HAS_BIAS: tl.constexpr, HAS_ALLOWED: tl.constexpr,
+                        HAS_FLAGS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+                        PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
+                        BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                        BLOCK_DV: tl.constexpr):
+    """dK, dV of one key block (DK, DV: contiguous ``(B, H, Nk, d)`` / ``(B, H, Nk, dv)``)."""
+    pid_n = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // heads
+    h = bh % heads
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_e = tl.arange(0, BLOCK_DV)
+    col_ok = offs_n < nk
+    k = tl.load(K + b * sk0 + h * sk1 + offs_n[:, None] * sk2 + offs_d[None, :] * sk3,
+                mask=col_ok[:, None] & (offs_d[None, :] < head_dim), other=0.0)
+    v = tl.load(V + b * sv0 + h * sv1 + offs_n[:, None] * sv2 + offs_e[None, :] * sv3,
+                mask=col_ok[:, None] & (offs_e[None, :] < value_dim), other=0.0)
+    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_DV], dtype=tl.float32)
+    for start in range(0, nq, BLOCK_M):
+        offs_m = start + tl.arange(0, BLOCK_M)
+        row_ok = offs_m < nq
+        q = tl.load(Q + b * sq0 + h * sq1 + offs_m[:, None] * sq2 + offs_d[None, :] * sq3,
+                    mask=row_ok[:, None] & (offs_d[None, :] < head_dim), other=0.0)
+        do = tl.load(DO + b * so0 + h * so1 + offs_m[:, None] * so2 + offs_e[None, :] * so3,
+                     mask=row_ok[:, None] & (offs_e[None, :] < value_dim), other=0.0)
+        lse = tl.load(LSE + bh * nq + offs_m, mask=row_ok, other=float('-inf'))
+        delta = tl.load(DELTA + bh * nq + offs_m, mask=row_ok, other=0.0)
+        rows = (bh * nq + offs_m).to(tl.int64)
+        flags = tl.zeros([BLOCK_M], dtype=tl.int8)
+        if HAS_FLAGS:
+            flags = tl.load(FLAGS + bh * nq + offs_m, mask=row_ok, other=0)
+        s = _masked_logits(q, k, b, h, offs_m, offs_n, rows, nq, nk, scale, flags, drop_offset,
+                           drop_threshold, BIAS, sb0, sb1, sb2, sb3, ALLOWED, sa0, sa1, sa2, sa3,
+                           HAS_BIAS, HAS_ALLOWED, HAS_FLAGS, PRECISION)
+        # rows with no key (lse = -inf) and rows past the end have probability 0 everywhere
+        p = tl.exp(s - tl.where(lse == float('-inf'), float('inf'), lse)[:, None])
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        if HAS_DROPOUT:
+            gone = _lanes(dropout_offset, rows, offs_n, (nk + 3) // 4) < dropout_threshold
+            dv += tl.dot(tl.trans(tl.where(gone, 0.0, p * dropout_scale).to(do.dtype)), do,
+                         input_precision=PRECISION)
+            dp = tl.where(gone, 0.0, dp * dropout_scale)
+        else:
+            dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)
+        ds = p * (dp - delta[:, None])
+        dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)
+    base = bh * nk + offs_n
+    tl.store(DK + base[:, None] * head_dim + offs_d[None, :], (dk * scale).to(DK.dtype.element_ty),
+             mask=col_ok[:, None] & (offs_d[None, :] < head_dim))
+    tl.store(DV + base[:, None] * value_dim + offs_e[None, :], dv.to(DV.dtype.element_ty),
+             mask=col_ok[:, None] & (offs_e[None, :] < value_dim))
+
+
+def _backward_q_kernel(Q, K, V, DO, LSE, DELTA, FLAGS, BIAS, ALLOWED, DQ, DBIAS,
+                       sq0, sq1, sq2, sq3, sk0, sk1, sk2, sk3, sv0, sv1, sv2, sv3,
+                       so0, so1, so2, so3, sb0, sb1, sb2, sb3, sa0, sa1, sa2, sa3,
+                       heads, nq, nk, head_dim, value_dim, scale,
+                       drop_offset, drop_threshold, dropout_offset, dropout_threshold,
+                       dropout_scale,
+                       HAS_BIAS: tl.constexpr, HAS_ALLOWED: tl.constexpr,
+                       HAS_FLAGS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+                       HAS_DBIAS: tl.constexpr, PRECISION: tl.constexpr,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                       BLOCK_DV: tl.constexpr):
+    """dQ of one query block (DQ contiguous ``(B, H, Nq, d)``) and, with ``HAS_DBIAS``, the
+    logits' gradient into DBIAS (contiguous fp32 ``(B, H, Nq, Nk)``)."""
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // heads
+    h = bh % heads
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_e = tl.arange(0, BLOCK_DV)
+    row_ok = offs_m < nq
+    q = tl.load(Q + b * sq0 + h * sq1 + offs_m[:, None] * sq2 + offs_d[None, :] * sq3,
+                mask=row_ok[:, None] & (offs_d[None, :] < head_dim), other=0.0)
+    do = tl.load(DO + b * so0 + h * so1 + offs_m[:, None] * so2 + offs_e[None, :] * so3,
+                 mask=row_ok[:, None] & (offs_e[None, :] < value_dim), other=0.0)
+    lse = tl.load(LSE + bh * nq + offs_m, mask=row_ok, other=float('-inf'))
+    lse = tl.where(lse == float('-inf'), float('inf'), lse)
+    delta = tl.load(DELTA + bh * nq + offs_m, mask=row_ok, other=0.0)
+    rows = (bh * nq + offs_m).to(tl.int64)
+    flags = tl.zeros([BLOCK_M], dtype=tl.int8)
+    if HAS_FLAGS:
+        flags = tl.load(FLAGS + bh * nq + offs_m, mask=row_ok, other=0)
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    for start in range(0, nk, BLOCK_N):
+        offs_n = start + tl.arange(0, BLOCK_N)
+        col_ok = offs_n < nk
+        k = tl.load(K + b * sk0 + h * sk1 + offs_n[:, None] * sk2 + offs_d[None, :] * sk3,
+                    mask=col_ok[:, None] & (offs_d[None, :] < head_dim), other=0.0)
+        v = tl.load(V + b * sv0 + h * sv1 + offs_n[:, None] * sv2 + offs_e[None, :] * sv3,
+                    mask=col_ok[:, None] & (offs_e[None, :] < value_dim), other=0.0)
+        s = _masked_logits(q, k, b, h, offs_m, offs_n, rows, nq, nk, scale, flags, drop_offset,
+                           drop_threshold, BIAS, sb0, sb1, sb2, sb3, ALLOWED, sa0, sa1, sa2, sa3,
+                           HAS_BIAS, HAS_ALLOWED, HAS_FLAGS, PRECISION)
+        p = tl.exp(s - lse[:, None])
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        if HAS_DROPOUT:
+            gone = _lanes(dropout_offset, rows, offs_n, (nk + 3) // 4) < dropout_threshold
+            dp = tl.where(gone, 0.0, dp * dropout_scale)
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
+        if HAS_DBIAS:
+            tl.store(DBIAS + (bh * nq + offs_m)[:, None].to(tl.int64) * nk + offs_n[None, :], ds,
+                     mask=row_ok[:, None] & col_ok[None, :])
+    tl.store(DQ + (bh * nq + offs_m)[:, None] * head_dim + offs_d[None, :],
+             (dq * scale).to(DQ.dtype.element_ty),
+             mask=row_ok[:, None] & (offs_d[None, :] < head_dim))
+
+
+_HELPERS = ('_lanes', '_masked_logits')
+_KERNEL_FNS = {'forward': _forward_kernel, 'backward_kv': _backward_kv_kernel,
+               'backward_q': _backward_q_kernel}
+
+
+def _kernels() -> dict:
+    """The kernels as Triton JIT functions, built at first use.
+
+    Each plain function above is rebuilt in one scope where the helpers are JIT functions too
+    (Triton kernels call only JIT functions). In a process started with ``TRITON_INTERPRET=1``
+    ``triton.jit`` gives interpreted functions, which run on CPU tensors (the tests).
+    """
+    if 'jit' not in _STATE['kernels']:
+        import triton
+        scope = dict(globals())
+        for helper in _HELPERS:
+            scope[helper] = triton.jit(_rebuild(globals()[helper], scope))
+        _STATE['kernels']['jit'] = {
+            kind: triton.jit(_rebuild(fn, scope)) for kind, fn in _KERNEL_FNS.items()}
+    return _STATE['kernels']['jit']
+
+
+def _rebuild(fn, scope: dict) -> types.FunctionType:
+    """``fn`` with the globals ``scope``."""
+    new = types.FunctionType(fn.__code__, scope, fn.__name__, fn.__defaults__, fn.__closure__)
+    new.__annotations__ = dict(fn.__annotations__)
+    new.__doc__ = fn.__doc__
+    return new
+
+
+# ------------------------------------------------------------------------------------------------
+# launching
+# ------------------------------------------------------------------------------------------------
+def _tile_sizes(q: torch.Tensor, d: int, dv: int) -> dict:
+    """Tile sizes: 64 x 64 on CUDA (head dims up to 128 in fp16/bf16 fit an SM's shared memory
+    with 2 stages), 16 x 16 in the interpreter (tests exercise several tiles at small N)."""
+    block = 64 if q.device.type == 'cuda' else 16
+    if q.device.type == 'cuda' and max(d, dv) > 128:
+        block = 32
+    return dict(BLOCK_M=block, BLOCK_N=block, BLOCK_D=max(16, 1 << (d - 1).bit_length()),
+                BLOCK_DV=max(16, 1 << (dv - 1).bit_length()))
+
+
+def _launch_options(q: torch.Tensor) -> dict:
+    return dict(num_warps=4, num_stages=2) if q.device.type == 'cuda' else {}
+
+
+class _Call:
+    """The scalars and host masks of one call, as the kernels take them."""
+
+    def __init__(self, q, k, v, ratio, key, bias, allowed, dropout_p, scale):
+        b, h, nq, d = q.shape
+        self.shape = (b, h, nq, k.shape[-2])
+        self.dims = (d, v.shape[-1])
+        self.scale = d**-0.5 if scale is None else float(scale)
+        self.drop = (signed(key + GOLDEN), ratio_threshold(ratio))
+        self.dropout_p = float(dropout_p)
+        if dropout_p > 0:
+            self.dropout = (signed(dropout_key(key) + GOLDEN), ratio_threshold(dropout_p),
+                            1.0 / (1.0 - dropout_p))
+        else:
+            self.dropout = (0, 0, 1.0)
+        self.bias = bias
+        self.allowed = allowed
+        self.precision = 'ieee' if q.dtype == torch.float32 else 'tf32'
+
+    def masks(self, q):
+        """Pointer and strides of the bias and of the boolean mask (a dummy where absent)."""
+        out = []
+        for t in (self.bias, self.allowed):
+            if t is None:
+                out += [q, 0, 0, 0, 0]
+            else:
+                t = t.expand(self.shape)
+                out += [t.view(torch.uint8) if t.dtype == torch.bool else t, *t.stride()]
+        return out
+
+    def scalars(self):
+        b, h, nq, nk = self.shape
+        return [h, nq, nk, self.dims[0], self.dims[1], self.scale, *self.drop, *self.dropout]
+
+    def flags(self, has_flags):
+        return dict(HAS_BIAS=self.bias is not None, HAS_ALLOWED=self.allowed is not None,
+                    HAS_FLAGS=has_flags, HAS_DROPOUT=self.dropout_p > 0,
+                    PRECISION=self.precision)
+
+
+def _forward(q, k, v, call: _Call, row_flags: Optional[torch.Tensor]):
+    b, h, nq, nk = call.shape
+    out = q.new_empty(b, h, nq, call.dims[1])
+    lse = torch.empty(b, h, nq, dtype=torch.float32, device=q.device)
+    tiles = _tile_sizes(q, *call.dims)
+    grid = (_cdiv(nq, tiles['BLOCK_M']), b * h)
+    bias_and_mask = call.masks(q)
+    kernels = _kernels()
+    kernels['forward'][grid](
+        q, k, v, out, lse, q if row_flags is None else row_flags,
+        bias_and_mask[0], bias_and_mask[5], *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        *bias_and_mask[1:5], *bias_and_mask[6:10], *call.scalars(),
+        **call.flags(row_flags is not None), **tiles, **_launch_options(q))
+    return out, lse
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class _TritonDropKeyAttention(torch.autograd.Function):
+    """Forward and backward of :func:`triton_dropkey_attention` (q, k, v, bias at full
+    ``(B, H, ...)`` shapes; the bias's gradient at ``(B, H, Nq, Nk)``)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias, call: _Call, need_check: bool):
+        out, lse = _forward(q, k, v, call, None)
+        row_flags = None
+        if need_check:
+            bad = ~torch.isfinite(lse)
+            if bool(bad.any()):
+                row_flags = bad.to(torch.int8)
+                out, lse = _forward(q, k, v, call, row_flags)
+        ctx.save_for_backward(q, k, v, bias, out, lse, row_flags)
+        ctx.call = call
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, bias, out, lse, row_flags = ctx.saved_tensors
+        call = ctx.call
+        b, h, nq, nk = call.shape
+        d, dv = call.dims
+        grad_out = grad_out.contiguous()
+        delta = (grad_out.float() * out.float()).sum(-1)
+        dq = torch.empty(b, h, nq, d, dtype=q.dtype, device=q.device)
+        dk = torch.empty(b, h, nk, d, dtype=k.dtype, device=q.device)
+        dv_ = torch.empty(b, h, nk, dv, dtype=v.dtype, device=q.device)
+        need_bias = bias is not None and ctx.needs_input_grad[3]
+        dbias = torch.empty(b, h, nq, nk, dtype=torch.float32, device=q.device) \
+            if need_bias else None
+        tiles = _tile_sizes(q, d, dv)
+        masks = call.masks(q)
+        flags = q if row_flags is None else row_flags
+        common = [*q.stride(), *k.stride(), *v.stride(), *grad_out.stride(), *masks[1:5],
+                  *masks[6:10], *call.scalars()]
+        kernels = _kernels()
+        opts = dict(**call.flags(row_flags is not None), **tiles, **_launch_options(q))
+        kernels['backward_kv'][(_cdiv(nk, tiles['BLOCK_N']), b * h)](
+            q, k, v, grad_out, lse, delta, flags, masks[0], masks[5], dk, dv_, *common, **opts)
+        kernels['backward_q'][(_cdiv(nq, tiles['BLOCK_M']), b * h)](
+            q, k, v, grad_out, lse, delta, flags, masks[0], masks[5], dq,
+            q if dbias is None else dbias, *common, HAS_DBIAS=need_bias, **opts)
+        if dbias is not None:  # summed over the bias's broadcast dims, in its dtype
+            dbias = dbias.sum_to_size(bias.shape).to(bias.dtype)
+        return dq, dk, dv_, dbias, None, None
+
+
+def triton_dropkey_attention(q: torch.Tensor,
+                             k: torch.Tensor,
+                             v: torch.Tensor,
+                             ratio: float,
+                             key: int,
+                             *,
+                             attn_mask: Optional[torch.Tensor] = None,
+                             dropout_p: float = 0.0,
+                             scale: Optional[float] = None,
+                             strict: bool = True) -> Optional[torch.Tensor]:
+    """Random-variant DropKey attention (plus attention dropout) in the Triton kernels.
+
+    ``q, k, v``: ``(B, H, Nq, d)``, ``(B, H, Nk, d)``, ``(B, H, Nk, dv)`` (k and v broadcastable
+    over the leading dims); ``attn_mask``: the host's boolean mask (True = may attend) or float
+    bias, broadcastable to ``(B, H, Nq, Nk)``. Mixed q/k/v dtypes are cast to q's.
+    ``strict=False`` (``backend='auto'``): a failure of the kernels' compilation or launch,
+    or a first-use check on this device that disagrees with :func:`reference_attention`, returns
+    None after one warning and turns the path off for the process; ``strict=True`` raises.
+    """
+    if not triton_available():
+        raise ValueError('DropKey backend="triton" needs Triton (shipped with torch\'s CUDA '
+                         'builds); use backend="sdpa" or "auto"')
+    if max(q.shape[-1], v.shape[-1]) > MAX_HEAD_DIM:
+        raise ValueError(f'DropKey backend="triton" takes head dims up to {MAX_HEAD_DIM}, got '
+                         f'{q.shape[-1]} and {v.shape[-1]}')
+    if not strict and _STATE['failed'] is not None:  # off after a failure (warned once)
+        return None
+    device_type = q.device.type
+    if torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+        q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    k, v = k.to(q.dtype), v.to(q.dtype)
+    try:
+        if not strict:
+            _verify(q.device, q.dtype)
+        return _attention(q, k, v, ratio, key, attn_mask, dropout_p, scale)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except Exception as err:
+        if strict:
+            raise
+        from .compiled import failure_reason
+        _disable(failure_reason(err))
+        return None
+
+
+def _attention(q, k, v, ratio, key, attn_mask, dropout_p, scale):
+    b, h, nq, _ = q.shape
+    nk = k.shape[-2]
+    k_full = k.expand(b, h, nk, k.shape[-1])
+    v_full = v.expand(b, h, nk, v.shape[-1])
+    bias = allowed = None
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            allowed = as_4d(attn_mask)
+        else:
+            bias = as_4d(attn_mask)
+    call = _Call(q, k_full, v_full, ratio, key, bias, allowed, dropout_p, scale)
+    need_check = attn_mask is not None or ratio**nk * b * h * nq > 1e-9
+    with torch.autocast(q.device.type, enabled=False):
+        out = _TritonDropKeyAttention.apply(q, k_full, v_full, bias, call, need_check)
+    return out
+
+
+def _disable(reason: str) -> None:
+    _STATE['failed'] = reason
+    _LOG.warning('DropKey: the Triton kernel is off for this process (%s); backend="auto" uses '
+                 'the SDPA path (same DropKey masks, slower)', reason)
+
+
+def reference_attention(q: torch.Tensor,
+                        k: torch.Tensor,
+                        v: torch.Tensor,
+                        ratio: float,
+                        key: int,
+                        *,
+                        attn_mask: Optional[torch.Tensor] = None,
+                        dropout_p: float = 0.0,
+                        scale: Optional[float] = None) -> torch.Tensor:
+    """What the kernels compute, written out in torch (fp32 logits; for tests and the first-use
+    check): the DropKey keep mask of :mod:`.masks`, rows left without a key attended with the
+    host's mask only, softmax, then the dropout keep mask of :func:`dropout_key`'s stream."""
+    b, h, nq, d = q.shape
+    nk = k.shape[-2]
+    scale = d**-0.5 if scale is None else scale
+    logits = torch.einsum('bhqd,bhkd->bhqk', q.float(), k.float().expand(b, h, nk, d)) * scale
+    allowed = torch.ones(b, h, nq, nk, dtype=torch.bool, device=q.device)
+    if attn_mask is not None and attn_mask.dtype == torch.bool:
+        allowed = allowed & attn_mask
+    elif attn_mask is not None:
+        logits = logits + attn_mask.float()
+        allowed = allowed & (attn_mask > float('-inf'))
+    rows = query_rows(b * h, nq, 0, nq, q.device)
+    keep = keep_for_rows(key, rows, nk, ratio).view(b, h, nq, nk) & allowed
+    keep = torch.where(keep.any(-1, keepdim=True), keep, allowed)
+    probs = logits.masked_fill(~keep, float('-inf')).softmax(-1).nan_to_num(0.0)
+    if dropout_p > 0:
+        kept = keep_for_rows(dropout_key(key), rows, nk, dropout_p).view(b, h, nq, nk)
+        probs = torch.where(kept, probs / (1.0 - dropout_p), 0.0)
+    vf = v.float().expand(b, h, nk, v.shape[-1])
+    return (probs @ vf).to(q.dtype)
+
+
+def _verify(device: torch.device, dtype: torch.dtype) -> None:
+    """Once per device and dtype: the kernels' output and gradients on a small call with every
+    feature on (padding mask, bias, dropout, several tiles, v head dim != q's) agree with
+    :func:`reference_attention`; raises otherwise (the caller turns the path off)."""
+    tag = (str(device), dtype)
+    if tag in _STATE['verified']:
+        return
+    gen = torch.Generator(device='cpu').manual_seed(0)
+    shape = (2, 2, 70, 16)
+
+    def rand(*s):
+        return torch.randn(*s, generator=gen).to(device=device, dtype=dtype).requires_grad_()
+
+    q, k, v = rand(*shape), rand(2, 2, 90, 16), rand(2, 2, 90, 32)
+    bias = rand(1, 2, 70, 90)
+    results = []
+    for fn in (_attention, reference_attention):
+        kwargs = dict(attn_mask=bias, dropout_p=0.25)
+        if fn is _attention:
+            out = fn(q, k, v, 0.3, 1234, bias, 0.25, None)
+        else:
+            out = fn(q, k, v, 0.3, 1234, **kwargs)
+        grads = torch.autograd.grad(out.float().square().sum(), (q, k, v, bias))
+        results.append((out, *grads))
+    tol = 1e-3 if dtype == torch.float32 else 3e-2
+    for got, want in zip(*results):
+        err = float((got.float() - want.float()).abs().max())
+        scale_ = float(want.float().abs().max()) + 1e-6
+        if not err <= tol * scale_:
+            raise RuntimeError(f'first-use check failed: kernel vs reference differ by {err:.3g} '
+                               f'(max {scale_:.3g})')
+    _STATE['verified'].add(tag)
