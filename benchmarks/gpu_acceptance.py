@@ -272,7 +272,8 @@ def bench_ops(device: str, shapes, reps: int, ratio: float = 0.1) -> List[dict]:
     no mask at all (what the kernel costs by itself)."""
     from mmvitreg.ops.dropkey.attention import dropkey_path
     from mmvitreg.ops.dropkey.flex import _compiled_flex, flex_dropkey_attention, flex_failure
-    from mmvitreg.ops.dropkey.triton_flash import reference_attention, triton_failure
+    from mmvitreg.ops.dropkey.triton_flash import (reference_attention, triton_dropkey_attention,
+                                                   triton_failure)
     dtype = _half_dtype(device)
     rows = []
     for name, b, h, nq, nk, d, mask_kind, dropout in shapes:
@@ -297,6 +298,9 @@ def bench_ops(device: str, shapes, reps: int, ratio: float = 0.1) -> List[dict]:
                 elif variant == 'flex-floor':  # the host's bias only, no DropKey
                     out = _compiled_flex()(q, k, v, score_mod=None if mask is None else (
                         lambda score, bi, hi, qi, ki: score + mask[bi, hi, qi, ki]))
+                elif variant == 'triton-logit':  # one hash per logit instead of per 4 keys
+                    out = triton_dropkey_attention(q, k, v, ratio, key, attn_mask=mask,
+                                                   dropout_p=dropout, lanes='logit')
                 elif variant == 'reference':  # the Triton kernel's maths, written out
                     out = reference_attention(q, k, v, ratio, key, attn_mask=mask,
                                               dropout_p=dropout)
@@ -312,7 +316,7 @@ def bench_ops(device: str, shapes, reps: int, ratio: float = 0.1) -> List[dict]:
 
         variants = ['host', 'auto', 'sdpa']
         if _triton_runs(device):
-            variants.insert(2, 'triton')
+            variants[2:2] = ['triton', 'triton-logit']
         if device == 'cuda' and dropout == 0:
             variants += ['flex-hash', 'flex-floor']
         res = {}
@@ -333,6 +337,8 @@ def bench_ops(device: str, shapes, reps: int, ratio: float = 0.1) -> List[dict]:
             try:  # untimed: one call of the reference (fp32 logits)
                 run('reference')()
                 agree['triton'] = _max_diff(outs['triton'], outs.pop('reference'))
+                if 'triton-logit' in outs:  # the same bits: 0
+                    agree['triton-logit'] = _max_diff(outs['triton-logit'], outs['triton'])
                 if path == 'triton':
                     agree['auto'] = _max_diff(outs['auto'], outs['triton'])
             except Exception as err:
@@ -342,6 +348,7 @@ def bench_ops(device: str, shapes, reps: int, ratio: float = 0.1) -> List[dict]:
         plain = res['host']
         labels = dict(host='host (SDPA)', auto=f'DropKey auto ({path})', sdpa='DropKey sdpa',
                       triton='DropKey triton (flash, hash + dropout in-kernel)',
+                      **{'triton-logit': 'DropKey triton, one hash per logit'},
                       **{'flex-hash': 'DropKey flex, in-kernel hash',
                          'flex-floor': 'FlexAttention, no mask'})
         for vr in variants:
@@ -375,7 +382,8 @@ def print_table(rows: List[dict], device_name: str) -> None:
           "time relative to the host's own attention with the same mask and dropout (target: "
           'DropKey auto <= 1.3); dropped = measured fraction (ratio 0.1); |fused-fb| = largest '
           'difference of the output and every gradient: auto vs the SDPA fallback (no '
-          'dropout) or vs triton; triton vs its written-out reference (fp32 logits)')
+          'dropout) or vs triton; triton vs its written-out reference (fp32 logits); '
+          'one hash per logit vs triton (same bits: 0)')
 
 
 def main(argv: Optional[List[str]] = None) -> List[dict]:

@@ -62,6 +62,10 @@ def test_dropkey_bits_are_those_of_the_other_paths(interpreted):
     assert interpreted['same_mask']['vs_other_key'] > 0.1
 
 
+def test_hashing_per_word_and_per_logit_agree_bit_for_bit(interpreted):
+    assert interpreted['lanes']['bitwise_equal']
+
+
 def test_attention_dropout_rate_scale_and_counter_based_bits(interpreted):
     result = interpreted['dropout']
     # 16,384 Bernoulli(0.1) draws: 5 standard deviations = 0.0117
@@ -75,6 +79,7 @@ def test_attention_dropout_rate_scale_and_counter_based_bits(interpreted):
 
 
 def test_first_use_check_passes_on_a_correct_kernel(interpreted):
+    """(called under ``no_grad``, as in validation, where the check must still run)"""
     result = interpreted['first_use']
     assert result['returned_tensor'] and result['failure'] is None
     assert result['verified'] == ["('cpu', torch.float32)"]

@@ -32,10 +32,13 @@ def test_dry_run_without_openmmlab(tmp_path):
     names = [r['name'] for r in rows]
     assert 'flash, no DropKey' in names and 'DropKey fallback (sdpa)' in names
     assert 'DropKey fused (triton)' in names
-    triton_ops = [r for r in rows if r['part'] == 'op fwd+bwd' and 'DropKey triton' in r['name']]
+    ops = [r for r in rows if r['part'] == 'op fwd+bwd']
+    triton_ops = [r for r in ops if 'DropKey triton (flash' in r['name']]
     assert len(triton_ops) == 3  # every shape, the padded-and-dropout and the bias ones included
     # fp16 kernel vs its written-out fp32 reference, output and every gradient (bias included)
     assert all(r['max_diff_fused'] is not None and r['max_diff_fused'] < 1e-2 for r in triton_ops)
+    per_logit = [r for r in ops if 'one hash per logit' in r['name']]
+    assert len(per_logit) == 3 and all(r['max_diff_fused'] == 0 for r in per_logit)
     assert all(r['finite'] for r in rows)
     dropped = [r['dropped'] for r in rows if r.get('dropped') is not None]
     assert dropped and all(abs(d - 0.1) < 0.05 for d in dropped)

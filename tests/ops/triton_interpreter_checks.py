@@ -123,6 +123,19 @@ def check_dropout_bits():
             'other_key_differs': float(((out == 0) != (other == 0)).float().mean())}
 
 
+def check_lanes_per_word_equal_per_logit():
+    """The two ways of hashing (one word per 4 keys, one per logit) give the same bits: the
+    same output and gradients, bit for bit, with DropKey and dropout, at a key count that is no
+    multiple of 4 or of the tile."""
+    q, k, v, attn_mask = _inputs(2, 2, 40, 51, 16, 16, 'padding')
+    results = []
+    for lanes in ('word', 'logit'):
+        def fn(*args, **kwargs):
+            return triton_flash.triton_dropkey_attention(*args, lanes=lanes, **kwargs)
+        results.append(_out_and_grads(fn, q, k, v, attn_mask, 0.3, 0.1))
+    return {'bitwise_equal': all(torch.equal(a, b) for a, b in zip(*results))}
+
+
 def check_wrong_results_fall_back():
     """``strict=False``: a first-use check that disagrees turns the path off with one warning."""
     records = []
@@ -151,8 +164,9 @@ def check_first_use_check_passes():
     triton_flash._STATE['verified'].clear()
     triton_flash._STATE['failed'] = None
     q, k, v, attn_mask = _inputs(1, 2, 20, 33, 16, 16, 'padding')
-    out = triton_flash.triton_dropkey_attention(q, k, v, 0.3, KEY, attn_mask=attn_mask,
-                                                dropout_p=0.1, strict=False)
+    with torch.no_grad():  # as in validation: the check itself needs autograd
+        out = triton_flash.triton_dropkey_attention(q, k, v, 0.3, KEY, attn_mask=attn_mask,
+                                                    dropout_p=0.1, strict=False)
     return {'returned_tensor': out is not None, 'failure': triton_flash.triton_failure(),
             'verified': sorted(str(t) for t in triton_flash._STATE['verified'])}
 
@@ -161,6 +175,7 @@ def main():
     torch.set_num_threads(1)
     results = {'cases': check_cases(), 'fp16': check_fp16(),
                'same_mask': check_same_mask_as_sdpa_path(), 'dropout': check_dropout_bits(),
+               'lanes': check_lanes_per_word_equal_per_logit(),
                'first_use': check_first_use_check_passes(),
                'wrong_results': check_wrong_results_fall_back()}
     json.dump(results, sys.stdout)

@@ -89,26 +89,51 @@ def dropout_key(key: int) -> int:
 # ------------------------------------------------------------------------------------------------
 # the kernels (plain functions; :func:`_kernels` makes them Triton JIT or interpreted functions)
 # ------------------------------------------------------------------------------------------------
-def _lanes(key_offset, rows, cols, words):
-    """Offset-binary 16-bit lanes (int32 in [0, 65536)) of the logits ``rows x cols``: lane
-    ``cols % 4`` of SplitMix64 output ``rows * words + cols // 4`` (``key_offset`` = key + golden
-    gamma). int64 wrap-around; the right shifts are logical by masking off the sign bits."""
-    x = (rows[:, None] * words + (cols // 4)[None, :]) * -7046029254386353131 + key_offset
+def _mix(key_offset, index):
+    """SplitMix64 output number ``index`` of the stream with ``key_offset`` = key + golden gamma
+    (int64 wrap-around; the right shifts made logical by masking off the sign bits)."""
+    x = index * -7046029254386353131 + key_offset
     x = x ^ ((x >> 30) & 0x3FFFFFFFF)
     x = x * -4658895280553007687
     x = x ^ ((x >> 27) & 0x1FFFFFFFFF)
     x = x * -7723592293110705685
-    x = x ^ ((x >> 31) & 0x1FFFFFFFF)
-    lane = (x >> ((cols % 4) * 16).to(tl.int64)[None, :]) & 0xFFFF
-    return (lane ^ 0x8000).to(tl.int32)
+    return x ^ ((x >> 31) & 0x1FFFFFFFF)
 
 
-def _masked_logits(q, k, b, h, offs_m, offs_n, rows, nq, nk, scale, flags, drop_offset,
+def _lane(x, shift):
+    """The 16-bit lane of word ``x`` at ``shift``, in offset binary (int32 in [0, 65536))."""
+    return (((x >> shift) & 0xFFFF) ^ 0x8000).to(tl.int32)
+
+
+def _dropped(key_offset, threshold, rows, start, nk, BLOCK_M: tl.constexpr,
+             BLOCK_N: tl.constexpr, PER_WORD: tl.constexpr):
+    """Bool ``(BLOCK_M, BLOCK_N)``: which logits of rows ``rows`` and columns ``start +
+    arange(BLOCK_N)`` the stream drops (lane below ``threshold``).
+
+    ``PER_WORD``: one SplitMix64 word per 4 columns (``start`` a multiple of 4), its four lanes
+    interleaved into the columns; else one word per logit, its lane picked by the column (4x
+    the integer work, no data movement between lanes). The same bits either way."""
+    words = (nk + 3) // 4
+    if PER_WORD:
+        w = start // 4 + tl.arange(0, BLOCK_N // 4)
+        x = _mix(key_offset, rows[:, None] * words + w[None, :])
+        lanes = tl.join(tl.join(_lane(x, 0), _lane(x, 32)), tl.join(_lane(x, 16), _lane(x, 48)))
+        lanes = tl.reshape(lanes, (BLOCK_M, BLOCK_N))
+    else:
+        cols = start + tl.arange(0, BLOCK_N)
+        x = _mix(key_offset, rows[:, None] * words + (cols // 4)[None, :])
+        lanes = _lane(x, ((cols % 4) * 16).to(tl.int64)[None, :])
+    return lanes < threshold
+
+
+def _masked_logits(q, k, b, h, offs_m, start, rows, nq, nk, scale, flags, drop_offset,
                    drop_threshold, BIAS, sb0, sb1, sb2, sb3, ALLOWED, sa0, sa1, sa2, sa3,
                    HAS_BIAS: tl.constexpr, HAS_ALLOWED: tl.constexpr,
-                   HAS_FLAGS: tl.constexpr, PRECISION: tl.constexpr):
+                   HAS_FLAGS: tl.constexpr, PRECISION: tl.constexpr, PER_WORD: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """fp32 logits ``q k^T * scale + bias`` of one tile, ``-inf`` where the key is padding,
     not allowed by the host or dropped by DropKey (unless the row's flag turns DropKey off)."""
+    offs_n = start + tl.arange(0, BLOCK_N)
     s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
     inside = (offs_m[:, None] < nq) & (offs_n[None, :] < nk)
     if HAS_BIAS:
@@ -120,7 +145,7 @@ def _masked_logits(q, k, b, h, offs_m, offs_n, rows, nq, nk, scale, flags, drop_
         host = tl.load(ALLOWED + b * sa0 + h * sa1 + offs_m[:, None] * sa2 + offs_n[None, :] * sa3,
                        mask=inside, other=0)
         allowed = allowed & (host != 0)
-    dropped = _lanes(drop_offset, rows, offs_n, (nk + 3) // 4) < drop_threshold
+    dropped = _dropped(drop_offset, drop_threshold, rows, start, nk, BLOCK_M, BLOCK_N, PER_WORD)
     if HAS_FLAGS:
         dropped = dropped & (flags[:, None] == 0)
     return tl.where(allowed & (dropped == 0), s, float('-inf'))
@@ -133,7 +158,8 @@ def _forward_kernel(Q, K, V, OUT, LSE, FLAGS, BIAS, ALLOWED,
                     drop_offset, drop_threshold, dropout_offset, dropout_threshold, dropout_scale,
                     HAS_BIAS: tl.constexpr, HAS_ALLOWED: tl.constexpr,
                     HAS_FLAGS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-                    PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                    PRECISION: tl.constexpr, PER_WORD: tl.constexpr, BLOCK_M: tl.constexpr,
+                    BLOCK_N: tl.constexpr,
                     BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -159,16 +185,18 @@ def _forward_kernel(Q, K, V, OUT, LSE, FLAGS, BIAS, ALLOWED,
                     mask=col_ok[:, None] & (offs_d[None, :] < head_dim), other=0.0)
         v = tl.load(V + b * sv0 + h * sv1 + offs_n[:, None] * sv2 + offs_e[None, :] * sv3,
                     mask=col_ok[:, None] & (offs_e[None, :] < value_dim), other=0.0)
-        s = _masked_logits(q, k, b, h, offs_m, offs_n, rows, nq, nk, scale, flags, drop_offset,
+        s = _masked_logits(q, k, b, h, offs_m, start, rows, nq, nk, scale, flags, drop_offset,
                            drop_threshold, BIAS, sb0, sb1, sb2, sb3, ALLOWED, sa0, sa1, sa2, sa3,
-                           HAS_BIAS, HAS_ALLOWED, HAS_FLAGS, PRECISION)
+                           HAS_BIAS, HAS_ALLOWED, HAS_FLAGS, PRECISION, PER_WORD, BLOCK_M,
+                           BLOCK_N)
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_ref = tl.where(m_new == float('-inf'), 0.0, m_new)
         p = tl.exp(s - m_ref[:, None])
         alpha = tl.exp(m_i - m_ref)
         l_i = l_i * alpha + tl.sum(p, 1)
         if HAS_DROPOUT:
-            gone = _lanes(dropout_offset, rows, offs_n, (nk + 3) // 4) < dropout_threshold
+            gone = _dropped(dropout_offset, dropout_threshold, rows, start, nk, BLOCK_M, BLOCK_N,
+                            PER_WORD)
             p = tl.where(gone, 0.0, p * dropout_scale)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
         m_i = m_new
@@ -189,7 +217,8 @@ def _backward_kv_kernel(Q, K, V, DO, LSE, DELTA, FLAGS, BIAS, ALLOWED, DK, DV,
                         dropout_scale,
                         HAS_BIAS: tl.constexpr, HAS_ALLOWED: tl.constexpr,
                         HAS_FLAGS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-                        PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
+                        PRECISION: tl.constexpr, PER_WORD: tl.constexpr,
+                        BLOCK_M: tl.constexpr,
                         BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                         BLOCK_DV: tl.constexpr):
     """dK, dV of one key block (DK, DV: contiguous ``(B, H, Nk, d)`` / ``(B, H, Nk, dv)``)."""
@@ -197,7 +226,8 @@ def _backward_kv_kernel(Q, K, V, DO, LSE, DELTA, FLAGS, BIAS, ALLOWED, DK, DV,
     bh = tl.program_id(1)
     b = bh // heads
     h = bh % heads
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    key_start = pid_n * BLOCK_N
+    offs_n = key_start + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     offs_e = tl.arange(0, BLOCK_DV)
     col_ok = offs_n < nk
@@ -220,14 +250,16 @@ def _backward_kv_kernel(Q, K, V, DO, LSE, DELTA, FLAGS, BIAS, ALLOWED, DK, DV,
         flags = tl.zeros([BLOCK_M], dtype=tl.int8)
         if HAS_FLAGS:
             flags = tl.load(FLAGS + bh * nq + offs_m, mask=row_ok, other=0)
-        s = _masked_logits(q, k, b, h, offs_m, offs_n, rows, nq, nk, scale, flags, drop_offset,
+        s = _masked_logits(q, k, b, h, offs_m, key_start, rows, nq, nk, scale, flags, drop_offset,
                            drop_threshold, BIAS, sb0, sb1, sb2, sb3, ALLOWED, sa0, sa1, sa2, sa3,
-                           HAS_BIAS, HAS_ALLOWED, HAS_FLAGS, PRECISION)
+                           HAS_BIAS, HAS_ALLOWED, HAS_FLAGS, PRECISION, PER_WORD, BLOCK_M,
+                           BLOCK_N)
         # rows with no key (lse = -inf) and rows past the end have probability 0 everywhere
         p = tl.exp(s - tl.where(lse == float('-inf'), float('inf'), lse)[:, None])
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         if HAS_DROPOUT:
-            gone = _lanes(dropout_offset, rows, offs_n, (nk + 3) // 4) < dropout_threshold
+            gone = _dropped(dropout_offset, dropout_threshold, rows, key_start, nk, BLOCK_M,
+                            BLOCK_N, PER_WORD)
             dv += tl.dot(tl.trans(tl.where(gone, 0.0, p * dropout_scale).to(do.dtype)), do,
                          input_precision=PRECISION)
             dp = tl.where(gone, 0.0, dp * dropout_scale)
@@ -251,6 +283,7 @@ def _backward_q_kernel(Q, K, V, DO, LSE, DELTA, FLAGS, BIAS, ALLOWED, DQ, DBIAS,
                        HAS_BIAS: tl.constexpr, HAS_ALLOWED: tl.constexpr,
                        HAS_FLAGS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
                        HAS_DBIAS: tl.constexpr, PRECISION: tl.constexpr,
+                       PER_WORD: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                        BLOCK_DV: tl.constexpr):
     """dQ of one query block (DQ contiguous ``(B, H, Nq, d)``) and, with ``HAS_DBIAS``, the
@@ -282,13 +315,15 @@ def _backward_q_kernel(Q, K, V, DO, LSE, DELTA, FLAGS, BIAS, ALLOWED, DQ, DBIAS,
                     mask=col_ok[:, None] & (offs_d[None, :] < head_dim), other=0.0)
         v = tl.load(V + b * sv0 + h * sv1 + offs_n[:, None] * sv2 + offs_e[None, :] * sv3,
                     mask=col_ok[:, None] & (offs_e[None, :] < value_dim), other=0.0)
-        s = _masked_logits(q, k, b, h, offs_m, offs_n, rows, nq, nk, scale, flags, drop_offset,
+        s = _masked_logits(q, k, b, h, offs_m, start, rows, nq, nk, scale, flags, drop_offset,
                            drop_threshold, BIAS, sb0, sb1, sb2, sb3, ALLOWED, sa0, sa1, sa2, sa3,
-                           HAS_BIAS, HAS_ALLOWED, HAS_FLAGS, PRECISION)
+                           HAS_BIAS, HAS_ALLOWED, HAS_FLAGS, PRECISION, PER_WORD, BLOCK_M,
+                           BLOCK_N)
         p = tl.exp(s - lse[:, None])
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         if HAS_DROPOUT:
-            gone = _lanes(dropout_offset, rows, offs_n, (nk + 3) // 4) < dropout_threshold
+            gone = _dropped(dropout_offset, dropout_threshold, rows, start, nk, BLOCK_M, BLOCK_N,
+                            PER_WORD)
             dp = tl.where(gone, 0.0, dp * dropout_scale)
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
@@ -300,7 +335,7 @@ def _backward_q_kernel(Q, K, V, DO, LSE, DELTA, FLAGS, BIAS, ALLOWED, DQ, DBIAS,
              mask=row_ok[:, None] & (offs_d[None, :] < head_dim))
 
 
-_HELPERS = ('_lanes', '_masked_logits')
+_HELPERS = ('_mix', '_lane', '_dropped', '_masked_logits')
 _KERNEL_FNS = {'forward': _forward_kernel, 'backward_kv': _backward_kv_kernel,
                'backward_q': _backward_q_kernel}
 
@@ -350,7 +385,7 @@ def _launch_options(q: torch.Tensor) -> dict:
 class _Call:
     """The scalars and host masks of one call, as the kernels take them."""
 
-    def __init__(self, q, k, v, ratio, key, bias, allowed, dropout_p, scale):
+    def __init__(self, q, k, v, ratio, key, bias, allowed, dropout_p, scale, per_word):
         b, h, nq, d = q.shape
         self.shape = (b, h, nq, k.shape[-2])
         self.dims = (d, v.shape[-1])
@@ -365,6 +400,7 @@ class _Call:
         self.bias = bias
         self.allowed = allowed
         self.precision = 'ieee' if q.dtype == torch.float32 else 'tf32'
+        self.per_word = per_word
 
     def masks(self, q):
         """Pointer and strides of the bias and of the boolean mask (a dummy where absent)."""
@@ -384,7 +420,7 @@ class _Call:
     def flags(self, has_flags):
         return dict(HAS_BIAS=self.bias is not None, HAS_ALLOWED=self.allowed is not None,
                     HAS_FLAGS=has_flags, HAS_DROPOUT=self.dropout_p > 0,
-                    PRECISION=self.precision)
+                    PRECISION=self.precision, PER_WORD=self.per_word)
 
 
 def _forward(q, k, v, call: _Call, row_flags: Optional[torch.Tensor]):
@@ -464,7 +500,8 @@ def triton_dropkey_attention(q: torch.Tensor,
                              attn_mask: Optional[torch.Tensor] = None,
                              dropout_p: float = 0.0,
                              scale: Optional[float] = None,
-                             strict: bool = True) -> Optional[torch.Tensor]:
+                             strict: bool = True,
+                             lanes: str = 'word') -> Optional[torch.Tensor]:
     """Random-variant DropKey attention (plus attention dropout) in the Triton kernels.
 
     ``q, k, v``: ``(B, H, Nq, d)``, ``(B, H, Nk, d)``, ``(B, H, Nk, dv)`` (k and v broadcastable
@@ -473,6 +510,9 @@ def triton_dropkey_attention(q: torch.Tensor,
     ``strict=False`` (``backend='auto'``): a failure of the kernels' compilation or launch,
     or a first-use check on this device that disagrees with :func:`reference_attention`, returns
     None after one warning and turns the path off for the process; ``strict=True`` raises.
+    ``lanes``: ``'word'`` (default: one SplitMix64 word hashed per 4 keys, its 16-bit lanes
+    spread over them) or ``'logit'`` (one hash per logit, 4x the integer work, no shuffling of
+    lanes between columns); the same bits either way (a diagnostic for the GPU benchmark).
     """
     if not triton_available():
         raise ValueError('DropKey backend="triton" needs Triton (shipped with torch\'s CUDA '
@@ -480,6 +520,8 @@ def triton_dropkey_attention(q: torch.Tensor,
     if max(q.shape[-1], v.shape[-1]) > MAX_HEAD_DIM:
         raise ValueError(f'DropKey backend="triton" takes head dims up to {MAX_HEAD_DIM}, got '
                          f'{q.shape[-1]} and {v.shape[-1]}')
+    if lanes not in ('word', 'logit'):
+        raise ValueError(f"lanes must be 'word' or 'logit', got {lanes!r}")
     if not strict and _STATE['failed'] is not None:  # off after a failure (warned once)
         return None
     device_type = q.device.type
@@ -490,7 +532,8 @@ def triton_dropkey_attention(q: torch.Tensor,
     try:
         if not strict:
             _verify(q.device, q.dtype)
-        return _attention(q, k, v, ratio, key, attn_mask, dropout_p, scale)
+        return _attention(q, k, v, ratio, key, attn_mask=attn_mask, dropout_p=dropout_p,
+                          scale=scale, lanes=lanes)
     except torch.cuda.OutOfMemoryError:
         raise
     except Exception as err:
@@ -501,7 +544,8 @@ def triton_dropkey_attention(q: torch.Tensor,
         return None
 
 
-def _attention(q, k, v, ratio, key, attn_mask, dropout_p, scale):
+def _attention(q, k, v, ratio, key, *, attn_mask=None, dropout_p=0.0, scale=None,
+               lanes='word'):
     b, h, nq, _ = q.shape
     nk = k.shape[-2]
     k_full = k.expand(b, h, nk, k.shape[-1])
@@ -512,7 +556,8 @@ def _attention(q, k, v, ratio, key, attn_mask, dropout_p, scale):
             allowed = as_4d(attn_mask)
         else:
             bias = as_4d(attn_mask)
-    call = _Call(q, k_full, v_full, ratio, key, bias, allowed, dropout_p, scale)
+    call = _Call(q, k_full, v_full, ratio, key, bias, allowed, dropout_p, scale,
+                 per_word=lanes == 'word')
     need_check = attn_mask is not None or ratio**nk * b * h * nq > 1e-9
     with torch.autocast(q.device.type, enabled=False):
         out = _TritonDropKeyAttention.apply(q, k_full, v_full, bias, call, need_check)
@@ -565,28 +610,34 @@ def _verify(device: torch.device, dtype: torch.dtype) -> None:
     tag = (str(device), dtype)
     if tag in _STATE['verified']:
         return
-    gen = torch.Generator(device='cpu').manual_seed(0)
-    shape = (2, 2, 70, 16)
-
-    def rand(*s):
-        return torch.randn(*s, generator=gen).to(device=device, dtype=dtype).requires_grad_()
-
-    q, k, v = rand(*shape), rand(2, 2, 90, 16), rand(2, 2, 90, 32)
-    bias = rand(1, 2, 70, 90)
-    results = []
-    for fn in (_attention, reference_attention):
-        kwargs = dict(attn_mask=bias, dropout_p=0.25)
-        if fn is _attention:
-            out = fn(q, k, v, 0.3, 1234, bias, 0.25, None)
-        else:
-            out = fn(q, k, v, 0.3, 1234, **kwargs)
-        grads = torch.autograd.grad(out.float().square().sum(), (q, k, v, bias))
-        results.append((out, *grads))
-    tol = 1e-3 if dtype == torch.float32 else 3e-2
-    for got, want in zip(*results):
-        err = float((got.float() - want.float()).abs().max())
-        scale_ = float(want.float().abs().max()) + 1e-6
-        if not err <= tol * scale_:
-            raise RuntimeError(f'first-use check failed: kernel vs reference differ by {err:.3g} '
-                               f'(max {scale_:.3g})')
+    # the caller may be under no_grad (validation) or autocast: the check needs neither
+    with torch.enable_grad(), torch.autocast(device.type, enabled=False):
+        _check_against_reference(device, dtype)
     _STATE['verified'].add(tag)
+
+
+def _check_against_reference(device: torch.device, dtype: torch.dtype) -> None:
+    """Two small calls, 70 x 90 logits in 16-row tiles: a trainable bias, and key padding
+    (DETR's boolean mask); DropKey 0.3 and dropout 0.25 in both; dv = 2 d."""
+    gen = torch.Generator(device='cpu').manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen).to(device=device, dtype=dtype).requires_grad_()
+
+    q, k, v = rand(2, 2, 70, 16), rand(2, 2, 90, 16), rand(2, 2, 90, 32)
+    padding = torch.ones(2, 1, 1, 90, dtype=torch.bool, device=device)
+    padding[1, ..., 70:] = False
+    tol = 1e-3 if dtype == torch.float32 else 3e-2
+    for mask in (rand(1, 2, 70, 90), padding):
+        inputs = (q, k, v) + ((mask, ) if mask.requires_grad else ())
+        results = []
+        for fn in (_attention, reference_attention):
+            out = fn(q, k, v, 0.3, 1234, attn_mask=mask, dropout_p=0.25, scale=None)
+            grads = torch.autograd.grad(out.float().square().sum(), inputs)
+            results.append((out, *grads))
+        for got, want in zip(*results):
+            err = float((got.float() - want.float()).abs().max())
+            largest = float(want.float().abs().max()) + 1e-6
+            if not err <= tol * largest:
+                raise RuntimeError(f'first-use check failed: kernel vs reference differ by '
+                                   f'{err:.3g} (largest value {largest:.3g})')
