@@ -27,31 +27,24 @@ from the log-sum-exp and runs again with DropKey off for them (a per-row flag th
 
 ``backend='auto'`` takes this path on CUDA, for calls with attention dropout or a trainable
 bias. In a process started with ``TRITON_INTERPRET=1`` the kernels run on CPU tensors in
-Triton's interpreter (numpy, slow; the tests; it mis-computes bf16). The kernels' ``tl.constexpr``
-annotations stay strings (``from __future__ import annotations``), so the module imports
-without Triton.
+Triton's interpreter (numpy, slow; the tests; it mis-computes bf16). The kernels themselves
+are in :mod:`.triton_kernels`; both modules import without Triton.
 """
-from __future__ import annotations
 import logging
-import types
 from typing import Optional
 
 import torch
 
+from . import triton_kernels
 from .masks import as_4d, keep_for_rows, query_rows
 from .schedule import ratio_threshold
 from .splitmix import GOLDEN, MASK64, mix64, signed
-
-try:
-    import triton.language as tl
-except ImportError:  # pragma: no cover - CPU-only torch builds; the kernels are never built
-    tl = None
 
 __all__ = ['triton_available', 'triton_applies', 'triton_failure', 'triton_dropkey_attention',
            'dropout_key', 'reference_attention']
 
 _LOG = logging.getLogger(__name__)
-_STATE = {'kernels': {}, 'failed': None, 'verified': set()}
+_STATE = {'failed': None, 'verified': set()}
 #: the dropout stream's key is the call key's, xor-ed with this, through the finaliser
 DROPOUT_SALT = 0xD409_0C7A_11E5_5A17
 #: the largest head dim the kernels are built for (tiles hold whole rows of q, k, v)
@@ -60,7 +53,7 @@ MAX_HEAD_DIM = 256
 
 def triton_available() -> bool:
     """True if Triton imports (it ships with torch's CUDA builds)."""
-    return tl is not None
+    return triton_kernels.tl is not None
 
 
 def triton_failure() -> Optional[str]:
@@ -84,285 +77,6 @@ def dropout_key(key: int) -> int:
     """The key of a call's attention-dropout stream (signed int64), independent of its DropKey
     stream."""
     return signed(mix64((key & MASK64) ^ DROPOUT_SALT))
-
-
-# ------------------------------------------------------------------------------------------------
-# the kernels (plain functions; :func:`_kernels` makes them Triton JIT or interpreted functions)
-# ------------------------------------------------------------------------------------------------
-def _mix(key_offset, index):
-    """SplitMix64 output number ``index`` of the stream with ``key_offset`` = key + golden gamma
-    (int64 wrap-around; the right shifts made logical by masking off the sign bits)."""
-    x = index * -7046029254386353131 + key_offset
-    x = x ^ ((x >> 30) & 0x3FFFFFFFF)
-    x = x * -4658895280553007687
-    x = x ^ ((x >> 27) & 0x1FFFFFFFFF)
-    x = x * -7723592293110705685
-    return x ^ ((x >> 31) & 0x1FFFFFFFF)
-
-
-def _lane(x, shift):
-    """The 16-bit lane of word ``x`` at ``shift``, in offset binary (int32 in [0, 65536))."""
-    return (((x >> shift) & 0xFFFF) ^ 0x8000).to(tl.int32)
-
-
-def _dropped(key_offset, threshold, rows, start, nk, BLOCK_M: tl.constexpr,
-             BLOCK_N: tl.constexpr, PER_WORD: tl.constexpr):
-    """Bool ``(BLOCK_M, BLOCK_N)``: which logits of rows ``rows`` and columns ``start +
-    arange(BLOCK_N)`` the stream drops (lane below ``threshold``).
-
-    ``PER_WORD``: one SplitMix64 word per 4 columns (``start`` a multiple of 4), its four lanes
-    interleaved into the columns; else one word per logit, its lane picked by the column (4x
-    the integer work, no data movement between lanes). The same bits either way."""
-    words = (nk + 3) // 4
-    if PER_WORD:
-        w = start // 4 + tl.arange(0, BLOCK_N // 4)
-        x = _mix(key_offset, rows[:, None] * words + w[None, :])
-        lanes = tl.join(tl.join(_lane(x, 0), _lane(x, 32)), tl.join(_lane(x, 16), _lane(x, 48)))
-        lanes = tl.reshape(lanes, (BLOCK_M, BLOCK_N))
-    else:
-        cols = start + tl.arange(0, BLOCK_N)
-        x = _mix(key_offset, rows[:, None] * words + (cols // 4)[None, :])
-        lanes = _lane(x, ((cols % 4) * 16).to(tl.int64)[None, :])
-    return lanes < threshold
-
-
-def _masked_logits(q, k, b, h, offs_m, start, rows, nq, nk, scale, flags, drop_offset,
-                   drop_threshold, BIAS, sb0, sb1, sb2, sb3, ALLOWED, sa0, sa1, sa2, sa3,
-                   HAS_BIAS: tl.constexpr, HAS_ALLOWED: tl.constexpr,
-                   HAS_FLAGS: tl.constexpr, PRECISION: tl.constexpr, PER_WORD: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """fp32 logits ``q k^T * scale + bias`` of one tile, ``-inf`` where the key is padding,
-    not allowed by the host or dropped by DropKey (unless the row's flag turns DropKey off)."""
-    offs_n = start + tl.arange(0, BLOCK_N)
-    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
-    inside = (offs_m[:, None] < nq) & (offs_n[None, :] < nk)
-    if HAS_BIAS:
-        bias = tl.load(BIAS + b * sb0 + h * sb1 + offs_m[:, None] * sb2 + offs_n[None, :] * sb3,
-                       mask=inside, other=0.0)
-        s += bias.to(tl.float32)
-    allowed = inside
-    if HAS_ALLOWED:
-        host = tl.load(ALLOWED + b * sa0 + h * sa1 + offs_m[:, None] * sa2 + offs_n[None, :] * sa3,
-                       mask=inside, other=0)
-        allowed = allowed & (host != 0)
-    dropped = _dropped(drop_offset, drop_threshold, rows, start, nk, BLOCK_M, BLOCK_N, PER_WORD)
-    if HAS_FLAGS:
-        dropped = dropped & (flags[:, None] == 0)
-    return tl.where(allowed & (dropped == 0), s, float('-inf'))
-
-
-def _forward_kernel(Q, K, V, OUT, LSE, FLAGS, BIAS, ALLOWED,
-                    sq0, sq1, sq2, sq3, sk0, sk1, sk2, sk3, sv0, sv1, sv2, sv3,
-                    so0, so1, so2, so3, sb0, sb1, sb2, sb3, sa0, sa1, sa2, sa3,
-                    heads, nq, nk, head_dim, value_dim, scale,
-                    drop_offset, drop_threshold, dropout_offset, dropout_threshold, dropout_scale,
-                    HAS_BIAS: tl.constexpr, HAS_ALLOWED: tl.constexpr,
-                    HAS_FLAGS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-                    PRECISION: tl.constexpr, PER_WORD: tl.constexpr, BLOCK_M: tl.constexpr,
-                    BLOCK_N: tl.constexpr,
-                    BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr):
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // heads
-    h = bh % heads
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_e = tl.arange(0, BLOCK_DV)
-    row_ok = offs_m < nq
-    q = tl.load(Q + b * sq0 + h * sq1 + offs_m[:, None] * sq2 + offs_d[None, :] * sq3,
-                mask=row_ok[:, None] & (offs_d[None, :] < head_dim), other=0.0)
-    rows = (bh * nq + offs_m).to(tl.int64)
-    flags = tl.zeros([BLOCK_M], dtype=tl.int8)
-    if HAS_FLAGS:
-        flags = tl.load(FLAGS + bh * nq + offs_m, mask=row_ok, other=0)
-    m_i = tl.full([BLOCK_M], float('-inf'), dtype=tl.float32)
-    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
-    for start in range(0, nk, BLOCK_N):
-        offs_n = start + tl.arange(0, BLOCK_N)
-        col_ok = offs_n < nk
-        k = tl.load(K + b * sk0 + h * sk1 + offs_n[:, None] * sk2 + offs_d[None, :] * sk3,
-                    mask=col_ok[:, None] & (offs_d[None, :] < head_dim), other=0.0)
-        v = tl.load(V + b * sv0 + h * sv1 + offs_n[:, None] * sv2 + offs_e[None, :] * sv3,
-                    mask=col_ok[:, None] & (offs_e[None, :] < value_dim), other=0.0)
-        s = _masked_logits(q, k, b, h, offs_m, start, rows, nq, nk, scale, flags, drop_offset,
-                           drop_threshold, BIAS, sb0, sb1, sb2, sb3, ALLOWED, sa0, sa1, sa2, sa3,
-                           HAS_BIAS, HAS_ALLOWED, HAS_FLAGS, PRECISION, PER_WORD, BLOCK_M,
-                           BLOCK_N)
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_ref = tl.where(m_new == float('-inf'), 0.0, m_new)
-        p = tl.exp(s - m_ref[:, None])
-        alpha = tl.exp(m_i - m_ref)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        if HAS_DROPOUT:
-            gone = _dropped(dropout_offset, dropout_threshold, rows, start, nk, BLOCK_M, BLOCK_N,
-                            PER_WORD)
-            p = tl.where(gone, 0.0, p * dropout_scale)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-        m_i = m_new
-    empty = l_i == 0.0
-    l_ref = tl.where(empty, 1.0, l_i)
-    out = acc / l_ref[:, None]
-    tl.store(OUT + b * so0 + h * so1 + offs_m[:, None] * so2 + offs_e[None, :] * so3,
-             out.to(OUT.dtype.element_ty), mask=row_ok[:, None] & (offs_e[None, :] < value_dim))
-    tl.store(LSE + bh * nq + offs_m, tl.where(empty, float('-inf'), m_i + tl.log(l_ref)),
-             mask=row_ok)
-
-
-def _backward_kv_kernel(Q, K, V, DO, LSE, DELTA, FLAGS, BIAS, ALLOWED, DK, DV,
-                        sq0, sq1, sq2, sq3, sk0, sk1, sk2, sk3, sv0, sv1, sv2, sv3,
-                        so0, so1, so2, so3, sb0, sb1, sb2, sb3, sa0, sa1, sa2, sa3,
-                        heads, nq, nk, head_dim, value_dim, scale,
-                        drop_offset, drop_threshold, dropout_offset, dropout_threshold,
-                        dropout_scale,
-                        HAS_BIAS: tl.constexpr, HAS_ALLOWED: tl.constexpr,
-                        HAS_FLAGS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-                        PRECISION: tl.constexpr, PER_WORD: tl.constexpr,
-                        BLOCK_M: tl.constexpr,
-                        BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                        BLOCK_DV: tl.constexpr):
-    """dK, dV of one key block (DK, DV: contiguous ``(B, H, Nk, d)`` / ``(B, H, Nk, dv)``)."""
-    pid_n = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // heads
-    h = bh % heads
-    key_start = pid_n * BLOCK_N
-    offs_n = key_start + tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_e = tl.arange(0, BLOCK_DV)
-    col_ok = offs_n < nk
-    k = tl.load(K + b * sk0 + h * sk1 + offs_n[:, None] * sk2 + offs_d[None, :] * sk3,
-                mask=col_ok[:, None] & (offs_d[None, :] < head_dim), other=0.0)
-    v = tl.load(V + b * sv0 + h * sv1 + offs_n[:, None] * sv2 + offs_e[None, :] * sv3,
-                mask=col_ok[:, None] & (offs_e[None, :] < value_dim), other=0.0)
-    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
-    dv = tl.zeros([BLOCK_N, BLOCK_DV], dtype=tl.float32)
-    for start in range(0, nq, BLOCK_M):
-        offs_m = start + tl.arange(0, BLOCK_M)
-        row_ok = offs_m < nq
-        q = tl.load(Q + b * sq0 + h * sq1 + offs_m[:, None] * sq2 + offs_d[None, :] * sq3,
-                    mask=row_ok[:, None] & (offs_d[None, :] < head_dim), other=0.0)
-        do = tl.load(DO + b * so0 + h * so1 + offs_m[:, None] * so2 + offs_e[None, :] * so3,
-                     mask=row_ok[:, None] & (offs_e[None, :] < value_dim), other=0.0)
-        lse = tl.load(LSE + bh * nq + offs_m, mask=row_ok, other=float('-inf'))
-        delta = tl.load(DELTA + bh * nq + offs_m, mask=row_ok, other=0.0)
-        rows = (bh * nq + offs_m).to(tl.int64)
-        flags = tl.zeros([BLOCK_M], dtype=tl.int8)
-        if HAS_FLAGS:
-            flags = tl.load(FLAGS + bh * nq + offs_m, mask=row_ok, other=0)
-        s = _masked_logits(q, k, b, h, offs_m, key_start, rows, nq, nk, scale, flags, drop_offset,
-                           drop_threshold, BIAS, sb0, sb1, sb2, sb3, ALLOWED, sa0, sa1, sa2, sa3,
-                           HAS_BIAS, HAS_ALLOWED, HAS_FLAGS, PRECISION, PER_WORD, BLOCK_M,
-                           BLOCK_N)
-        # rows with no key (lse = -inf) and rows past the end have probability 0 everywhere
-        p = tl.exp(s - tl.where(lse == float('-inf'), float('inf'), lse)[:, None])
-        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
-        if HAS_DROPOUT:
-            gone = _dropped(dropout_offset, dropout_threshold, rows, key_start, nk, BLOCK_M,
-                            BLOCK_N, PER_WORD)
-            dv += tl.dot(tl.trans(tl.where(gone, 0.0, p * dropout_scale).to(do.dtype)), do,
-                         input_precision=PRECISION)
-            dp = tl.where(gone, 0.0, dp * dropout_scale)
-        else:
-            dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)
-        ds = p * (dp - delta[:, None])
-        dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)
-    base = bh * nk + offs_n
-    tl.store(DK + base[:, None] * head_dim + offs_d[None, :], (dk * scale).to(DK.dtype.element_ty),
-             mask=col_ok[:, None] & (offs_d[None, :] < head_dim))
-    tl.store(DV + base[:, None] * value_dim + offs_e[None, :], dv.to(DV.dtype.element_ty),
-             mask=col_ok[:, None] & (offs_e[None, :] < value_dim))
-
-
-def _backward_q_kernel(Q, K, V, DO, LSE, DELTA, FLAGS, BIAS, ALLOWED, DQ, DBIAS,
-                       sq0, sq1, sq2, sq3, sk0, sk1, sk2, sk3, sv0, sv1, sv2, sv3,
-                       so0, so1, so2, so3, sb0, sb1, sb2, sb3, sa0, sa1, sa2, sa3,
-                       heads, nq, nk, head_dim, value_dim, scale,
-                       drop_offset, drop_threshold, dropout_offset, dropout_threshold,
-                       dropout_scale,
-                       HAS_BIAS: tl.constexpr, HAS_ALLOWED: tl.constexpr,
-                       HAS_FLAGS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-                       HAS_DBIAS: tl.constexpr, PRECISION: tl.constexpr,
-                       PER_WORD: tl.constexpr,
-                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                       BLOCK_DV: tl.constexpr):
-    """dQ of one query block (DQ contiguous ``(B, H, Nq, d)``) and, with ``HAS_DBIAS``, the
-    logits' gradient into DBIAS (contiguous fp32 ``(B, H, Nq, Nk)``)."""
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // heads
-    h = bh % heads
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_e = tl.arange(0, BLOCK_DV)
-    row_ok = offs_m < nq
-    q = tl.load(Q + b * sq0 + h * sq1 + offs_m[:, None] * sq2 + offs_d[None, :] * sq3,
-                mask=row_ok[:, None] & (offs_d[None, :] < head_dim), other=0.0)
-    do = tl.load(DO + b * so0 + h * so1 + offs_m[:, None] * so2 + offs_e[None, :] * so3,
-                 mask=row_ok[:, None] & (offs_e[None, :] < value_dim), other=0.0)
-    lse = tl.load(LSE + bh * nq + offs_m, mask=row_ok, other=float('-inf'))
-    lse = tl.where(lse == float('-inf'), float('inf'), lse)
-    delta = tl.load(DELTA + bh * nq + offs_m, mask=row_ok, other=0.0)
-    rows = (bh * nq + offs_m).to(tl.int64)
-    flags = tl.zeros([BLOCK_M], dtype=tl.int8)
-    if HAS_FLAGS:
-        flags = tl.load(FLAGS + bh * nq + offs_m, mask=row_ok, other=0)
-    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    for start in range(0, nk, BLOCK_N):
-        offs_n = start + tl.arange(0, BLOCK_N)
-        col_ok = offs_n < nk
-        k = tl.load(K + b * sk0 + h * sk1 + offs_n[:, None] * sk2 + offs_d[None, :] * sk3,
-                    mask=col_ok[:, None] & (offs_d[None, :] < head_dim), other=0.0)
-        v = tl.load(V + b * sv0 + h * sv1 + offs_n[:, None] * sv2 + offs_e[None, :] * sv3,
-                    mask=col_ok[:, None] & (offs_e[None, :] < value_dim), other=0.0)
-        s = _masked_logits(q, k, b, h, offs_m, start, rows, nq, nk, scale, flags, drop_offset,
-                           drop_threshold, BIAS, sb0, sb1, sb2, sb3, ALLOWED, sa0, sa1, sa2, sa3,
-                           HAS_BIAS, HAS_ALLOWED, HAS_FLAGS, PRECISION, PER_WORD, BLOCK_M,
-                           BLOCK_N)
-        p = tl.exp(s - lse[:, None])
-        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
-        if HAS_DROPOUT:
-            gone = _dropped(dropout_offset, dropout_threshold, rows, start, nk, BLOCK_M, BLOCK_N,
-                            PER_WORD)
-            dp = tl.where(gone, 0.0, dp * dropout_scale)
-        ds = p * (dp - delta[:, None])
-        dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
-        if HAS_DBIAS:
-            tl.store(DBIAS + (bh * nq + offs_m)[:, None].to(tl.int64) * nk + offs_n[None, :], ds,
-                     mask=row_ok[:, None] & col_ok[None, :])
-    tl.store(DQ + (bh * nq + offs_m)[:, None] * head_dim + offs_d[None, :],
-             (dq * scale).to(DQ.dtype.element_ty),
-             mask=row_ok[:, None] & (offs_d[None, :] < head_dim))
-
-
-_HELPERS = ('_mix', '_lane', '_dropped', '_masked_logits')
-_KERNEL_FNS = {'forward': _forward_kernel, 'backward_kv': _backward_kv_kernel,
-               'backward_q': _backward_q_kernel}
-
-
-def _kernels() -> dict:
-    """The kernels as Triton JIT functions, built at first use.
-
-    Each plain function above is rebuilt in one scope where the helpers are JIT functions too
-    (Triton kernels call only JIT functions). In a process started with ``TRITON_INTERPRET=1``
-    ``triton.jit`` gives interpreted functions, which run on CPU tensors (the tests).
-    """
-    if 'jit' not in _STATE['kernels']:
-        import triton
-        scope = dict(globals())
-        for helper in _HELPERS:
-            scope[helper] = triton.jit(_rebuild(globals()[helper], scope))
-        _STATE['kernels']['jit'] = {
-            kind: triton.jit(_rebuild(fn, scope)) for kind, fn in _KERNEL_FNS.items()}
-    return _STATE['kernels']['jit']
-
-
-def _rebuild(fn, scope: dict) -> types.FunctionType:
-    """``fn`` with the globals ``scope``."""
-    new = types.FunctionType(fn.__code__, scope, fn.__name__, fn.__defaults__, fn.__closure__)
-    new.__annotations__ = dict(fn.__annotations__)
-    new.__doc__ = fn.__doc__
-    return new
 
 
 # ------------------------------------------------------------------------------------------------
@@ -399,7 +113,7 @@ class _Call:
             self.dropout = (0, 0, 1.0)
         self.bias = bias
         self.allowed = allowed
-        self.precision = 'ieee' if q.dtype == torch.float32 else 'tf32'
+        self.precision = 'ieee' if q.dtype == torch.float32 else None  # half: the default
         self.per_word = per_word
 
     def masks(self, q):
@@ -430,8 +144,7 @@ def _forward(q, k, v, call: _Call, row_flags: Optional[torch.Tensor]):
     tiles = _tile_sizes(q, *call.dims)
     grid = (_cdiv(nq, tiles['BLOCK_M']), b * h)
     bias_and_mask = call.masks(q)
-    kernels = _kernels()
-    kernels['forward'][grid](
+    triton_kernels.kernels()['forward'][grid](
         q, k, v, out, lse, q if row_flags is None else row_flags,
         bias_and_mask[0], bias_and_mask[5], *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         *bias_and_mask[1:5], *bias_and_mask[6:10], *call.scalars(),
@@ -479,7 +192,7 @@ class _TritonDropKeyAttention(torch.autograd.Function):
         flags = q if row_flags is None else row_flags
         common = [*q.stride(), *k.stride(), *v.stride(), *grad_out.stride(), *masks[1:5],
                   *masks[6:10], *call.scalars()]
-        kernels = _kernels()
+        kernels = triton_kernels.kernels()
         opts = dict(**call.flags(row_flags is not None), **tiles, **_launch_options(q))
         kernels['backward_kv'][(_cdiv(nk, tiles['BLOCK_N']), b * h)](
             q, k, v, grad_out, lse, delta, flags, masks[0], masks[5], dk, dv_, *common, **opts)
