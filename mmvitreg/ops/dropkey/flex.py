@@ -33,7 +33,7 @@ from typing import Optional
 
 import torch
 
-from .masks import as_4d
+from .masks import empty_rows_possible, split_host_mask
 from .packed import bit_is_set, packed_drop_bits
 from .random import words_per_row
 from .schedule import ratio_threshold
@@ -157,12 +157,7 @@ def flex_dropkey_attention(q: torch.Tensor,
     nk = k.shape[-2]
     k = k.expand(b, h, nk, k.shape[-1])
     v = v.expand(b, h, nk, v.shape[-1])
-    allowed = bias = None
-    if attn_mask is not None:
-        if attn_mask.dtype == torch.bool:
-            allowed = as_4d(attn_mask)
-        else:
-            bias = as_4d(attn_mask)
+    allowed, bias = split_host_mask(attn_mask)
     mask_source = mask_source or 'hash'
     bits = None
     if mask_source == 'bits':
@@ -170,7 +165,7 @@ def flex_dropkey_attention(q: torch.Tensor,
     params = torch.tensor([h, nq, words_per_row(nk), signed(key + GOLDEN),
                            ratio_threshold(ratio)], dtype=torch.int64, device=q.device)
     score_mod = _score_mod(params, bits, allowed, bias)
-    need_check = attn_mask is not None or ratio**nk * b * h * nq > 1e-9
+    need_check = empty_rows_possible(attn_mask, ratio, nk, b * h * nq)
     try:
         with torch.autocast(device_type, enabled=False):
             if device_type == 'cpu':  # inductor's CPU flex kernel: inference only, no lse

@@ -265,6 +265,25 @@ def as_4d(t: torch.Tensor) -> torch.Tensor:
     return t.view((1, ) * (4 - t.dim()) + tuple(t.shape))
 
 
+def split_host_mask(
+        attn_mask: Optional[torch.Tensor]) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """The host's mask as ``(allowed, bias)``, each 4-D (:func:`as_4d`) or None: a boolean mask
+    (True = may attend) is ``allowed``, a float one (additive) is ``bias``."""
+    if attn_mask is None:
+        return None, None
+    if attn_mask.dtype == torch.bool:
+        return as_4d(attn_mask), None
+    return None, as_4d(attn_mask)
+
+
+def empty_rows_possible(attn_mask: Optional[torch.Tensor], ratio: float, num_keys: int,
+                        num_rows: int) -> bool:
+    """Whether a fused kernel must look for query rows left without a key: always with a host
+    mask, else when all ``num_keys`` keys of one of ``num_rows`` rows are dropped with a
+    probability above 1e-9 per call."""
+    return attn_mask is not None or ratio**num_keys * num_rows > 1e-9
+
+
 def _slice_region(t: Optional[torch.Tensor], region) -> Optional[torch.Tensor]:
     """Slice a mask broadcastable to ``(B, H, Nq, Nk)`` to a box of (b, h, q) ranges."""
     if t is None:

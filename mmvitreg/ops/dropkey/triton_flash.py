@@ -36,7 +36,7 @@ from typing import Optional
 import torch
 
 from . import triton_kernels
-from .masks import as_4d, keep_for_rows, query_rows
+from .masks import empty_rows_possible, keep_for_rows, query_rows, split_host_mask
 from .schedule import ratio_threshold
 from .splitmix import GOLDEN, MASK64, mix64, signed
 
@@ -263,15 +263,10 @@ def _attention(q, k, v, ratio, key, *, attn_mask=None, dropout_p=0.0, scale=None
     nk = k.shape[-2]
     k_full = k.expand(b, h, nk, k.shape[-1])
     v_full = v.expand(b, h, nk, v.shape[-1])
-    bias = allowed = None
-    if attn_mask is not None:
-        if attn_mask.dtype == torch.bool:
-            allowed = as_4d(attn_mask)
-        else:
-            bias = as_4d(attn_mask)
+    allowed, bias = split_host_mask(attn_mask)
     call = _Call(q, k_full, v_full, ratio, key, bias, allowed, dropout_p, scale,
                  per_word=lanes == 'word')
-    need_check = attn_mask is not None or ratio**nk * b * h * nq > 1e-9
+    need_check = empty_rows_possible(attn_mask, ratio, nk, b * h * nq)
     with torch.autocast(q.device.type, enabled=False):
         out = _TritonDropKeyAttention.apply(q, k_full, v_full, bias, call, need_check)
     return out

@@ -56,6 +56,36 @@ def _dropped(key_offset, threshold, rows, start, nk, BLOCK_M: tl.constexpr,
     return lanes < threshold
 
 
+def _tile(PTR, b, h, rows, cols, s0, s1, s2, s3, n_rows, n_cols):
+    """The ``rows x cols`` tile of the 4-D tensor at ``PTR`` (strides ``s0..s3``) at batch ``b``
+    and head ``h``; 0 outside ``n_rows x n_cols``."""
+    return tl.load(PTR + b * s0 + h * s1 + rows[:, None] * s2 + cols[None, :] * s3,
+                   mask=(rows[:, None] < n_rows) & (cols[None, :] < n_cols), other=0)
+
+
+def _store_tile(PTR, b, h, rows, cols, s0, s1, s2, s3, n_rows, n_cols, value):
+    """Store ``value`` into the tile of :func:`_tile`, in the tensor's dtype."""
+    tl.store(PTR + b * s0 + h * s1 + rows[:, None] * s2 + cols[None, :] * s3,
+             value.to(PTR.dtype.element_ty),
+             mask=(rows[:, None] < n_rows) & (cols[None, :] < n_cols))
+
+
+def _row_flags(FLAGS, bh, nq, offs_m, HAS_FLAGS: tl.constexpr, BLOCK_M: tl.constexpr):
+    """The rows' DropKey-off flags (all 0 without ``HAS_FLAGS``)."""
+    flags = tl.zeros([BLOCK_M], dtype=tl.int8)
+    if HAS_FLAGS:
+        flags = tl.load(FLAGS + bh * nq + offs_m, mask=offs_m < nq, other=0)
+    return flags
+
+
+def _backward_rows(LSE, DELTA, bh, nq, offs_m):
+    """The rows' log-sum-exp, ``+inf`` for rows with no key and rows past the end (their
+    probabilities are then 0 everywhere), and ``rowsum(dO * O)``."""
+    lse = tl.load(LSE + bh * nq + offs_m, mask=offs_m < nq, other=float('-inf'))
+    delta = tl.load(DELTA + bh * nq + offs_m, mask=offs_m < nq, other=0.0)
+    return tl.where(lse == float('-inf'), float('inf'), lse), delta
+
+
 def _masked_logits(q, k, b, h, offs_m, start, rows, nq, nk, scale, flags, drop_offset,
                    drop_threshold, BIAS, sb0, sb1, sb2, sb3, ALLOWED, sa0, sa1, sa2, sa3,
                    HAS_BIAS: tl.constexpr, HAS_ALLOWED: tl.constexpr,
@@ -65,15 +95,11 @@ def _masked_logits(q, k, b, h, offs_m, start, rows, nq, nk, scale, flags, drop_o
     not allowed by the host or dropped by DropKey (unless the row's flag turns DropKey off)."""
     offs_n = start + tl.arange(0, BLOCK_N)
     s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
-    inside = (offs_m[:, None] < nq) & (offs_n[None, :] < nk)
     if HAS_BIAS:
-        bias = tl.load(BIAS + b * sb0 + h * sb1 + offs_m[:, None] * sb2 + offs_n[None, :] * sb3,
-                       mask=inside, other=0.0)
-        s += bias.to(tl.float32)
-    allowed = inside
+        s += _tile(BIAS, b, h, offs_m, offs_n, sb0, sb1, sb2, sb3, nq, nk).to(tl.float32)
+    allowed = (offs_m[:, None] < nq) & (offs_n[None, :] < nk)
     if HAS_ALLOWED:
-        host = tl.load(ALLOWED + b * sa0 + h * sa1 + offs_m[:, None] * sa2 + offs_n[None, :] * sa3,
-                       mask=inside, other=0)
+        host = _tile(ALLOWED, b, h, offs_m, offs_n, sa0, sa1, sa2, sa3, nq, nk)
         allowed = allowed & (host != 0)
     dropped = _dropped(drop_offset, drop_threshold, rows, start, nk, BLOCK_M, BLOCK_N, PER_WORD)
     if HAS_FLAGS:
@@ -98,23 +124,16 @@ def _forward_kernel(Q, K, V, OUT, LSE, FLAGS, BIAS, ALLOWED,
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     offs_e = tl.arange(0, BLOCK_DV)
-    row_ok = offs_m < nq
-    q = tl.load(Q + b * sq0 + h * sq1 + offs_m[:, None] * sq2 + offs_d[None, :] * sq3,
-                mask=row_ok[:, None] & (offs_d[None, :] < head_dim), other=0.0)
+    q = _tile(Q, b, h, offs_m, offs_d, sq0, sq1, sq2, sq3, nq, head_dim)
     rows = (bh * nq + offs_m).to(tl.int64)
-    flags = tl.zeros([BLOCK_M], dtype=tl.int8)
-    if HAS_FLAGS:
-        flags = tl.load(FLAGS + bh * nq + offs_m, mask=row_ok, other=0)
+    flags = _row_flags(FLAGS, bh, nq, offs_m, HAS_FLAGS, BLOCK_M)
     m_i = tl.full([BLOCK_M], float('-inf'), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
     for start in range(0, nk, BLOCK_N):
         offs_n = start + tl.arange(0, BLOCK_N)
-        col_ok = offs_n < nk
-        k = tl.load(K + b * sk0 + h * sk1 + offs_n[:, None] * sk2 + offs_d[None, :] * sk3,
-                    mask=col_ok[:, None] & (offs_d[None, :] < head_dim), other=0.0)
-        v = tl.load(V + b * sv0 + h * sv1 + offs_n[:, None] * sv2 + offs_e[None, :] * sv3,
-                    mask=col_ok[:, None] & (offs_e[None, :] < value_dim), other=0.0)
+        k = _tile(K, b, h, offs_n, offs_d, sk0, sk1, sk2, sk3, nk, head_dim)
+        v = _tile(V, b, h, offs_n, offs_e, sv0, sv1, sv2, sv3, nk, value_dim)
         s = _masked_logits(q, k, b, h, offs_m, start, rows, nq, nk, scale, flags, drop_offset,
                            drop_threshold, BIAS, sb0, sb1, sb2, sb3, ALLOWED, sa0, sa1, sa2, sa3,
                            HAS_BIAS, HAS_ALLOWED, HAS_FLAGS, PRECISION, PER_WORD, BLOCK_M,
@@ -133,10 +152,9 @@ def _forward_kernel(Q, K, V, OUT, LSE, FLAGS, BIAS, ALLOWED,
     empty = l_i == 0.0
     l_ref = tl.where(empty, 1.0, l_i)
     out = acc / l_ref[:, None]
-    tl.store(OUT + b * so0 + h * so1 + offs_m[:, None] * so2 + offs_e[None, :] * so3,
-             out.to(OUT.dtype.element_ty), mask=row_ok[:, None] & (offs_e[None, :] < value_dim))
+    _store_tile(OUT, b, h, offs_m, offs_e, so0, so1, so2, so3, nq, value_dim, out)
     tl.store(LSE + bh * nq + offs_m, tl.where(empty, float('-inf'), m_i + tl.log(l_ref)),
-             mask=row_ok)
+             mask=offs_m < nq)
 
 
 def _backward_kv_kernel(Q, K, V, DO, LSE, DELTA, FLAGS, BIAS, ALLOWED, DK, DV,
@@ -160,32 +178,22 @@ def _backward_kv_kernel(Q, K, V, DO, LSE, DELTA, FLAGS, BIAS, ALLOWED, DK, DV,
     offs_n = key_start + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     offs_e = tl.arange(0, BLOCK_DV)
-    col_ok = offs_n < nk
-    k = tl.load(K + b * sk0 + h * sk1 + offs_n[:, None] * sk2 + offs_d[None, :] * sk3,
-                mask=col_ok[:, None] & (offs_d[None, :] < head_dim), other=0.0)
-    v = tl.load(V + b * sv0 + h * sv1 + offs_n[:, None] * sv2 + offs_e[None, :] * sv3,
-                mask=col_ok[:, None] & (offs_e[None, :] < value_dim), other=0.0)
+    k = _tile(K, b, h, offs_n, offs_d, sk0, sk1, sk2, sk3, nk, head_dim)
+    v = _tile(V, b, h, offs_n, offs_e, sv0, sv1, sv2, sv3, nk, value_dim)
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_DV], dtype=tl.float32)
     for start in range(0, nq, BLOCK_M):
         offs_m = start + tl.arange(0, BLOCK_M)
-        row_ok = offs_m < nq
-        q = tl.load(Q + b * sq0 + h * sq1 + offs_m[:, None] * sq2 + offs_d[None, :] * sq3,
-                    mask=row_ok[:, None] & (offs_d[None, :] < head_dim), other=0.0)
-        do = tl.load(DO + b * so0 + h * so1 + offs_m[:, None] * so2 + offs_e[None, :] * so3,
-                     mask=row_ok[:, None] & (offs_e[None, :] < value_dim), other=0.0)
-        lse = tl.load(LSE + bh * nq + offs_m, mask=row_ok, other=float('-inf'))
-        delta = tl.load(DELTA + bh * nq + offs_m, mask=row_ok, other=0.0)
+        q = _tile(Q, b, h, offs_m, offs_d, sq0, sq1, sq2, sq3, nq, head_dim)
+        do = _tile(DO, b, h, offs_m, offs_e, so0, so1, so2, so3, nq, value_dim)
+        lse, delta = _backward_rows(LSE, DELTA, bh, nq, offs_m)
         rows = (bh * nq + offs_m).to(tl.int64)
-        flags = tl.zeros([BLOCK_M], dtype=tl.int8)
-        if HAS_FLAGS:
-            flags = tl.load(FLAGS + bh * nq + offs_m, mask=row_ok, other=0)
+        flags = _row_flags(FLAGS, bh, nq, offs_m, HAS_FLAGS, BLOCK_M)
         s = _masked_logits(q, k, b, h, offs_m, key_start, rows, nq, nk, scale, flags, drop_offset,
                            drop_threshold, BIAS, sb0, sb1, sb2, sb3, ALLOWED, sa0, sa1, sa2, sa3,
                            HAS_BIAS, HAS_ALLOWED, HAS_FLAGS, PRECISION, PER_WORD, BLOCK_M,
                            BLOCK_N)
-        # rows with no key (lse = -inf) and rows past the end have probability 0 everywhere
-        p = tl.exp(s - tl.where(lse == float('-inf'), float('inf'), lse)[:, None])
+        p = tl.exp(s - lse[:, None])
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         if HAS_DROPOUT:
             gone = _dropped(dropout_offset, dropout_threshold, rows, key_start, nk, BLOCK_M,
@@ -197,11 +205,9 @@ def _backward_kv_kernel(Q, K, V, DO, LSE, DELTA, FLAGS, BIAS, ALLOWED, DK, DV,
             dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)
         ds = p * (dp - delta[:, None])
         dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)
-    base = bh * nk + offs_n
-    tl.store(DK + base[:, None] * head_dim + offs_d[None, :], (dk * scale).to(DK.dtype.element_ty),
-             mask=col_ok[:, None] & (offs_d[None, :] < head_dim))
-    tl.store(DV + base[:, None] * value_dim + offs_e[None, :], dv.to(DV.dtype.element_ty),
-             mask=col_ok[:, None] & (offs_e[None, :] < value_dim))
+    _store_tile(DK, 0, bh, offs_n, offs_d, 0, nk * head_dim, head_dim, 1, nk, head_dim,
+                dk * scale)
+    _store_tile(DV, 0, bh, offs_n, offs_e, 0, nk * value_dim, value_dim, 1, nk, value_dim, dv)
 
 
 def _backward_q_kernel(Q, K, V, DO, LSE, DELTA, FLAGS, BIAS, ALLOWED, DQ, DBIAS,
@@ -225,26 +231,16 @@ def _backward_q_kernel(Q, K, V, DO, LSE, DELTA, FLAGS, BIAS, ALLOWED, DQ, DBIAS,
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     offs_e = tl.arange(0, BLOCK_DV)
-    row_ok = offs_m < nq
-    q = tl.load(Q + b * sq0 + h * sq1 + offs_m[:, None] * sq2 + offs_d[None, :] * sq3,
-                mask=row_ok[:, None] & (offs_d[None, :] < head_dim), other=0.0)
-    do = tl.load(DO + b * so0 + h * so1 + offs_m[:, None] * so2 + offs_e[None, :] * so3,
-                 mask=row_ok[:, None] & (offs_e[None, :] < value_dim), other=0.0)
-    lse = tl.load(LSE + bh * nq + offs_m, mask=row_ok, other=float('-inf'))
-    lse = tl.where(lse == float('-inf'), float('inf'), lse)
-    delta = tl.load(DELTA + bh * nq + offs_m, mask=row_ok, other=0.0)
+    q = _tile(Q, b, h, offs_m, offs_d, sq0, sq1, sq2, sq3, nq, head_dim)
+    do = _tile(DO, b, h, offs_m, offs_e, so0, so1, so2, so3, nq, value_dim)
+    lse, delta = _backward_rows(LSE, DELTA, bh, nq, offs_m)
     rows = (bh * nq + offs_m).to(tl.int64)
-    flags = tl.zeros([BLOCK_M], dtype=tl.int8)
-    if HAS_FLAGS:
-        flags = tl.load(FLAGS + bh * nq + offs_m, mask=row_ok, other=0)
+    flags = _row_flags(FLAGS, bh, nq, offs_m, HAS_FLAGS, BLOCK_M)
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     for start in range(0, nk, BLOCK_N):
         offs_n = start + tl.arange(0, BLOCK_N)
-        col_ok = offs_n < nk
-        k = tl.load(K + b * sk0 + h * sk1 + offs_n[:, None] * sk2 + offs_d[None, :] * sk3,
-                    mask=col_ok[:, None] & (offs_d[None, :] < head_dim), other=0.0)
-        v = tl.load(V + b * sv0 + h * sv1 + offs_n[:, None] * sv2 + offs_e[None, :] * sv3,
-                    mask=col_ok[:, None] & (offs_e[None, :] < value_dim), other=0.0)
+        k = _tile(K, b, h, offs_n, offs_d, sk0, sk1, sk2, sk3, nk, head_dim)
+        v = _tile(V, b, h, offs_n, offs_e, sv0, sv1, sv2, sv3, nk, value_dim)
         s = _masked_logits(q, k, b, h, offs_m, start, rows, nq, nk, scale, flags, drop_offset,
                            drop_threshold, BIAS, sb0, sb1, sb2, sb3, ALLOWED, sa0, sa1, sa2, sa3,
                            HAS_BIAS, HAS_ALLOWED, HAS_FLAGS, PRECISION, PER_WORD, BLOCK_M,
@@ -258,14 +254,13 @@ def _backward_q_kernel(Q, K, V, DO, LSE, DELTA, FLAGS, BIAS, ALLOWED, DQ, DBIAS,
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
         if HAS_DBIAS:
-            tl.store(DBIAS + (bh * nq + offs_m)[:, None].to(tl.int64) * nk + offs_n[None, :], ds,
-                     mask=row_ok[:, None] & col_ok[None, :])
-    tl.store(DQ + (bh * nq + offs_m)[:, None] * head_dim + offs_d[None, :],
-             (dq * scale).to(DQ.dtype.element_ty),
-             mask=row_ok[:, None] & (offs_d[None, :] < head_dim))
+            _store_tile(DBIAS, 0, bh.to(tl.int64), offs_m, offs_n, 0, nq * nk, nk, 1, nq, nk, ds)
+    _store_tile(DQ, 0, bh, offs_m, offs_d, 0, nq * head_dim, head_dim, 1, nq, head_dim,
+                dq * scale)
 
 
-_HELPERS = ('_mix', '_lane', '_dropped', '_masked_logits')
+_HELPERS = ('_mix', '_lane', '_dropped', '_tile', '_store_tile', '_row_flags', '_backward_rows',
+            '_masked_logits')
 _KERNEL_FNS = {'forward': _forward_kernel, 'backward_kv': _backward_kv_kernel,
                'backward_q': _backward_q_kernel}
 
