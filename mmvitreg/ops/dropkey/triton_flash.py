@@ -117,15 +117,18 @@ class _Call:
         self.per_word = per_word
 
     def masks(self, q):
-        """Pointer and strides of the bias and of the boolean mask (a dummy where absent)."""
-        out = []
+        """``([bias, allowed], their 8 strides)`` as the kernels take them: the boolean mask as
+        bytes, ``q`` with strides 0 as a dummy where a mask is absent."""
+        tensors, strides = [], []
         for t in (self.bias, self.allowed):
             if t is None:
-                out += [q, 0, 0, 0, 0]
+                tensors.append(q)
+                strides += [0, 0, 0, 0]
             else:
                 t = t.expand(self.shape)
-                out += [t.view(torch.uint8) if t.dtype == torch.bool else t, *t.stride()]
-        return out
+                tensors.append(t.view(torch.uint8) if t.dtype == torch.bool else t)
+                strides += t.stride()
+        return tensors, strides
 
     def scalars(self):
         b, h, nq, nk = self.shape
@@ -143,11 +146,10 @@ def _forward(q, k, v, call: _Call, row_flags: Optional[torch.Tensor]):
     lse = torch.empty(b, h, nq, dtype=torch.float32, device=q.device)
     tiles = _tile_sizes(q, *call.dims)
     grid = (_cdiv(nq, tiles['BLOCK_M']), b * h)
-    bias_and_mask = call.masks(q)
+    masks, mask_strides = call.masks(q)
     triton_kernels.kernels()['forward'][grid](
-        q, k, v, out, lse, q if row_flags is None else row_flags,
-        bias_and_mask[0], bias_and_mask[5], *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        *bias_and_mask[1:5], *bias_and_mask[6:10], *call.scalars(),
+        q, k, v, out, lse, q if row_flags is None else row_flags, *masks,
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(), *mask_strides, *call.scalars(),
         **call.flags(row_flags is not None), **tiles, **_launch_options(q))
     return out, lse
 
@@ -188,16 +190,16 @@ class _TritonDropKeyAttention(torch.autograd.Function):
         dbias = torch.empty(b, h, nq, nk, dtype=torch.float32, device=q.device) \
             if need_bias else None
         tiles = _tile_sizes(q, d, dv)
-        masks = call.masks(q)
+        masks, mask_strides = call.masks(q)
         flags = q if row_flags is None else row_flags
-        common = [*q.stride(), *k.stride(), *v.stride(), *grad_out.stride(), *masks[1:5],
-                  *masks[6:10], *call.scalars()]
+        common = [*q.stride(), *k.stride(), *v.stride(), *grad_out.stride(), *mask_strides,
+                  *call.scalars()]
         kernels = triton_kernels.kernels()
         opts = dict(**call.flags(row_flags is not None), **tiles, **_launch_options(q))
         kernels['backward_kv'][(_cdiv(nk, tiles['BLOCK_N']), b * h)](
-            q, k, v, grad_out, lse, delta, flags, masks[0], masks[5], dk, dv_, *common, **opts)
+            q, k, v, grad_out, lse, delta, flags, *masks, dk, dv_, *common, **opts)
         kernels['backward_q'][(_cdiv(nq, tiles['BLOCK_M']), b * h)](
-            q, k, v, grad_out, lse, delta, flags, masks[0], masks[5], dq,
+            q, k, v, grad_out, lse, delta, flags, *masks, dq,
             q if dbias is None else dbias, *common, HAS_DBIAS=need_bias, **opts)
         if dbias is not None:  # summed over the bias's broadcast dims, in its dtype
             dbias = dbias.sum_to_size(bias.shape).to(bias.dtype)
