@@ -18,7 +18,11 @@ Measures on one GPU, side by side in one process:
    DropKey): time, peak memory, finiteness, the largest difference of the output and every
    gradient (bias included) to the SDPA fallback (auto, no dropout) and to the written-out
    reference of the Triton kernel (its dropout bits are its own), and the dropped fraction
-   measured on the GPU (target: auto <= 1.3x the host).
+   measured on the GPU (target: auto <= 1.3x the host). The DETR and PlainViT shapes run twice:
+   in fp16 (AMP) and in fp32, the dtype their shipped configs train in (no AMP there).
+3. With ``--tile-sweep``: the Triton kernel at other tile shapes, warps and pipeline stages on
+   the shipped configs' shapes (fp32) and ViT-B's, each timed against the host and compared with
+   the default tiles' output and gradients (the data to tune the untuned default from).
 
 With ``TRITON_INTERPRET=1`` set, ``--dry-run`` on CPU runs the Triton variants in Triton's
 interpreter (the test of this script does), so the GPU run meets no untried code.
@@ -31,6 +35,7 @@ Usage::
     python benchmarks/gpu_acceptance.py                 # the full check (about 3-6 min on one GPU)
     python benchmarks/gpu_acceptance.py --dry-run       # tiny shapes, CPU ok: checks the script
     python benchmarks/gpu_acceptance.py --json out.json # also write the rows
+    python benchmarks/gpu_acceptance.py --skip-train --tile-sweep  # ops + the tile sweep
 """
 import argparse
 import json
@@ -50,20 +55,38 @@ from mmvitreg.ops.dropkey import (DropKey, dropkey_attention, dropkey_modules,  
 from mmvitreg.ops.dropkey.masks import keep_mask_rows  # noqa: E402
 from mmvitreg.ops.dropkey.random import call_key  # noqa: E402
 
-# (name, batch, heads, queries, keys, head dim, host mask, attention dropout): the host's own
-# settings in the shipped configs (mask: None, 'padding' = DETR's key padding on the second
-# image, 'bias' = PlainViT's trainable decomposed relative-position bias, (B, heads, N, N))
+# (name, batch, heads, queries, keys, head dim, host mask, attention dropout, dtype): the host's
+# own settings in the shipped configs (mask: None, 'padding' = DETR's key padding on the second
+# image, 'bias' = PlainViT's trainable decomposed relative-position bias, (B, heads, N, N);
+# dtype: 'half' = fp16 AMP, 'fp32' = what the shipped DETR / QPIC / PlainViT configs train in:
+# their OptimWrapper has no AMP)
 OP_SHAPES = [
-    ('DeiT-S IN1k b256, N197', 256, 6, 197, 197, 64, None, 0.0),
-    ('ViT-B IN1k b128, N197', 128, 12, 197, 197, 64, None, 0.0),
-    ('ViT-S/4 CIFAR b256, N65', 256, 6, 65, 65, 64, None, 0.0),
-    ('DETR enc b2, N850, pad, drop .1', 2, 8, 850, 850, 32, 'padding', 0.1),
-    ('DETR dec cross b2, 100x850, pad, drop .1', 2, 8, 100, 850, 32, 'padding', 0.1),
-    ('PlainViT-B global b1, N4096, bias', 1, 12, 4096, 4096, 64, 'bias', 0.0),
+    ('DeiT-S IN1k b256, N197', 256, 6, 197, 197, 64, None, 0.0, 'half'),
+    ('ViT-B IN1k b128, N197', 128, 12, 197, 197, 64, None, 0.0, 'half'),
+    ('ViT-S/4 CIFAR b256, N65', 256, 6, 65, 65, 64, None, 0.0, 'half'),
+    ('DETR enc b2, N850, pad, drop .1', 2, 8, 850, 850, 32, 'padding', 0.1, 'half'),
+    ('DETR dec cross b2, 100x850, pad, drop .1', 2, 8, 100, 850, 32, 'padding', 0.1, 'half'),
+    ('PlainViT-B global b1, N4096, bias', 1, 12, 4096, 4096, 64, 'bias', 0.0, 'half'),
+    ('DETR enc b2, N850, pad, drop .1, fp32', 2, 8, 850, 850, 32, 'padding', 0.1, 'fp32'),
+    ('DETR dec cross b2, 100x850, pad, drop .1, fp32', 2, 8, 100, 850, 32, 'padding', 0.1,
+     'fp32'),
+    ('PlainViT-B global b1, N4096, bias, fp32', 1, 12, 4096, 4096, 64, 'bias', 0.0, 'fp32'),
 ]
-DRY_OP_SHAPES = [('tiny b2, N17', 2, 2, 17, 17, 16, None, 0.0),
-                 ('tiny cross b2, 5x17, pad, drop .1', 2, 2, 5, 17, 16, 'padding', 0.1),
-                 ('tiny b1, N20, bias', 1, 2, 20, 20, 16, 'bias', 0.0)]
+DRY_OP_SHAPES = [('tiny b2, N17', 2, 2, 17, 17, 16, None, 0.0, 'half'),
+                 ('tiny cross b2, 5x17, pad, drop .1', 2, 2, 5, 17, 16, 'padding', 0.1, 'half'),
+                 ('tiny b1, N20, bias', 1, 2, 20, 20, 16, 'bias', 0.0, 'half'),
+                 ('tiny cross b2, 5x17, pad, drop .1, fp32', 2, 2, 5, 17, 16, 'padding', 0.1,
+                  'fp32')]
+# --tile-sweep: the Triton kernel's tiles (block_m, block_n, warps, stages) timed on the shapes
+# the shipped configs train (in their dtype) and on ViT-B; the default is 64 x 64, 4 warps, 2
+# stages (a configuration that does not fit the GPU's shared memory is reported as failed)
+SWEEP_SHAPES = ['ViT-B IN1k b128, N197', 'DETR enc b2, N850, pad, drop .1, fp32',
+                'DETR dec cross b2, 100x850, pad, drop .1, fp32',
+                'PlainViT-B global b1, N4096, bias, fp32']
+SWEEP_TILES = [(32, 32, 4, 2), (64, 32, 4, 2), (64, 64, 4, 2), (64, 64, 4, 3), (64, 64, 8, 2),
+               (128, 64, 4, 2), (128, 64, 8, 2), (128, 128, 8, 2)]
+DRY_SWEEP_SHAPES = ['tiny b1, N20, bias', 'tiny cross b2, 5x17, pad, drop .1, fp32']
+DRY_SWEEP_TILES = [(16, 16, 4, 2), (32, 16, 4, 2)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -265,6 +288,66 @@ def _host_mask(kind: Optional[str], b: int, h: int, nq: int, nk: int, device: st
     return None
 
 
+def _op_inputs(shape, device: str):
+    """q, k, v, the host mask and the output's gradient of one ``OP_SHAPES`` row."""
+    name, b, h, nq, nk, d, mask_kind, dropout, dtype = shape
+    dtype = torch.float32 if dtype == 'fp32' else _half_dtype(device)
+    torch.manual_seed(0)
+    q = torch.randn(b, h, nq, d, device=device, dtype=dtype, requires_grad=True)
+    k = torch.randn(b, h, nk, d, device=device, dtype=dtype, requires_grad=True)
+    v = torch.randn(b, h, nk, d, device=device, dtype=dtype, requires_grad=True)
+    mask = _host_mask(mask_kind, b, h, nq, nk, device, dtype)
+    return q, k, v, mask, torch.randn(b, h, nq, d, device=device, dtype=dtype)
+
+
+def bench_tiles(device: str, shapes, tile_configs, reps: int, ratio: float = 0.1) -> List[dict]:
+    """The Triton kernel (forward + backward) at each tile configuration on each shape: time,
+    its ratio to the host's own attention, and the largest difference of the output and every
+    gradient to the default tiles' (the same drop bits: float rounding only)."""
+    from mmvitreg.ops.dropkey.triton_flash import default_tiles, triton_dropkey_attention
+    rows = []
+    for shape in shapes:
+        name, mask_kind, dropout = shape[0], shape[6], shape[7]
+        q, k, v, mask, g = _op_inputs(shape, device)
+        inputs = (q, k, v) + ((mask, ) if mask_kind == 'bias' else ())
+        key = call_key(0, 0, seed=1)
+        outs = {}
+
+        def run(tiles):
+            def fn():
+                for t in inputs:
+                    t.grad = None
+                if tiles == 'host':
+                    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                         dropout_p=dropout)
+                else:
+                    out = triton_dropkey_attention(q, k, v, ratio, key, attn_mask=mask,
+                                                   dropout_p=dropout, tiles=tiles)
+                out.backward(g)
+                outs[tiles] = [out.detach().float()] + [t.grad.float() for t in inputs]
+            return fn
+
+        default = default_tiles(device, q.shape[-1], v.shape[-1])
+        host = _op_time(run('host'), device, reps)['ms']
+        for tiles in [default] + [t for t in tile_configs if tuple(t) != tuple(default)]:
+            try:
+                res = _op_time(run(tuple(tiles)), device, reps)
+                diff = _max_diff(outs[tuple(tiles)], outs.get(tuple(default), []))
+            except Exception as err:  # e.g. a tile that does not fit shared memory
+                print(f'{name}: tiles {tiles} failed: {type(err).__name__}: {str(err)[:200]}')
+                res, diff = dict(ms=float('nan'), peak_mb=None), None
+            label = '{}x{} w{} s{}'.format(*tiles) + (' (default)' if tiles == default else '')
+            rows.append(dict(part='tile sweep', name=f'{name}: triton {label}', ms=res['ms'],
+                             ratio=res['ms'] / host, peak_mb=res['peak_mb'],
+                             finite=all(bool(torch.isfinite(t).all())
+                                        for ts in outs.values() for t in ts),
+                             max_diff_fused=diff))
+        del q, k, v, g, outs, mask, inputs
+        if device == 'cuda':
+            torch.cuda.empty_cache()
+    return rows
+
+
 def bench_ops(device: str, shapes, reps: int, ratio: float = 0.1) -> List[dict]:
     """Per shape: the host's own attention (SDPA with the same host mask and dropout), DropKey as
     ``backend='auto'`` takes it (the path named), the SDPA fallback, and without dropout the
@@ -274,16 +357,11 @@ def bench_ops(device: str, shapes, reps: int, ratio: float = 0.1) -> List[dict]:
     from mmvitreg.ops.dropkey.flex import _compiled_flex, flex_dropkey_attention, flex_failure
     from mmvitreg.ops.dropkey.triton_flash import (reference_attention, triton_dropkey_attention,
                                                    triton_failure)
-    dtype = _half_dtype(device)
     rows = []
-    for name, b, h, nq, nk, d, mask_kind, dropout in shapes:
-        torch.manual_seed(0)
-        q = torch.randn(b, h, nq, d, device=device, dtype=dtype, requires_grad=True)
-        k = torch.randn(b, h, nk, d, device=device, dtype=dtype, requires_grad=True)
-        v = torch.randn(b, h, nk, d, device=device, dtype=dtype, requires_grad=True)
-        mask = _host_mask(mask_kind, b, h, nq, nk, device, dtype)
+    for shape in shapes:
+        name, b, h, nq, nk, d, mask_kind, dropout, _ = shape
+        q, k, v, mask, g = _op_inputs(shape, device)
         inputs = (q, k, v) + ((mask, ) if mask_kind == 'bias' else ())
-        g = torch.randn(b, h, nq, d, device=device, dtype=dtype)
         key = call_key(0, 0, seed=1)
         path = dropkey_path(q, k, v, ratio, attn_mask=mask, dropout_p=dropout)
         outs = {}
@@ -369,21 +447,22 @@ def bench_ops(device: str, shapes, reps: int, ratio: float = 0.1) -> List[dict]:
 
 def print_table(rows: List[dict], device_name: str) -> None:
     print(f'\nDropKey GPU acceptance on {device_name} (torch {torch.__version__})')
-    print(f'{"part":<11} {"variant":<70} {"ms":>9} {"ratio":>7} {"img/s":>8} {"peak MB":>9} '
+    width = max([len(r['name']) for r in rows] + [7])
+    print(f'{"part":<11} {"variant":<{width}} {"ms":>9} {"ratio":>7} {"img/s":>8} {"peak MB":>9} '
           f'{"finite":>6} {"dropped":>8} {"|fused-fb|":>10}')
     for r in rows:
         img = f'{r["img_s"]:.0f}' if r.get('img_s') else '-'
         peak = f'{r["peak_mb"]:.0f}' if r.get('peak_mb') is not None else '-'
         drop = f'{r["dropped"]:.4f}' if r.get('dropped') is not None else '-'
         diff = f'{r["max_diff_fused"]:.1e}' if r.get('max_diff_fused') is not None else '-'
-        print(f'{r["part"]:<11} {r["name"]:<70} {r["ms"]:>9.2f} {r["ratio"]:>7.3f} {img:>8} '
+        print(f'{r["part"]:<11} {r["name"]:<{width}} {r["ms"]:>9.2f} {r["ratio"]:>7.3f} {img:>8} '
               f'{peak:>9} {str(r["finite"]):>6} {drop:>8} {diff:>10}')
     print('train-step ratio = throughput relative to flash (target: fused >= 0.95); op ratio = '
           "time relative to the host's own attention with the same mask and dropout (target: "
           'DropKey auto <= 1.3); dropped = measured fraction (ratio 0.1); |fused-fb| = largest '
           'difference of the output and every gradient: auto vs the SDPA fallback (no '
           'dropout) or vs triton; triton vs its written-out reference (fp32 logits); '
-          'one hash per logit vs triton (same bits: 0)')
+          'one hash per logit vs triton (same bits: 0); tile sweep: vs the default tiles')
 
 
 def main(argv: Optional[List[str]] = None) -> List[dict]:
@@ -396,6 +475,8 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--reps', type=int, default=5, help='timed repetitions per op')
     parser.add_argument('--skip-train', action='store_true')
+    parser.add_argument('--tile-sweep', action='store_true',
+                        help="also time the Triton kernel's other tile shapes (SWEEP_TILES)")
     parser.add_argument('--json', default=None, help='also write the rows to this file')
     args = parser.parse_args(argv)
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
@@ -414,7 +495,12 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     rows = []
     if not args.skip_train:
         rows += bench_train_steps(device, args.batch, args.steps, args.warmup, args.dry_run)
-    rows += bench_ops(device, DRY_OP_SHAPES if args.dry_run else OP_SHAPES, args.reps)
+    shapes = DRY_OP_SHAPES if args.dry_run else OP_SHAPES
+    rows += bench_ops(device, shapes, args.reps)
+    if args.tile_sweep and _triton_runs(device):
+        names = DRY_SWEEP_SHAPES if args.dry_run else SWEEP_SHAPES
+        rows += bench_tiles(device, [s for s in shapes if s[0] in names],
+                            DRY_SWEEP_TILES if args.dry_run else SWEEP_TILES, args.reps)
     print_table(rows, name)
     print(f'total {time.time() - t0:.0f} s')
     if args.json:

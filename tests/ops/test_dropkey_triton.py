@@ -68,6 +68,14 @@ def test_hashing_per_word_and_per_logit_agree_bit_for_bit(interpreted):
     assert interpreted['lanes']['bitwise_equal']
 
 
+def test_other_tile_shapes_give_the_same_result(interpreted):
+    """The tiles are a tuning knob only: 16x16 .. 64x64 (key blocks that split the 4-key hash
+    words' columns differently) all match the reference to float precision."""
+    result = interpreted['tiles']
+    assert sorted(result['errors']) == sorted(['16x16', '32x16', '16x32', '64x64'])
+    assert max(result['errors'].values()) <= 1e-5 * max(1.0, result['scale']), result
+
+
 def test_attention_dropout_rate_scale_and_counter_based_bits(interpreted):
     result = interpreted['dropout']
     # 16,384 Bernoulli(0.1) draws: 5 standard deviations = 0.0117
@@ -155,3 +163,17 @@ def test_head_dims_beyond_the_kernel_are_refused_in_one_line():
     with pytest.raises(ValueError, match='head dims up to 256'):
         triton_flash.triton_dropkey_attention(q, q, q, 0.1, 1)
     assert not triton_flash.triton_applies(q, 'random', None, q, device_type='cuda')
+
+
+@pytest.mark.parametrize('tiles', [(48, 64), (64, 8), (64, 512), (64, 64, 3), (64, 64, 4, 0),
+                                   (64, ), 'big'])
+def test_bad_tiles_are_refused_in_one_line(tiles):
+    q = torch.randn(1, 1, 8, 16)
+    with pytest.raises(ValueError, match='tiles must be'):
+        triton_flash.triton_dropkey_attention(q, q, q, 0.1, 1, tiles=tiles)
+
+
+def test_default_tiles():
+    assert triton_flash.default_tiles('cuda', 64, 64) == (64, 64, 4, 2)
+    assert triton_flash.default_tiles('cuda', 256, 64) == (32, 32, 4, 2)
+    assert triton_flash.default_tiles('cpu', 64, 64)[:2] == (16, 16)

@@ -16,8 +16,8 @@ def test_dry_run_without_openmmlab(tmp_path):
         'import runpy, sys\n'
         "for name in ('mmengine', 'mmcv', 'mmdet', 'mmpretrain'):\n"
         '    sys.modules[name] = None  # importing it raises ImportError, as if not installed\n'
-        "sys.argv = ['gpu_acceptance.py', '--dry-run', '--device', 'cpu', '--json', "
-        f"{str(out)!r}]\n"
+        "sys.argv = ['gpu_acceptance.py', '--dry-run', '--device', 'cpu', '--tile-sweep', "
+        f"'--json', {str(out)!r}]\n"
         "runpy.run_path('benchmarks/gpu_acceptance.py', run_name='__main__')\n"
         "print('loaded:', sorted(k for k, m in sys.modules.items() if m is not None and "
         "k.split('.')[0] in ('mmengine', 'mmcv', 'mmdet', 'mmpretrain')))\n")
@@ -34,11 +34,20 @@ def test_dry_run_without_openmmlab(tmp_path):
     assert 'DropKey fused (triton)' in names
     ops = [r for r in rows if r['part'] == 'op fwd+bwd']
     triton_ops = [r for r in ops if 'DropKey triton (flash' in r['name']]
-    assert len(triton_ops) == 3  # every shape, the padded-and-dropout and the bias ones included
+    assert len(triton_ops) == 4  # every shape, the padded-and-dropout and the bias ones included
     # fp16 kernel vs its written-out fp32 reference, output and every gradient (bias included)
     assert all(r['max_diff_fused'] is not None and r['max_diff_fused'] < 1e-2 for r in triton_ops)
+    # the fp32 row (the dtype the shipped DETR configs train in): float precision
+    fp32 = [r for r in triton_ops if r['name'].split(':')[0].endswith('fp32')]
+    assert len(fp32) == 1 and fp32[0]['max_diff_fused'] < 1e-5
     per_logit = [r for r in ops if 'one hash per logit' in r['name']]
-    assert len(per_logit) == 3 and all(r['max_diff_fused'] == 0 for r in per_logit)
+    assert len(per_logit) == 4 and all(r['max_diff_fused'] == 0 for r in per_logit)
+    # the tile sweep: each shape at the default and the other tiles, same results
+    sweep = [r for r in rows if r['part'] == 'tile sweep']
+    assert len(sweep) == 4 and sum('(default)' in r['name'] for r in sweep) == 2
+    assert all(r['ms'] == r['ms'] and r['max_diff_fused'] is not None for r in sweep)
+    assert all(r['max_diff_fused'] < 1e-2 for r in sweep)
+    assert [r['max_diff_fused'] < 1e-5 for r in sweep if 'fp32' in r['name']] == [True, True]
     assert all(r['finite'] for r in rows)
     dropped = [r['dropped'] for r in rows if r.get('dropped') is not None]
     assert dropped and all(abs(d - 0.1) < 0.05 for d in dropped)

@@ -31,7 +31,7 @@ Triton's interpreter (numpy, slow; the tests; it mis-computes bf16). The kernels
 are in :mod:`.triton_kernels`; both modules import without Triton.
 """
 import logging
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -41,7 +41,7 @@ from .schedule import ratio_threshold
 from .splitmix import GOLDEN, MASK64, mix64, signed
 
 __all__ = ['triton_available', 'triton_applies', 'triton_failure', 'triton_dropkey_attention',
-           'dropout_key', 'reference_attention']
+           'dropout_key', 'reference_attention', 'TritonTiles', 'default_tiles']
 
 _LOG = logging.getLogger(__name__)
 _STATE = {'failed': None, 'verified': set()}
@@ -82,27 +82,54 @@ def dropout_key(key: int) -> int:
 # ------------------------------------------------------------------------------------------------
 # launching
 # ------------------------------------------------------------------------------------------------
-def _tile_sizes(q: torch.Tensor, d: int, dv: int) -> dict:
-    """Tile sizes: 64 x 64 on CUDA (head dims up to 128 in fp16/bf16 fit an SM's shared memory
-    with 2 stages), 16 x 16 in the interpreter (tests exercise several tiles at small N)."""
-    block = 64 if q.device.type == 'cuda' else 16
-    if q.device.type == 'cuda' and max(d, dv) > 128:
-        block = 32
-    return dict(BLOCK_M=block, BLOCK_N=block, BLOCK_D=max(16, 1 << (d - 1).bit_length()),
-                BLOCK_DV=max(16, 1 << (dv - 1).bit_length()))
+class TritonTiles(NamedTuple):
+    """Tile shape and launch options of the kernels: queries x keys per program, warps, software
+    pipelining stages. Block sizes are powers of 2 from 16 (``tl.dot``'s smallest) to 256; the
+    drop bits do not depend on them (they are a function of the logit's position)."""
+    block_m: int
+    block_n: int
+    num_warps: int = 4
+    num_stages: int = 2
 
 
-def _launch_options(q: torch.Tensor) -> dict:
-    return dict(num_warps=4, num_stages=2) if q.device.type == 'cuda' else {}
+def default_tiles(device_type: str, head_dim: int, value_dim: int) -> TritonTiles:
+    """64 x 64, 4 warps, 2 stages on CUDA (head dims up to 128 in fp16/bf16 fit an SM's shared
+    memory with 2 stages; 32 x 32 above); 16 x 16 in the interpreter (the tests exercise several
+    tiles at small N). Untuned: ``benchmarks/gpu_acceptance.py --tile-sweep`` measures others."""
+    if device_type != 'cuda':
+        return TritonTiles(16, 16)
+    block = 32 if max(head_dim, value_dim) > 128 else 64
+    return TritonTiles(block, block)
+
+
+def _check_tiles(given) -> TritonTiles:
+    try:
+        tiles = TritonTiles(*(int(t) for t in given))
+    except (TypeError, ValueError):
+        tiles = None
+    blocks_ok = tiles is not None and all(16 <= b <= 256 and b & (b - 1) == 0
+                                          for b in tiles[:2])
+    if not (blocks_ok and tiles.num_warps in (1, 2, 4, 8, 16) and tiles.num_stages >= 1):
+        raise ValueError(f'tiles must be (block_m, block_n, num_warps, num_stages) with blocks '
+                         f'powers of 2 in [16, 256], warps in 1..16 (a power of 2) and stages '
+                         f'>= 1, got {given!r}')
+    return tiles
 
 
 class _Call:
     """The scalars and host masks of one call, as the kernels take them."""
 
-    def __init__(self, q, k, v, ratio, key, bias, allowed, dropout_p, scale, per_word):
+    def __init__(self, q, k, v, ratio, key, bias, allowed, dropout_p, scale, per_word, tiles):
         b, h, nq, d = q.shape
         self.shape = (b, h, nq, k.shape[-2])
         self.dims = (d, v.shape[-1])
+        tiles = tiles or default_tiles(q.device.type, *self.dims)
+        self.blocks = dict(BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n,
+                           BLOCK_D=max(16, 1 << (d - 1).bit_length()),
+                           BLOCK_DV=max(16, 1 << (v.shape[-1] - 1).bit_length()))
+        # warps and stages mean nothing to the interpreter, which refuses them
+        self.launch = dict(num_warps=tiles.num_warps, num_stages=tiles.num_stages) \
+            if q.device.type == 'cuda' else {}
         self.scale = d**-0.5 if scale is None else float(scale)
         self.drop = (signed(key + GOLDEN), ratio_threshold(ratio))
         self.dropout_p = float(dropout_p)
@@ -144,13 +171,12 @@ def _forward(q, k, v, call: _Call, row_flags: Optional[torch.Tensor]):
     b, h, nq, nk = call.shape
     out = q.new_empty(b, h, nq, call.dims[1])
     lse = torch.empty(b, h, nq, dtype=torch.float32, device=q.device)
-    tiles = _tile_sizes(q, *call.dims)
-    grid = (_cdiv(nq, tiles['BLOCK_M']), b * h)
+    grid = (_cdiv(nq, call.blocks['BLOCK_M']), b * h)
     masks, mask_strides = call.masks(q)
     triton_kernels.kernels()['forward'][grid](
         q, k, v, out, lse, q if row_flags is None else row_flags, *masks,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *mask_strides, *call.scalars(),
-        **call.flags(row_flags is not None), **tiles, **_launch_options(q))
+        **call.flags(row_flags is not None), **call.blocks, **call.launch)
     return out, lse
 
 
@@ -189,16 +215,15 @@ class _TritonDropKeyAttention(torch.autograd.Function):
         need_bias = bias is not None and ctx.needs_input_grad[3]
         dbias = torch.empty(b, h, nq, nk, dtype=torch.float32, device=q.device) \
             if need_bias else None
-        tiles = _tile_sizes(q, d, dv)
         masks, mask_strides = call.masks(q)
         flags = q if row_flags is None else row_flags
         common = [*q.stride(), *k.stride(), *v.stride(), *grad_out.stride(), *mask_strides,
                   *call.scalars()]
         kernels = triton_kernels.kernels()
-        opts = dict(**call.flags(row_flags is not None), **tiles, **_launch_options(q))
-        kernels['backward_kv'][(_cdiv(nk, tiles['BLOCK_N']), b * h)](
+        opts = dict(**call.flags(row_flags is not None), **call.blocks, **call.launch)
+        kernels['backward_kv'][(_cdiv(nk, call.blocks['BLOCK_N']), b * h)](
             q, k, v, grad_out, lse, delta, flags, *masks, dk, dv_, *common, **opts)
-        kernels['backward_q'][(_cdiv(nq, tiles['BLOCK_M']), b * h)](
+        kernels['backward_q'][(_cdiv(nq, call.blocks['BLOCK_M']), b * h)](
             q, k, v, grad_out, lse, delta, flags, *masks, dq,
             q if dbias is None else dbias, *common, HAS_DBIAS=need_bias, **opts)
         if dbias is not None:  # summed over the bias's broadcast dims, in its dtype
@@ -216,7 +241,8 @@ def triton_dropkey_attention(q: torch.Tensor,
                              dropout_p: float = 0.0,
                              scale: Optional[float] = None,
                              strict: bool = True,
-                             lanes: str = 'word') -> Optional[torch.Tensor]:
+                             lanes: str = 'word',
+                             tiles: Optional[TritonTiles] = None) -> Optional[torch.Tensor]:
     """Random-variant DropKey attention (plus attention dropout) in the Triton kernels.
 
     ``q, k, v``: ``(B, H, Nq, d)``, ``(B, H, Nk, d)``, ``(B, H, Nk, dv)`` (k and v broadcastable
@@ -228,6 +254,8 @@ def triton_dropkey_attention(q: torch.Tensor,
     ``lanes``: ``'word'`` (default: one SplitMix64 word hashed per 4 keys, its 16-bit lanes
     spread over them) or ``'logit'`` (one hash per logit, 4x the integer work, no shuffling of
     lanes between columns); the same bits either way (a diagnostic for the GPU benchmark).
+    ``tiles``: a :class:`TritonTiles` instead of :func:`default_tiles` (the same bits; for
+    tuning).
     """
     if not triton_available():
         raise ValueError('DropKey backend="triton" needs Triton (shipped with torch\'s CUDA '
@@ -237,6 +265,7 @@ def triton_dropkey_attention(q: torch.Tensor,
                          f'{q.shape[-1]} and {v.shape[-1]}')
     if lanes not in ('word', 'logit'):
         raise ValueError(f"lanes must be 'word' or 'logit', got {lanes!r}")
+    tiles = None if tiles is None else _check_tiles(tiles)
     if not strict and _STATE['failed'] is not None:  # off after a failure (warned once)
         return None
     device_type = q.device.type
@@ -248,7 +277,7 @@ def triton_dropkey_attention(q: torch.Tensor,
         if not strict:
             _verify(q.device, q.dtype)
         return _attention(q, k, v, ratio, key, attn_mask=attn_mask, dropout_p=dropout_p,
-                          scale=scale, lanes=lanes)
+                          scale=scale, lanes=lanes, tiles=tiles)
     except torch.cuda.OutOfMemoryError:
         raise
     except Exception as err:
@@ -260,14 +289,14 @@ def triton_dropkey_attention(q: torch.Tensor,
 
 
 def _attention(q, k, v, ratio, key, *, attn_mask=None, dropout_p=0.0, scale=None,
-               lanes='word'):
+               lanes='word', tiles=None):
     b, h, nq, _ = q.shape
     nk = k.shape[-2]
     k_full = k.expand(b, h, nk, k.shape[-1])
     v_full = v.expand(b, h, nk, v.shape[-1])
     allowed, bias = split_host_mask(attn_mask)
     call = _Call(q, k_full, v_full, ratio, key, bias, allowed, dropout_p, scale,
-                 per_word=lanes == 'word')
+                 per_word=lanes == 'word', tiles=tiles)
     need_check = empty_rows_possible(attn_mask, ratio, nk, b * h * nq)
     with torch.autocast(q.device.type, enabled=False):
         out = _TritonDropKeyAttention.apply(q, k_full, v_full, bias, call, need_check)
@@ -327,7 +356,8 @@ def _verify(device: torch.device, dtype: torch.dtype) -> None:
 
 
 def _check_against_reference(device: torch.device, dtype: torch.dtype) -> None:
-    """Two small calls, 70 x 90 logits in 16-row tiles: a trainable bias, and key padding
+    """Two small calls, 70 x 90 logits (several tiles at the default tiles: 2 x 2 on CUDA, 5 x 6
+    in the interpreter): a trainable bias, and key padding
     (DETR's boolean mask); DropKey 0.3 and dropout 0.25 in both; dv = 2 d."""
     gen = torch.Generator(device='cpu').manual_seed(0)
 
