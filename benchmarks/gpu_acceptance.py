@@ -20,9 +20,10 @@ Measures on one GPU, side by side in one process:
    reference of the Triton kernel (its dropout bits are its own), and the dropped fraction
    measured on the GPU (target: auto <= 1.3x the host). The DETR and PlainViT shapes run twice:
    in fp16 (AMP) and in fp32, the dtype their shipped configs train in (no AMP there).
-3. With ``--tile-sweep``: the Triton kernel at other tile shapes, warps and pipeline stages on
-   the shipped configs' shapes (fp32) and ViT-B's, each timed against the host and compared with
-   the default tiles' output and gradients (the data to tune the untuned default from).
+3. With ``--tile-sweep``: the Triton kernel at other tile shapes, warps, pipeline stages and
+   (fp32) CUDA-core instead of 3xTF32 products, on the shipped configs' shapes (fp32) and ViT-B's,
+   each timed against the host and compared with the default configuration's output and
+   gradients (the data to tune the untuned default from).
 
 With ``TRITON_INTERPRET=1`` set, ``--dry-run`` on CPU runs the Triton variants in Triton's
 interpreter (the test of this script does), so the GPU run meets no untried code.
@@ -77,16 +78,21 @@ DRY_OP_SHAPES = [('tiny b2, N17', 2, 2, 17, 17, 16, None, 0.0, 'half'),
                  ('tiny b1, N20, bias', 1, 2, 20, 20, 16, 'bias', 0.0, 'half'),
                  ('tiny cross b2, 5x17, pad, drop .1, fp32', 2, 2, 5, 17, 16, 'padding', 0.1,
                   'fp32')]
-# --tile-sweep: the Triton kernel's tiles (block_m, block_n, warps, stages) timed on the shapes
-# the shipped configs train (in their dtype) and on ViT-B; the default is 64 x 64, 4 warps, 2
-# stages (a configuration that does not fit the GPU's shared memory is reported as failed)
+# --tile-sweep: the Triton kernel's configurations (rows held, rows streamed, warps, stages[,
+# fp32 products]; see TritonConfig) timed on the shapes the shipped configs train (in their
+# dtype) and on ViT-B. The defaults (64 held x 64 / 32 / 16 streamed for fp16 / fp16 with
+# dropout / fp32, 4 warps, 2 stages, fp32 as 3 TF32 products) were chosen without a GPU, as the
+# largest tiles ptxas builds without spilling registers (tools/analysis_tools/
+# dropkey_triton_build.py). 'ieee' rows: fp32 on CUDA cores (fp32 shapes only). A configuration
+# that does not fit the GPU's shared memory is reported as failed.
 SWEEP_SHAPES = ['ViT-B IN1k b128, N197', 'DETR enc b2, N850, pad, drop .1, fp32',
                 'DETR dec cross b2, 100x850, pad, drop .1, fp32',
                 'PlainViT-B global b1, N4096, bias, fp32']
-SWEEP_TILES = [(32, 32, 4, 2), (64, 32, 4, 2), (64, 64, 4, 2), (64, 64, 4, 3), (64, 64, 8, 2),
-               (128, 64, 4, 2), (128, 64, 8, 2), (128, 128, 8, 2)]
+SWEEP_CONFIGS = [(64, 64, 4, 2), (64, 32, 4, 2), (64, 16, 4, 2), (64, 32, 4, 3), (64, 32, 8, 2),
+                 (128, 32, 8, 2), (128, 16, 8, 2), (128, 64, 8, 2), (32, 32, 4, 2),
+                 (64, 16, 4, 2, 'ieee')]
 DRY_SWEEP_SHAPES = ['tiny b1, N20, bias', 'tiny cross b2, 5x17, pad, drop .1, fp32']
-DRY_SWEEP_TILES = [(16, 16, 4, 2), (32, 16, 4, 2)]
+DRY_SWEEP_CONFIGS = [(16, 16, 4, 2), (32, 16, 4, 2), (16, 16, 4, 2, 'ieee')]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -300,11 +306,12 @@ def _op_inputs(shape, device: str):
     return q, k, v, mask, torch.randn(b, h, nq, d, device=device, dtype=dtype)
 
 
-def bench_tiles(device: str, shapes, tile_configs, reps: int, ratio: float = 0.1) -> List[dict]:
-    """The Triton kernel (forward + backward) at each tile configuration on each shape: time,
-    its ratio to the host's own attention, and the largest difference of the output and every
-    gradient to the default tiles' (the same drop bits: float rounding only)."""
-    from mmvitreg.ops.dropkey.triton_flash import default_tiles, triton_dropkey_attention
+def bench_configs(device: str, shapes, configs, reps: int, ratio: float = 0.1) -> List[dict]:
+    """The Triton kernel (forward + backward) at each configuration on each shape: time, its
+    ratio to the host's own attention, and the largest difference of the output and every
+    gradient to the default configuration's (the same drop bits: float rounding only)."""
+    from mmvitreg.ops.dropkey.triton_flash import (TritonConfig, default_config,
+                                                   triton_dropkey_attention)
     rows = []
     for shape in shapes:
         name, mask_kind, dropout = shape[0], shape[6], shape[7]
@@ -313,30 +320,36 @@ def bench_tiles(device: str, shapes, tile_configs, reps: int, ratio: float = 0.1
         key = call_key(0, 0, seed=1)
         outs = {}
 
-        def run(tiles):
+        def run(config):
             def fn():
                 for t in inputs:
                     t.grad = None
-                if tiles == 'host':
+                if config == 'host':
                     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                                          dropout_p=dropout)
                 else:
                     out = triton_dropkey_attention(q, k, v, ratio, key, attn_mask=mask,
-                                                   dropout_p=dropout, tiles=tiles)
+                                                   dropout_p=dropout, config=config)
                 out.backward(g)
-                outs[tiles] = [out.detach().float()] + [t.grad.float() for t in inputs]
+                outs[config] = [out.detach().float()] + [t.grad.float() for t in inputs]
             return fn
 
-        default = default_tiles(device, q.shape[-1], v.shape[-1])
+        default = default_config(device, q.dtype, q.shape[-1], v.shape[-1], dropout > 0)
+        others = [TritonConfig(*c) for c in configs]
+        others = [c for c in others if c != default
+                  and (q.dtype == torch.float32 or c.fp32_dots == default.fp32_dots)]
         host = _op_time(run('host'), device, reps)['ms']
-        for tiles in [default] + [t for t in tile_configs if tuple(t) != tuple(default)]:
+        for config in [default] + others:
             try:
-                res = _op_time(run(tuple(tiles)), device, reps)
-                diff = _max_diff(outs[tuple(tiles)], outs.get(tuple(default), []))
-            except Exception as err:  # e.g. a tile that does not fit shared memory
-                print(f'{name}: tiles {tiles} failed: {type(err).__name__}: {str(err)[:200]}')
+                res = _op_time(run(config), device, reps)
+                diff = _max_diff(outs[config], outs.get(default, []))
+            except Exception as err:  # e.g. tiles that do not fit shared memory
+                print(f'{name}: {tuple(config)} failed: {type(err).__name__}: {str(err)[:200]}')
                 res, diff = dict(ms=float('nan'), peak_mb=None), None
-            label = '{}x{} w{} s{}'.format(*tiles) + (' (default)' if tiles == default else '')
+            label = '{}x{} w{} s{}'.format(*config)
+            if q.dtype == torch.float32:
+                label += f' {config.fp32_dots}'
+            label += ' (default)' if config == default else ''
             rows.append(dict(part='tile sweep', name=f'{name}: triton {label}', ms=res['ms'],
                              ratio=res['ms'] / host, peak_mb=res['peak_mb'],
                              finite=all(bool(torch.isfinite(t).all())
@@ -462,7 +475,7 @@ def print_table(rows: List[dict], device_name: str) -> None:
           'DropKey auto <= 1.3); dropped = measured fraction (ratio 0.1); |fused-fb| = largest '
           'difference of the output and every gradient: auto vs the SDPA fallback (no '
           'dropout) or vs triton; triton vs its written-out reference (fp32 logits); '
-          'one hash per logit vs triton (same bits: 0); tile sweep: vs the default tiles')
+          'one hash per logit vs triton (same bits: 0); tile sweep: vs the default configuration')
 
 
 def main(argv: Optional[List[str]] = None) -> List[dict]:
@@ -476,7 +489,8 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     parser.add_argument('--reps', type=int, default=5, help='timed repetitions per op')
     parser.add_argument('--skip-train', action='store_true')
     parser.add_argument('--tile-sweep', action='store_true',
-                        help="also time the Triton kernel's other tile shapes (SWEEP_TILES)")
+                        help="also time the Triton kernel's other configurations "
+                             '(SWEEP_CONFIGS)')
     parser.add_argument('--json', default=None, help='also write the rows to this file')
     args = parser.parse_args(argv)
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
@@ -499,8 +513,8 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     rows += bench_ops(device, shapes, args.reps)
     if args.tile_sweep and _triton_runs(device):
         names = DRY_SWEEP_SHAPES if args.dry_run else SWEEP_SHAPES
-        rows += bench_tiles(device, [s for s in shapes if s[0] in names],
-                            DRY_SWEEP_TILES if args.dry_run else SWEEP_TILES, args.reps)
+        rows += bench_configs(device, [s for s in shapes if s[0] in names],
+                              DRY_SWEEP_CONFIGS if args.dry_run else SWEEP_CONFIGS, args.reps)
     print_table(rows, name)
     print(f'total {time.time() - t0:.0f} s')
     if args.json:

@@ -99,12 +99,13 @@ def fresh_mmengine_globals() -> Iterator[None]:
             cls._instance_dict.update(saved[cls])
 
 
-def run_main(tool: str, args: List[str]) -> None:
-    """Call ``tools/<tool>.py``'s ``main(args)`` in this process (exceptions propagate; bad input
-    raises ``SystemExit(1)`` after printing its ``error:`` line on stderr)."""
+def run_main(tool: str, args: List[str]):
+    """Call ``tools/<tool>.py``'s ``main(args)`` in this process and return what it returns
+    (exceptions propagate; bad input raises ``SystemExit(1)`` after printing its ``error:`` line
+    on stderr)."""
     main = load_tool(tool).main
     with fresh_mmengine_globals():
-        main([str(a) for a in args])
+        return main([str(a) for a in args])
 
 
 def read_logs(work_dir: str) -> str:

@@ -68,11 +68,13 @@ def test_hashing_per_word_and_per_logit_agree_bit_for_bit(interpreted):
     assert interpreted['lanes']['bitwise_equal']
 
 
-def test_other_tile_shapes_give_the_same_result(interpreted):
-    """The tiles are a tuning knob only: 16x16 .. 64x64 (key blocks that split the 4-key hash
-    words' columns differently) all match the reference to float precision."""
-    result = interpreted['tiles']
-    assert sorted(result['errors']) == sorted(['16x16', '32x16', '16x32', '64x64'])
+def test_other_configs_give_the_same_result(interpreted):
+    """The configuration is a tuning knob only: tiles 16x16 .. 64x64 (key blocks that split the
+    4-key hash words' columns differently) and CUDA-core fp32 products all match the reference
+    to float precision."""
+    result = interpreted['configs']
+    assert sorted(result['errors']) == sorted(['16x16', '32x16', '16x32', '64x64',
+                                               '16x16x4x2xieee'])
     assert max(result['errors'].values()) <= 1e-5 * max(1.0, result['scale']), result
 
 
@@ -165,15 +167,20 @@ def test_head_dims_beyond_the_kernel_are_refused_in_one_line():
     assert not triton_flash.triton_applies(q, 'random', None, q, device_type='cuda')
 
 
-@pytest.mark.parametrize('tiles', [(48, 64), (64, 8), (64, 512), (64, 64, 3), (64, 64, 4, 0),
-                                   (64, ), 'big'])
-def test_bad_tiles_are_refused_in_one_line(tiles):
+@pytest.mark.parametrize('config', [(48, 64), (64, 8), (64, 512), (64, 64, 3), (64, 64, 4, 0),
+                                    (64, 64, 4, 2, 'tf32'), (64, ), 'big'])
+def test_bad_configs_are_refused_in_one_line(config):
     q = torch.randn(1, 1, 8, 16)
-    with pytest.raises(ValueError, match='tiles must be'):
-        triton_flash.triton_dropkey_attention(q, q, q, 0.1, 1, tiles=tiles)
+    with pytest.raises(ValueError, match='config must be'):
+        triton_flash.triton_dropkey_attention(q, q, q, 0.1, 1, config=config)
 
 
-def test_default_tiles():
-    assert triton_flash.default_tiles('cuda', 64, 64) == (64, 64, 4, 2)
-    assert triton_flash.default_tiles('cuda', 256, 64) == (32, 32, 4, 2)
-    assert triton_flash.default_tiles('cpu', 64, 64)[:2] == (16, 16)
+def test_default_config():
+    """On CUDA the tiles chosen per dtype and dropout (see ``test_dropkey_triton_aot.py`` for
+    why), fp32 as 3xTF32 tensor-core products as the host's fp32 SDPA kernel does."""
+    half, fp32 = torch.float16, torch.float32
+    assert triton_flash.default_config('cuda', half, 64, 64, False) == (64, 64, 4, 2, 'tf32x3')
+    assert triton_flash.default_config('cuda', half, 32, 32, True)[:2] == (64, 32)
+    assert triton_flash.default_config('cuda', fp32, 32, 32, True)[:2] == (64, 16)
+    assert triton_flash.default_config('cuda', half, 256, 64, False)[:2] == (32, 32)
+    assert triton_flash.default_config('cpu', fp32, 64, 64, True)[:2] == (16, 16)

@@ -42,12 +42,14 @@ def test_dry_run_without_openmmlab(tmp_path):
     assert len(fp32) == 1 and fp32[0]['max_diff_fused'] < 1e-5
     per_logit = [r for r in ops if 'one hash per logit' in r['name']]
     assert len(per_logit) == 4 and all(r['max_diff_fused'] == 0 for r in per_logit)
-    # the tile sweep: each shape at the default and the other tiles, same results
+    # the sweep: each shape at the default and the other configurations (CUDA-core fp32
+    # products on the fp32 shape only), the same results
     sweep = [r for r in rows if r['part'] == 'tile sweep']
-    assert len(sweep) == 4 and sum('(default)' in r['name'] for r in sweep) == 2
+    assert len(sweep) == 5 and sum('(default)' in r['name'] for r in sweep) == 2
+    assert [r['name'].endswith('ieee') for r in sweep].count(True) == 1
     assert all(r['ms'] == r['ms'] and r['max_diff_fused'] is not None for r in sweep)
     assert all(r['max_diff_fused'] < 1e-2 for r in sweep)
-    assert [r['max_diff_fused'] < 1e-5 for r in sweep if 'fp32' in r['name']] == [True, True]
+    assert [r['max_diff_fused'] < 1e-5 for r in sweep if 'fp32' in r['name']] == [True] * 3
     assert all(r['finite'] for r in rows)
     dropped = [r['dropped'] for r in rows if r.get('dropped') is not None]
     assert dropped and all(abs(d - 0.1) < 0.05 for d in dropped)

@@ -137,17 +137,17 @@ def check_lanes_per_word_equal_per_logit():
     return {'bitwise_equal': all(torch.equal(a, b) for a, b in zip(*results))}
 
 
-def check_tiles_do_not_change_bits():
-    """Other tile shapes (the tuning knob): the same drop decisions, so the same output and
-    gradients up to the order of the float sums; each against the reference too."""
+def check_configs_do_not_change_bits():
+    """Other tile shapes and fp32 products (the tuning knob): the same drop decisions, so the
+    same output and gradients up to the order of the float sums; each against the reference."""
     q, k, v, attn_mask = _inputs(2, 2, 40, 51, 16, 32, 'padding')
     want = _out_and_grads(reference, q, k, v, attn_mask, 0.3, 0.1)
     results = {}
-    for tiles in ((16, 16), (32, 16), (16, 32), (64, 64)):
+    for config in ((16, 16), (32, 16), (16, 32), (64, 64), (16, 16, 4, 2, 'ieee')):
         def fn(*args, **kwargs):
-            return triton_flash.triton_dropkey_attention(*args, tiles=tiles, **kwargs)
+            return triton_flash.triton_dropkey_attention(*args, config=config, **kwargs)
         got = _out_and_grads(fn, q, k, v, attn_mask, 0.3, 0.1)
-        results['x'.join(map(str, tiles))] = max(_errors(got, want))
+        results['x'.join(map(str, config))] = max(_errors(got, want))
     return {'errors': results, 'scale': max(float(w.abs().max()) for w in want)}
 
 
@@ -229,7 +229,7 @@ def main():
     results = {'cases': check_cases(), 'fp16': check_fp16(),
                'same_mask': check_same_mask_as_sdpa_path(), 'dropout': check_dropout_bits(),
                'lanes': check_lanes_per_word_equal_per_logit(),
-               'tiles': check_tiles_do_not_change_bits(),
+               'configs': check_configs_do_not_change_bits(),
                'compile': check_whole_model_torch_compile(),
                'first_use': check_first_use_check_passes(),
                'wrong_results': check_wrong_results_fall_back()}

@@ -41,7 +41,7 @@ from .schedule import ratio_threshold
 from .splitmix import GOLDEN, MASK64, mix64, signed
 
 __all__ = ['triton_available', 'triton_applies', 'triton_failure', 'triton_dropkey_attention',
-           'dropout_key', 'reference_attention', 'TritonTiles', 'default_tiles']
+           'dropout_key', 'reference_attention', 'TritonConfig', 'default_config', 'make_config']
 
 _LOG = logging.getLogger(__name__)
 _STATE = {'failed': None, 'verified': set()}
@@ -82,54 +82,79 @@ def dropout_key(key: int) -> int:
 # ------------------------------------------------------------------------------------------------
 # launching
 # ------------------------------------------------------------------------------------------------
-class TritonTiles(NamedTuple):
-    """Tile shape and launch options of the kernels: queries x keys per program, warps, software
-    pipelining stages. Block sizes are powers of 2 from 16 (``tl.dot``'s smallest) to 256; the
-    drop bits do not depend on them (they are a function of the logit's position)."""
-    block_m: int
-    block_n: int
+class TritonConfig(NamedTuple):
+    """How the kernels run. Each program holds ``block_held`` rows -- queries in the forward and
+    the dQ kernel, keys in the dK/dV kernel -- and streams over the other side
+    ``block_streamed`` at a time (FlashAttention-2's schedule; powers of 2 from 16, ``tl.dot``'s
+    smallest, to 256); ``num_warps`` and ``num_stages`` (software pipelining) per program; and
+    how fp32 inputs are multiplied: ``'tf32x3'`` (three TF32 tensor-core products, about fp32's
+    precision: what the host's fp32 SDPA kernel does from Ampere on, CUTLASS's
+    ``OpMultiplyAddFastF32``) or ``'ieee'`` (fp32 on CUDA cores). The drop bits depend on none
+    of it (they are a function of the logit's position); Triton's interpreter uses the tiles
+    only."""
+    block_held: int
+    block_streamed: int
     num_warps: int = 4
     num_stages: int = 2
+    fp32_dots: str = 'tf32x3'
 
 
-def default_tiles(device_type: str, head_dim: int, value_dim: int) -> TritonTiles:
-    """64 x 64, 4 warps, 2 stages on CUDA (head dims up to 128 in fp16/bf16 fit an SM's shared
-    memory with 2 stages; 32 x 32 above); 16 x 16 in the interpreter (the tests exercise several
-    tiles at small N). Untuned: ``benchmarks/gpu_acceptance.py --tile-sweep`` measures others."""
+def default_config(device_type: str, dtype: torch.dtype, head_dim: int, value_dim: int,
+                   dropout: bool) -> TritonConfig:
+    """The largest tiles for which ptxas (Triton 3.7) allocates every kernel's registers without
+    spilling on sm_90 (H100/H200), found with ``tools/analysis_tools/dropkey_triton_build.py``
+    at the shipped configs' shapes -- chosen from register and shared-memory use, not yet timed
+    on a GPU (``benchmarks/gpu_acceptance.py --tile-sweep`` times the alternatives):
+
+    * fp16/bf16 without attention dropout (ViT AMP): 64 held x 64 streamed;
+    * fp16/bf16 with dropout (a second hash per logit): 64 x 32;
+    * fp32 (three TF32 products per product): 64 x 16;
+
+    4 warps, 2 stages; head dims over 128 halve the held rows. 16 x 16 in Triton's interpreter
+    (the tests exercise several tiles at small N)."""
     if device_type != 'cuda':
-        return TritonTiles(16, 16)
-    block = 32 if max(head_dim, value_dim) > 128 else 64
-    return TritonTiles(block, block)
+        return TritonConfig(16, 16)
+    held = 32 if max(head_dim, value_dim) > 128 else 64
+    streamed = 16 if dtype == torch.float32 else 32 if dropout else 64
+    return TritonConfig(held, min(streamed, held))
 
 
-def _check_tiles(given) -> TritonTiles:
+def make_config(given) -> TritonConfig:
+    """``given`` (a :class:`TritonConfig` or a tuple of its fields) checked: ValueError in one
+    line for tiles, warps, stages or products the kernels do not take."""
     try:
-        tiles = TritonTiles(*(int(t) for t in given))
+        config = TritonConfig(*given)
+        ints = [int(b) for b in config[:4]]
     except (TypeError, ValueError):
-        tiles = None
-    blocks_ok = tiles is not None and all(16 <= b <= 256 and b & (b - 1) == 0
-                                          for b in tiles[:2])
-    if not (blocks_ok and tiles.num_warps in (1, 2, 4, 8, 16) and tiles.num_stages >= 1):
-        raise ValueError(f'tiles must be (block_m, block_n, num_warps, num_stages) with blocks '
-                         f'powers of 2 in [16, 256], warps in 1..16 (a power of 2) and stages '
-                         f'>= 1, got {given!r}')
-    return tiles
+        config = None
+    if config is None or not (
+            all(16 <= b <= 256 and b & (b - 1) == 0 for b in ints[:2])
+            and ints[2] in (1, 2, 4, 8, 16) and ints[3] >= 1
+            and config.fp32_dots in ('tf32x3', 'ieee')):
+        raise ValueError(f'config must be (block_held, block_streamed, num_warps, num_stages, '
+                         f'fp32_dots) with blocks powers of 2 in [16, 256], warps a power of 2 '
+                         f"up to 16, stages >= 1 and fp32_dots 'tf32x3' or 'ieee', got {given!r}")
+    return TritonConfig(*ints, config.fp32_dots)
 
 
 class _Call:
     """The scalars and host masks of one call, as the kernels take them."""
 
-    def __init__(self, q, k, v, ratio, key, bias, allowed, dropout_p, scale, per_word, tiles):
+    def __init__(self, q, k, v, ratio, key, bias, allowed, dropout_p, scale, per_word, config,
+                 device_type, kernels):
         b, h, nq, d = q.shape
         self.shape = (b, h, nq, k.shape[-2])
         self.dims = (d, v.shape[-1])
-        tiles = tiles or default_tiles(q.device.type, *self.dims)
-        self.blocks = dict(BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n,
-                           BLOCK_D=max(16, 1 << (d - 1).bit_length()),
-                           BLOCK_DV=max(16, 1 << (v.shape[-1] - 1).bit_length()))
+        self.kernels = kernels
+        config = config or default_config(device_type, q.dtype, *self.dims, dropout_p > 0)
+        dims = dict(BLOCK_D=max(16, 1 << (d - 1).bit_length()),
+                    BLOCK_DV=max(16, 1 << (v.shape[-1] - 1).bit_length()))
+        # forward and dQ: queries held (BLOCK_M), keys streamed (BLOCK_N); dK/dV: the reverse
+        self.blocks = dict(BLOCK_M=config.block_held, BLOCK_N=config.block_streamed, **dims)
+        self.kv_blocks = dict(BLOCK_M=config.block_streamed, BLOCK_N=config.block_held, **dims)
         # warps and stages mean nothing to the interpreter, which refuses them
-        self.launch = dict(num_warps=tiles.num_warps, num_stages=tiles.num_stages) \
-            if q.device.type == 'cuda' else {}
+        self.launch = dict(num_warps=config.num_warps, num_stages=config.num_stages) \
+            if device_type == 'cuda' else {}
         self.scale = d**-0.5 if scale is None else float(scale)
         self.drop = (signed(key + GOLDEN), ratio_threshold(ratio))
         self.dropout_p = float(dropout_p)
@@ -140,7 +165,8 @@ class _Call:
             self.dropout = (0, 0, 1.0)
         self.bias = bias
         self.allowed = allowed
-        self.precision = 'ieee' if q.dtype == torch.float32 else None  # half: the default
+        # fp16/bf16: Triton's default (tensor cores); fp32: the config's
+        self.precision = config.fp32_dots if q.dtype == torch.float32 else None
         self.per_word = per_word
 
     def masks(self, q):
@@ -173,7 +199,7 @@ def _forward(q, k, v, call: _Call, row_flags: Optional[torch.Tensor]):
     lse = torch.empty(b, h, nq, dtype=torch.float32, device=q.device)
     grid = (_cdiv(nq, call.blocks['BLOCK_M']), b * h)
     masks, mask_strides = call.masks(q)
-    triton_kernels.kernels()['forward'][grid](
+    call.kernels['forward'][grid](
         q, k, v, out, lse, q if row_flags is None else row_flags, *masks,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *mask_strides, *call.scalars(),
         **call.flags(row_flags is not None), **call.blocks, **call.launch)
@@ -219,13 +245,14 @@ class _TritonDropKeyAttention(torch.autograd.Function):
         flags = q if row_flags is None else row_flags
         common = [*q.stride(), *k.stride(), *v.stride(), *grad_out.stride(), *mask_strides,
                   *call.scalars()]
-        kernels = triton_kernels.kernels()
-        opts = dict(**call.flags(row_flags is not None), **call.blocks, **call.launch)
-        kernels['backward_kv'][(_cdiv(nk, call.blocks['BLOCK_N']), b * h)](
-            q, k, v, grad_out, lse, delta, flags, *masks, dk, dv_, *common, **opts)
+        kernels = call.kernels
+        opts = dict(**call.flags(row_flags is not None), **call.launch)
+        kernels['backward_kv'][(_cdiv(nk, call.kv_blocks['BLOCK_N']), b * h)](
+            q, k, v, grad_out, lse, delta, flags, *masks, dk, dv_, *common, **call.kv_blocks,
+            **opts)
         kernels['backward_q'][(_cdiv(nq, call.blocks['BLOCK_M']), b * h)](
             q, k, v, grad_out, lse, delta, flags, *masks, dq,
-            q if dbias is None else dbias, *common, HAS_DBIAS=need_bias, **opts)
+            q if dbias is None else dbias, *common, HAS_DBIAS=need_bias, **call.blocks, **opts)
         if dbias is not None:  # summed over the bias's broadcast dims, in its dtype
             dbias = dbias.sum_to_size(bias.shape).to(bias.dtype)
         return dq, dk, dv_, dbias, None, None
@@ -242,7 +269,7 @@ def triton_dropkey_attention(q: torch.Tensor,
                              scale: Optional[float] = None,
                              strict: bool = True,
                              lanes: str = 'word',
-                             tiles: Optional[TritonTiles] = None) -> Optional[torch.Tensor]:
+                             config: Optional[TritonConfig] = None) -> Optional[torch.Tensor]:
     """Random-variant DropKey attention (plus attention dropout) in the Triton kernels.
 
     ``q, k, v``: ``(B, H, Nq, d)``, ``(B, H, Nk, d)``, ``(B, H, Nk, dv)`` (k and v broadcastable
@@ -254,8 +281,8 @@ def triton_dropkey_attention(q: torch.Tensor,
     ``lanes``: ``'word'`` (default: one SplitMix64 word hashed per 4 keys, its 16-bit lanes
     spread over them) or ``'logit'`` (one hash per logit, 4x the integer work, no shuffling of
     lanes between columns); the same bits either way (a diagnostic for the GPU benchmark).
-    ``tiles``: a :class:`TritonTiles` instead of :func:`default_tiles` (the same bits; for
-    tuning).
+    ``config``: a :class:`TritonConfig` (tiles, warps, stages, fp32 products) instead of
+    :func:`default_config` (the same bits; for tuning).
     """
     if not triton_available():
         raise ValueError('DropKey backend="triton" needs Triton (shipped with torch\'s CUDA '
@@ -265,7 +292,7 @@ def triton_dropkey_attention(q: torch.Tensor,
                          f'{q.shape[-1]} and {v.shape[-1]}')
     if lanes not in ('word', 'logit'):
         raise ValueError(f"lanes must be 'word' or 'logit', got {lanes!r}")
-    tiles = None if tiles is None else _check_tiles(tiles)
+    config = None if config is None else make_config(config)
     if not strict and _STATE['failed'] is not None:  # off after a failure (warned once)
         return None
     device_type = q.device.type
@@ -277,7 +304,7 @@ def triton_dropkey_attention(q: torch.Tensor,
         if not strict:
             _verify(q.device, q.dtype)
         return _attention(q, k, v, ratio, key, attn_mask=attn_mask, dropout_p=dropout_p,
-                          scale=scale, lanes=lanes, tiles=tiles)
+                          scale=scale, lanes=lanes, config=config)
     except torch.cuda.OutOfMemoryError:
         raise
     except Exception as err:
@@ -289,14 +316,19 @@ def triton_dropkey_attention(q: torch.Tensor,
 
 
 def _attention(q, k, v, ratio, key, *, attn_mask=None, dropout_p=0.0, scale=None,
-               lanes='word', tiles=None):
+               lanes='word', config=None, device_type=None, kernels=None):
+    """The call through the kernels; ``device_type`` (default q's) picks the default config and
+    the launch options, ``kernels`` (default :func:`.triton_kernels.kernels`) what is launched:
+    :mod:`.triton_aot` compiles a call for a GPU it does not have with these two."""
     b, h, nq, _ = q.shape
     nk = k.shape[-2]
     k_full = k.expand(b, h, nk, k.shape[-1])
     v_full = v.expand(b, h, nk, v.shape[-1])
     allowed, bias = split_host_mask(attn_mask)
     call = _Call(q, k_full, v_full, ratio, key, bias, allowed, dropout_p, scale,
-                 per_word=lanes == 'word', tiles=tiles)
+                 per_word=lanes == 'word', config=config,
+                 device_type=device_type or q.device.type,
+                 kernels=kernels or triton_kernels.kernels())
     need_check = empty_rows_possible(attn_mask, ratio, nk, b * h * nq)
     with torch.autocast(q.device.type, enabled=False):
         out = _TritonDropKeyAttention.apply(q, k_full, v_full, bias, call, need_check)

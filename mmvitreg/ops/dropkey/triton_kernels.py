@@ -14,7 +14,7 @@ try:
 except ImportError:  # pragma: no cover - CPU-only torch builds; the kernels are never built
     tl = None
 
-__all__ = ['kernels']
+__all__ = ['kernels', 'build_kernels']
 
 _BUILT: dict = {}
 
@@ -266,19 +266,25 @@ _KERNEL_FNS = {'forward': _forward_kernel, 'backward_kv': _backward_kv_kernel,
 
 
 def kernels() -> dict:
-    """The kernels as Triton JIT functions, built at first use.
+    """The kernels as Triton JIT functions, built at first use (:func:`build_kernels`)."""
+    if not _BUILT:
+        _BUILT.update(build_kernels())
+    return _BUILT
+
+
+def build_kernels() -> dict:
+    """A new set of the kernels as Triton JIT functions (``{'forward', 'backward_kv',
+    'backward_q'}``), with their own compilation caches.
 
     Each plain function above is rebuilt in one scope where the helpers are JIT functions too
     (Triton kernels call only JIT functions). In a process started with ``TRITON_INTERPRET=1``
     ``triton.jit`` gives interpreted functions, which run on CPU tensors (the tests).
     """
-    if not _BUILT:
-        import triton
-        scope = dict(globals())
-        for helper in _HELPERS:
-            scope[helper] = triton.jit(_rebuild(globals()[helper], scope))
-        _BUILT.update({kind: triton.jit(_rebuild(fn, scope)) for kind, fn in _KERNEL_FNS.items()})
-    return _BUILT
+    import triton
+    scope = dict(globals())
+    for helper in _HELPERS:
+        scope[helper] = triton.jit(_rebuild(globals()[helper], scope))
+    return {kind: triton.jit(_rebuild(fn, scope)) for kind, fn in _KERNEL_FNS.items()}
 
 
 def _rebuild(fn, scope: dict) -> types.FunctionType:
