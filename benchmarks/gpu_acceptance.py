@@ -80,10 +80,10 @@ DRY_OP_SHAPES = [('tiny b2, N17', 2, 2, 17, 17, 16, None, 0.0, 'half'),
                   'fp32')]
 # --tile-sweep: the Triton kernel's configurations (rows held, rows streamed, warps, stages[,
 # fp32 products]; see TritonConfig) timed on the shapes the shipped configs train (in their
-# dtype) and on ViT-B. The defaults (64 held x 64 / 32 / 16 streamed for fp16 / fp16 with
-# dropout / fp32, 4 warps, 2 stages, fp32 as 3 TF32 products) were chosen without a GPU, as the
-# largest tiles ptxas builds without spilling registers (tools/analysis_tools/
-# dropkey_triton_build.py). 'ieee' rows: fp32 on CUDA cores (fp32 shapes only). A configuration
+# dtype) and on ViT-B. The defaults (triton_flash.default_config: on sm_90 64 held x 64 / 32 /
+# 16 streamed for fp16 / fp16 with dropout / fp32, 4 warps, 2 stages, fp32 as 3 TF32 products)
+# were chosen without a GPU, as the largest tiles ptxas builds without spilling registers
+# (tools/analysis_tools/dropkey_triton_build.py). 'ieee' rows: fp32 on CUDA cores (fp32 shapes only). A configuration
 # that does not fit the GPU's shared memory is reported as failed.
 SWEEP_SHAPES = ['ViT-B IN1k b128, N197', 'DETR enc b2, N850, pad, drop .1, fp32',
                 'DETR dec cross b2, 100x850, pad, drop .1, fp32',
@@ -334,7 +334,11 @@ def bench_configs(device: str, shapes, configs, reps: int, ratio: float = 0.1) -
                 outs[config] = [out.detach().float()] + [t.grad.float() for t in inputs]
             return fn
 
-        default = default_config(device, q.dtype, q.shape[-1], v.shape[-1], dropout > 0)
+        arch = None
+        if device == 'cuda':
+            major, minor = torch.cuda.get_device_capability()
+            arch = 10 * major + minor
+        default = default_config(arch, q.dtype, q.shape[-1], v.shape[-1], dropout > 0)
         others = [TritonConfig(*c) for c in configs]
         others = [c for c in others if c != default
                   and (q.dtype == torch.float32 or c.fp32_dots == default.fp32_dots)]

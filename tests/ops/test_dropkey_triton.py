@@ -160,6 +160,20 @@ def test_launch_failure_falls_back_with_one_warning(monkeypatch, caplog):
                         memory_budget=1 << 30) == 'sdpa'
 
 
+def test_auto_leaves_fp32_head_dims_over_128_to_sdpa(monkeypatch):
+    """(every tile spills kilobytes of registers there); fp16 and autocast calls keep the kernel,
+    and an explicit ``backend='triton'`` still takes it."""
+    monkeypatch.setitem(triton_flash._STATE, 'failed', None)
+    q = torch.randn(1, 2, 8, 192)
+    kwargs = dict(dropout_p=0.1, device_type='cuda', memory_budget=1 << 30)
+    assert dropkey_path(q, q, q, 0.1, **kwargs) == 'sdpa'
+    assert dropkey_path(q[..., :128], q[..., :128], q[..., :128], 0.1, **kwargs) == 'triton'
+    assert dropkey_path(q.half(), q.half(), q.half(), 0.1, **kwargs) == 'triton'
+    assert dropkey_path(q, q, q, 0.1, backend='triton', **kwargs) == 'triton'
+    with torch.autocast('cpu', dtype=torch.bfloat16):  # CUDA's autocast state is its own
+        assert dropkey_path(q, q, q, 0.1, **kwargs) == 'sdpa'
+
+
 def test_head_dims_beyond_the_kernel_are_refused_in_one_line():
     q = torch.randn(1, 1, 8, 512)
     with pytest.raises(ValueError, match='head dims up to 256'):
@@ -176,11 +190,15 @@ def test_bad_configs_are_refused_in_one_line(config):
 
 
 def test_default_config():
-    """On CUDA the tiles chosen per dtype and dropout (see ``test_dropkey_triton_aot.py`` for
-    why), fp32 as 3xTF32 tensor-core products as the host's fp32 SDPA kernel does."""
+    """Tiles per GPU generation, dtype and dropout (``test_dropkey_triton_aot.py`` asserts why:
+    no kernel of a shipped call spills on sm_90 or sm_80); fp32 as 3xTF32 tensor-core products,
+    as the host's fp32 SDPA kernel does."""
     half, fp32 = torch.float16, torch.float32
-    assert triton_flash.default_config('cuda', half, 64, 64, False) == (64, 64, 4, 2, 'tf32x3')
-    assert triton_flash.default_config('cuda', half, 32, 32, True)[:2] == (64, 32)
-    assert triton_flash.default_config('cuda', fp32, 32, 32, True)[:2] == (64, 16)
-    assert triton_flash.default_config('cuda', half, 256, 64, False)[:2] == (32, 32)
-    assert triton_flash.default_config('cpu', fp32, 64, 64, True)[:2] == (16, 16)
+    assert triton_flash.default_config(90, half, 64, 64, False) == (64, 64, 4, 2, 'tf32x3')
+    assert triton_flash.default_config(90, half, 32, 32, True)[:2] == (64, 32)
+    assert triton_flash.default_config(90, fp32, 32, 32, True)[:2] == (64, 16)
+    assert triton_flash.default_config(80, half, 64, 64, False)[:2] == (32, 32)
+    assert triton_flash.default_config(86, fp32, 64, 64, False)[:2] == (32, 16)
+    assert triton_flash.default_config(90, half, 256, 64, False)[:2] == (32, 16)
+    assert triton_flash.default_config(90, fp32, 64, 256, False)[:2] == (16, 16)
+    assert triton_flash.default_config(None, fp32, 64, 64, True)[:2] == (16, 16)

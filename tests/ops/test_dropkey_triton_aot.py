@@ -1,6 +1,6 @@
-"""The Triton DropKey kernels compiled for sm_90 (H100/H200) on this GPU-less machine, through
-the real launch code: every call the shipped configs make builds, fits the GPU's shared memory
-and, with the default tiles, keeps its registers unspilled."""
+"""The Triton DropKey kernels compiled for sm_90 (H100/H200) and sm_80 (A100) on this GPU-less
+machine, through the real launch code: every call the shipped configs make builds, fits the
+GPU's shared memory and, with the default tiles, keeps its registers unspilled."""
 import pytest
 import torch
 
@@ -11,12 +11,14 @@ from mmvitreg.ops.dropkey.triton_aot import (SHARED_MEMORY_LIMIT, SHIPPED_CALLS,
 pytestmark = pytest.mark.skipif(not triton_flash.triton_available(), reason='no Triton')
 
 
+@pytest.mark.parametrize('arch', [90, 80])
 @pytest.mark.parametrize('call', list(SHIPPED_CALLS))
-def test_shipped_calls_build_for_sm90_fit_and_do_not_spill(call):
-    builds = compile_shipped_call(90, call)
+def test_shipped_calls_build_fit_and_do_not_spill(call, arch):
+    """H100/H200 (sm_90) and A100 (sm_80)."""
+    builds = compile_shipped_call(arch, call)
     assert {b.kernel for b in builds} == {'forward', 'backward_kv', 'backward_q'}
-    assert all(b.arch == 90 and b.fits for b in builds), builds
-    assert all(0 < b.shared <= SHARED_MEMORY_LIMIT[90] for b in builds)
+    assert all(b.arch == arch and b.fits for b in builds), builds
+    assert all(0 < b.shared <= SHARED_MEMORY_LIMIT[arch] for b in builds)
     # the default tiles were chosen as the largest that keep every kernel's registers unspilled
     assert [b.stack for b in builds] == [0] * len(builds), builds
     assert all((b.num_warps, b.num_stages) == (4, 2) for b in builds)

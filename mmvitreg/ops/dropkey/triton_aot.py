@@ -157,7 +157,7 @@ def compile_call(arch: int,
         with torch.enable_grad():
             out = triton_flash._attention(q, k, v, ratio, 0, attn_mask=attn_mask,
                                           dropout_p=dropout_p, config=config, lanes=lanes,
-                                          device_type='cuda', kernels=stand_ins)
+                                          arch=arch, kernels=stand_ins)
             if out.requires_grad:
                 out.backward(torch.zeros_like(out))
     finally:

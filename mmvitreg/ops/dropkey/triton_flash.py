@@ -49,6 +49,10 @@ _STATE = {'failed': None, 'verified': set()}
 DROPOUT_SALT = 0xD409_0C7A_11E5_5A17
 #: the largest head dim the kernels are built for (tiles hold whole rows of q, k, v)
 MAX_HEAD_DIM = 256
+#: the largest head dim ``backend='auto'`` gives the kernels in fp32: beyond it every tile
+#: that fits an SM spills kilobytes of registers per thread (tools/analysis_tools/
+#: dropkey_triton_build.py), so the SDPA path is taken (``backend='triton'`` still runs them)
+FP32_AUTO_HEAD_DIM = 128
 
 
 def triton_available() -> bool:
@@ -63,13 +67,19 @@ def triton_failure() -> Optional[str]:
 
 def triton_applies(q: torch.Tensor, variant: str, attn_mask: Optional[torch.Tensor],
                    v: Optional[torch.Tensor] = None, device_type: Optional[str] = None) -> bool:
-    """Whether the Triton kernel can take the call: CUDA (``device_type``, default q's), random
-    variant, no host mask or a boolean / float one, head dims <= :data:`MAX_HEAD_DIM` (q/k and v
-    may differ), Triton importable and not turned off by a failure in this process."""
-    return ((device_type or q.device.type) == 'cuda' and variant == 'random'
+    """Whether ``backend='auto'`` gives the call to the Triton kernel: CUDA (``device_type``,
+    default q's), random variant, no host mask or a boolean / float one, head dims <=
+    :data:`MAX_HEAD_DIM` (q/k and v may differ) and <= :data:`FP32_AUTO_HEAD_DIM` where it
+    computes in fp32, Triton importable and not turned off by a failure in this process."""
+    device_type = device_type or q.device.type
+    head_dim = max(q.shape[-1], q.shape[-1] if v is None else v.shape[-1])
+    dtype = q.dtype
+    if device_type == 'cuda' and torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+    return (device_type == 'cuda' and variant == 'random'
             and (attn_mask is None or attn_mask.dtype == torch.bool
                  or attn_mask.is_floating_point())
-            and q.shape[-1] <= MAX_HEAD_DIM and (v is None or v.shape[-1] <= MAX_HEAD_DIM)
+            and head_dim <= (FP32_AUTO_HEAD_DIM if dtype == torch.float32 else MAX_HEAD_DIM)
             and triton_available() and _STATE['failed'] is None)
 
 
@@ -99,24 +109,37 @@ class TritonConfig(NamedTuple):
     fp32_dots: str = 'tf32x3'
 
 
-def default_config(device_type: str, dtype: torch.dtype, head_dim: int, value_dim: int,
+def default_config(arch: Optional[int], dtype: torch.dtype, head_dim: int, value_dim: int,
                    dropout: bool) -> TritonConfig:
-    """The largest tiles for which ptxas (Triton 3.7) allocates every kernel's registers without
-    spilling on sm_90 (H100/H200), found with ``tools/analysis_tools/dropkey_triton_build.py``
-    at the shipped configs' shapes -- chosen from register and shared-memory use, not yet timed
-    on a GPU (``benchmarks/gpu_acceptance.py --tile-sweep`` times the alternatives):
+    """The tiles for a call on CUDA compute capability ``arch`` (e.g. 90: H100/H200, 80: A100;
+    None: Triton's interpreter, 16 x 16 so that the tests exercise several tiles at small N).
 
-    * fp16/bf16 without attention dropout (ViT AMP): 64 held x 64 streamed;
-    * fp16/bf16 with dropout (a second hash per logit): 64 x 32;
-    * fp32 (three TF32 products per product): 64 x 16;
+    The largest tiles for which ptxas (Triton 3.7) allocates every kernel's registers without
+    spilling, found with ``tools/analysis_tools/dropkey_triton_build.py`` at the shipped
+    configs' calls -- chosen from register and shared-memory use, not yet timed on a GPU
+    (``benchmarks/gpu_acceptance.py --tile-sweep`` times the alternatives). Held x streamed
+    rows (see :class:`TritonConfig`), 4 warps, 2 stages:
 
-    4 warps, 2 stages; head dims over 128 halve the held rows. 16 x 16 in Triton's interpreter
-    (the tests exercise several tiles at small N)."""
-    if device_type != 'cuda':
+    ================================  ==============  ==============
+    call                              sm_90 and up    sm_80 .. sm_89
+    ================================  ==============  ==============
+    fp16/bf16, no attention dropout   64 x 64         32 x 32
+    fp16/bf16, attention dropout      64 x 32         64 x 32
+    fp32 (three TF32 products)        64 x 16         32 x 16
+    ================================  ==============  ==============
+
+    Head dims over 128: 32 x 16 in fp16/bf16 (no spill either), 16 x 16 in fp32 (spills
+    kilobytes, which is why ``backend='auto'`` does not give such calls to the kernels)."""
+    if arch is None:
         return TritonConfig(16, 16)
-    held = 32 if max(head_dim, value_dim) > 128 else 64
-    streamed = 16 if dtype == torch.float32 else 32 if dropout else 64
-    return TritonConfig(held, min(streamed, held))
+    hopper = arch >= 90
+    if max(head_dim, value_dim) > 128:
+        return TritonConfig(16, 16) if dtype == torch.float32 else TritonConfig(32, 16)
+    if dtype == torch.float32:
+        return TritonConfig(64, 16) if hopper else TritonConfig(32, 16)
+    if dropout:
+        return TritonConfig(64, 32)
+    return TritonConfig(64, 64) if hopper else TritonConfig(32, 32)
 
 
 def make_config(given) -> TritonConfig:
@@ -141,12 +164,12 @@ class _Call:
     """The scalars and host masks of one call, as the kernels take them."""
 
     def __init__(self, q, k, v, ratio, key, bias, allowed, dropout_p, scale, per_word, config,
-                 device_type, kernels):
+                 arch, kernels):
         b, h, nq, d = q.shape
         self.shape = (b, h, nq, k.shape[-2])
         self.dims = (d, v.shape[-1])
         self.kernels = kernels
-        config = config or default_config(device_type, q.dtype, *self.dims, dropout_p > 0)
+        config = config or default_config(arch, q.dtype, *self.dims, dropout_p > 0)
         dims = dict(BLOCK_D=max(16, 1 << (d - 1).bit_length()),
                     BLOCK_DV=max(16, 1 << (v.shape[-1] - 1).bit_length()))
         # forward and dQ: queries held (BLOCK_M), keys streamed (BLOCK_N); dK/dV: the reverse
@@ -154,7 +177,7 @@ class _Call:
         self.kv_blocks = dict(BLOCK_M=config.block_streamed, BLOCK_N=config.block_held, **dims)
         # warps and stages mean nothing to the interpreter, which refuses them
         self.launch = dict(num_warps=config.num_warps, num_stages=config.num_stages) \
-            if device_type == 'cuda' else {}
+            if arch is not None else {}
         self.scale = d**-0.5 if scale is None else float(scale)
         self.drop = (signed(key + GOLDEN), ratio_threshold(ratio))
         self.dropout_p = float(dropout_p)
@@ -316,10 +339,14 @@ def triton_dropkey_attention(q: torch.Tensor,
 
 
 def _attention(q, k, v, ratio, key, *, attn_mask=None, dropout_p=0.0, scale=None,
-               lanes='word', config=None, device_type=None, kernels=None):
-    """The call through the kernels; ``device_type`` (default q's) picks the default config and
-    the launch options, ``kernels`` (default :func:`.triton_kernels.kernels`) what is launched:
-    :mod:`.triton_aot` compiles a call for a GPU it does not have with these two."""
+               lanes='word', config=None, arch=None, kernels=None):
+    """The call through the kernels. ``arch``: the compute capability launched for (default
+    q's GPU; CPU tensors: Triton's interpreter), which picks the default config and the launch
+    options; ``kernels`` (default :func:`.triton_kernels.kernels`): what is launched.
+    :mod:`.triton_aot` compiles a call for a GPU the machine does not have with these two."""
+    if arch is None and q.is_cuda:
+        major, minor = torch.cuda.get_device_capability(q.device)
+        arch = 10 * major + minor
     b, h, nq, _ = q.shape
     nk = k.shape[-2]
     k_full = k.expand(b, h, nk, k.shape[-1])
@@ -327,8 +354,7 @@ def _attention(q, k, v, ratio, key, *, attn_mask=None, dropout_p=0.0, scale=None
     allowed, bias = split_host_mask(attn_mask)
     call = _Call(q, k_full, v_full, ratio, key, bias, allowed, dropout_p, scale,
                  per_word=lanes == 'word', config=config,
-                 device_type=device_type or q.device.type,
-                 kernels=kernels or triton_kernels.kernels())
+                 arch=arch, kernels=kernels or triton_kernels.kernels())
     need_check = empty_rows_possible(attn_mask, ratio, nk, b * h * nq)
     with torch.autocast(q.device.type, enabled=False):
         out = _TritonDropKeyAttention.apply(q, k_full, v_full, bias, call, need_check)
