@@ -83,8 +83,8 @@ DRY_OP_SHAPES = [('tiny b2, N17', 2, 2, 17, 17, 16, None, 0.0, 'half'),
 # dtype) and on ViT-B. The defaults (triton_flash.default_config: on sm_90 64 held x 64 / 32 /
 # 16 streamed for fp16 / fp16 with dropout / fp32, 4 warps, 2 stages, fp32 as 3 TF32 products)
 # were chosen without a GPU, as the largest tiles ptxas builds without spilling registers
-# (tools/analysis_tools/dropkey_triton_build.py). 'ieee' rows: fp32 on CUDA cores (fp32 shapes only). A configuration
-# that does not fit the GPU's shared memory is reported as failed.
+# (tools/analysis_tools/dropkey_triton_build.py). 'ieee' rows: fp32 on CUDA cores (fp32 shapes
+# only). A configuration that does not fit the GPU's shared memory is reported as failed.
 SWEEP_SHAPES = ['ViT-B IN1k b128, N197', 'DETR enc b2, N850, pad, drop .1, fp32',
                 'DETR dec cross b2, 100x850, pad, drop .1, fp32',
                 'PlainViT-B global b1, N4096, bias, fp32']
