@@ -25,8 +25,10 @@ Measures on one GPU, side by side in one process:
    each timed against the host and compared with the default configuration's output and
    gradients (the data to tune the untuned default from).
 
-With ``TRITON_INTERPRET=1`` set, ``--dry-run`` on CPU runs the Triton variants in Triton's
-interpreter (the test of this script does), so the GPU run meets no untried code.
+Each row is printed as soon as it is measured, and ``--json`` rewritten with every row so far,
+so a run stopped by a time limit still leaves what it measured; the table at the end adds the
+train-step ratios. With ``TRITON_INTERPRET=1`` set, ``--dry-run`` on CPU runs the Triton variants
+in Triton's interpreter (the test of this script does), so the GPU run meets no untried code.
 
 DropKey is attached through mmvitreg's timm attention site (``mmvitreg.regularizers``) when it
 imports, else by a local patch of timm's ``Attention.forward`` (same maths).
@@ -44,7 +46,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -186,7 +188,7 @@ def _peak(device: str, base: int) -> Optional[float]:
 
 
 def bench_train_steps(device: str, batch: int, steps: int, warmup: int,
-                      dry_run: bool) -> List[dict]:
+                      dry_run: bool, live: Callable[[dict], None] = print) -> List[dict]:
     torch.manual_seed(0)
     amp_dtype = _half_dtype(device)
     variants = [('flash, no DropKey', None), ('DropKey fused (flex)', 'flex'),
@@ -205,10 +207,12 @@ def bench_train_steps(device: str, batch: int, steps: int, warmup: int,
         try:
             rows.append(_train_variant(name, backend, state, x, y, device, batch, steps, warmup,
                                        dry_run, amp_dtype))
+            live(rows[-1])
         except Exception as err:  # report and go on: one run of this script must answer all
             print(f'train step {name} failed: {type(err).__name__}: {str(err)[:300]}')
             rows.append(dict(part='train step', name=name, ms=float('nan'), img_s=None,
                              peak_mb=None, finite=False, attached='-'))
+            live(rows[-1])
         if device == 'cuda':
             torch.cuda.empty_cache()
     ref = rows[0]['ms']
@@ -306,7 +310,8 @@ def _op_inputs(shape, device: str):
     return q, k, v, mask, torch.randn(b, h, nq, d, device=device, dtype=dtype)
 
 
-def bench_configs(device: str, shapes, configs, reps: int, ratio: float = 0.1) -> List[dict]:
+def bench_configs(device: str, shapes, configs, reps: int, ratio: float = 0.1,
+                  live: Callable[[dict], None] = print) -> List[dict]:
     """The Triton kernel (forward + backward) at each configuration on each shape: time, its
     ratio to the host's own attention, and the largest difference of the output and every
     gradient to the default configuration's (the same drop bits: float rounding only)."""
@@ -359,13 +364,15 @@ def bench_configs(device: str, shapes, configs, reps: int, ratio: float = 0.1) -
                              finite=all(bool(torch.isfinite(t).all())
                                         for ts in outs.values() for t in ts),
                              max_diff_fused=diff))
+            live(rows[-1])
         del q, k, v, g, outs, mask, inputs
         if device == 'cuda':
             torch.cuda.empty_cache()
     return rows
 
 
-def bench_ops(device: str, shapes, reps: int, ratio: float = 0.1) -> List[dict]:
+def bench_ops(device: str, shapes, reps: int, ratio: float = 0.1,
+              live: Callable[[dict], None] = print) -> List[dict]:
     """Per shape: the host's own attention (SDPA with the same host mask and dropout), DropKey as
     ``backend='auto'`` takes it (the path named), the SDPA fallback, and without dropout the
     FlexAttention diagnostics: the in-kernel hash instead of packed bits, and FlexAttention with
@@ -452,6 +459,7 @@ def bench_ops(device: str, shapes, reps: int, ratio: float = 0.1) -> List[dict]:
                              finite=finite, max_diff_fused=agree.get(vr),
                              dropped=dropped if vr in ('auto', 'sdpa', 'flex-hash') else None,
                              path=path if vr == 'auto' else None))
+            live(rows[-1])
         del q, k, v, g, outs, mask, inputs
         if device == 'cuda':
             torch.cuda.empty_cache()
@@ -511,20 +519,37 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     name = torch.cuda.get_device_name() if device == 'cuda' else 'CPU'
     t0 = time.time()
     rows = []
+    done = []  # every row as measured, printed and saved at once: a run stopped by a time
+    # limit still leaves what it measured (the table at the end adds the train-step ratios)
+
+    def live(row: dict) -> None:
+        done.append(row)
+        ms = f'{row["ms"]:.2f} ms' if row['ms'] == row['ms'] else 'failed'
+        print(f'[{time.time() - t0:4.0f} s] {row["part"]}: {row["name"]}: {ms}', flush=True)
+        _save(args.json, name, done)
+
     if not args.skip_train:
-        rows += bench_train_steps(device, args.batch, args.steps, args.warmup, args.dry_run)
+        rows += bench_train_steps(device, args.batch, args.steps, args.warmup, args.dry_run,
+                                  live)
     shapes = DRY_OP_SHAPES if args.dry_run else OP_SHAPES
-    rows += bench_ops(device, shapes, args.reps)
+    rows += bench_ops(device, shapes, args.reps, live=live)
     if args.tile_sweep and _triton_runs(device):
         names = DRY_SWEEP_SHAPES if args.dry_run else SWEEP_SHAPES
         rows += bench_configs(device, [s for s in shapes if s[0] in names],
-                              DRY_SWEEP_CONFIGS if args.dry_run else SWEEP_CONFIGS, args.reps)
+                              DRY_SWEEP_CONFIGS if args.dry_run else SWEEP_CONFIGS, args.reps,
+                              live=live)
     print_table(rows, name)
     print(f'total {time.time() - t0:.0f} s')
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(dict(device=name, torch=torch.__version__, rows=rows), f, indent=1)
+    _save(args.json, name, rows)
     return rows
+
+
+def _save(path: Optional[str], device_name: str, rows: List[dict]) -> None:
+    """The rows as JSON at ``path`` (replaced whole: never a half-written file)."""
+    if path:
+        with open(path + '.tmp', 'w') as f:
+            json.dump(dict(device=device_name, torch=torch.__version__, rows=rows), f, indent=1)
+        os.replace(path + '.tmp', path)
 
 
 if __name__ == '__main__':

@@ -28,6 +28,10 @@ def test_dry_run_without_openmmlab(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert 'loaded: []' in res.stdout
     assert 'DropKey GPU acceptance on CPU' in res.stdout
+    # each row printed as measured (a run cut short by a time limit still reports), before the
+    # table at the end
+    live = res.stdout.index('s] op fwd+bwd: tiny b2, N17: host (SDPA): ')
+    assert live < res.stdout.index('DropKey GPU acceptance on CPU')
     rows = json.loads(out.read_text())['rows']
     names = [r['name'] for r in rows]
     assert 'flash, no DropKey' in names and 'DropKey fallback (sdpa)' in names
