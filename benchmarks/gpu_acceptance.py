@@ -298,6 +298,19 @@ def _host_mask(kind: Optional[str], b: int, h: int, nq: int, nk: int, device: st
     return None
 
 
+def _forward_backward(attention: Callable[[], torch.Tensor], inputs, grad: torch.Tensor,
+                      outs: dict, name) -> Callable[[], None]:
+    """One timed unit: ``attention()`` forward and backward of ``grad``; its output and the
+    gradients of ``inputs`` kept as ``outs[name]`` (to compare variants)."""
+    def fn():
+        for t in inputs:
+            t.grad = None
+        out = attention()
+        out.backward(grad)
+        outs[name] = [out.detach().float()] + [t.grad.float() for t in inputs]
+    return fn
+
+
 def _op_inputs(shape, device: str):
     """q, k, v, the host mask and the output's gradient of one ``OP_SHAPES`` row."""
     name, b, h, nq, nk, d, mask_kind, dropout, dtype = shape
@@ -326,18 +339,13 @@ def bench_configs(device: str, shapes, configs, reps: int, ratio: float = 0.1,
         outs = {}
 
         def run(config):
-            def fn():
-                for t in inputs:
-                    t.grad = None
+            def attention():
                 if config == 'host':
-                    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                                         dropout_p=dropout)
-                else:
-                    out = triton_dropkey_attention(q, k, v, ratio, key, attn_mask=mask,
-                                                   dropout_p=dropout, config=config)
-                out.backward(g)
-                outs[config] = [out.detach().float()] + [t.grad.float() for t in inputs]
-            return fn
+                    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                          dropout_p=dropout)
+                return triton_dropkey_attention(q, k, v, ratio, key, attn_mask=mask,
+                                                dropout_p=dropout, config=config)
+            return _forward_backward(attention, inputs, g, outs, config)
 
         arch = None
         if device == 'cuda':
@@ -391,30 +399,25 @@ def bench_ops(device: str, shapes, reps: int, ratio: float = 0.1,
         outs = {}
 
         def run(variant):
-            def fn():
-                for t in inputs:
-                    t.grad = None
+            def attention():
                 if variant == 'host':
-                    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                                         dropout_p=dropout)
-                elif variant == 'flex-floor':  # the host's bias only, no DropKey
-                    out = _compiled_flex()(q, k, v, score_mod=None if mask is None else (
+                    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                          dropout_p=dropout)
+                if variant == 'flex-floor':  # the host's bias only, no DropKey
+                    return _compiled_flex()(q, k, v, score_mod=None if mask is None else (
                         lambda score, bi, hi, qi, ki: score + mask[bi, hi, qi, ki]))
-                elif variant == 'triton-logit':  # one hash per logit instead of per 4 keys
-                    out = triton_dropkey_attention(q, k, v, ratio, key, attn_mask=mask,
-                                                   dropout_p=dropout, lanes='logit')
-                elif variant == 'reference':  # the Triton kernel's maths, written out
-                    out = reference_attention(q, k, v, ratio, key, attn_mask=mask,
-                                              dropout_p=dropout)
-                elif variant == 'flex-hash':
-                    out = flex_dropkey_attention(q, k, v, ratio, key, attn_mask=mask,
-                                                 mask_source='hash')
-                else:
-                    out = dropkey_attention(q, k, v, ratio, attn_mask=mask, key=key,
-                                            dropout_p=dropout, backend=variant)
-                out.backward(g)
-                outs[variant] = [out.detach().float()] + [t.grad.float() for t in inputs]
-            return fn
+                if variant == 'triton-logit':  # one hash per logit instead of per 4 keys
+                    return triton_dropkey_attention(q, k, v, ratio, key, attn_mask=mask,
+                                                    dropout_p=dropout, lanes='logit')
+                if variant == 'reference':  # the Triton kernel's maths, written out
+                    return reference_attention(q, k, v, ratio, key, attn_mask=mask,
+                                               dropout_p=dropout)
+                if variant == 'flex-hash':
+                    return flex_dropkey_attention(q, k, v, ratio, key, attn_mask=mask,
+                                                  mask_source='hash')
+                return dropkey_attention(q, k, v, ratio, attn_mask=mask, key=key,
+                                         dropout_p=dropout, backend=variant)
+            return _forward_backward(attention, inputs, g, outs, variant)
 
         variants = ['host', 'auto', 'sdpa']
         if _triton_runs(device):
