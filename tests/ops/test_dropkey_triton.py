@@ -191,14 +191,16 @@ def test_bad_configs_are_refused_in_one_line(config):
 
 def test_default_config():
     """Tiles per GPU generation, dtype and dropout (``test_dropkey_triton_aot.py`` asserts why:
-    no kernel of a shipped call spills on sm_90 or sm_80); fp32 as 3xTF32 tensor-core products,
-    as the host's fp32 SDPA kernel does."""
+    no kernel of a shipped call spills on sm_90, sm_100 or sm_80); fp32 as 3xTF32 tensor-core
+    products, as the host's fp32 SDPA kernel does."""
     half, fp32 = torch.float16, torch.float32
     assert triton_flash.default_config(90, half, 64, 64, False) == (64, 64, 4, 2, 'tf32x3')
     assert triton_flash.default_config(90, half, 32, 32, True)[:2] == (64, 32)
     assert triton_flash.default_config(90, fp32, 32, 32, True)[:2] == (64, 16)
     assert triton_flash.default_config(80, half, 64, 64, False)[:2] == (32, 32)
     assert triton_flash.default_config(86, fp32, 64, 64, False)[:2] == (32, 16)
+    assert triton_flash.default_config(100, fp32, 64, 64, False)[:2] == (32, 16)
+    assert triton_flash.default_config(100, half, 64, 64, False)[:2] == (64, 64)
     assert triton_flash.default_config(90, half, 256, 64, False)[:2] == (32, 16)
     assert triton_flash.default_config(90, fp32, 64, 256, False)[:2] == (16, 16)
     assert triton_flash.default_config(None, fp32, 64, 64, True)[:2] == (16, 16)

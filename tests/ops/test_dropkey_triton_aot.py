@@ -1,6 +1,7 @@
-"""The Triton DropKey kernels compiled for sm_90 (H100/H200) and sm_80 (A100) on this GPU-less
-machine, through the real launch code: every call the shipped configs make builds, fits the
-GPU's shared memory and, with the default tiles, keeps its registers unspilled."""
+"""The Triton DropKey kernels compiled for sm_90 (H100/H200), sm_100 (B200) and sm_80 (A100) on
+this GPU-less machine, through the real launch code: every call the shipped configs make
+builds, fits the GPU's shared memory and, with the default tiles, keeps its registers
+unspilled."""
 import pytest
 import torch
 
@@ -11,10 +12,10 @@ from mmvitreg.ops.dropkey.triton_aot import (SHARED_MEMORY_LIMIT, SHIPPED_CALLS,
 pytestmark = pytest.mark.skipif(not triton_flash.triton_available(), reason='no Triton')
 
 
-@pytest.mark.parametrize('arch', [90, 80])
+@pytest.mark.parametrize('arch', [90, 100, 80])
 @pytest.mark.parametrize('call', list(SHIPPED_CALLS))
 def test_shipped_calls_build_fit_and_do_not_spill(call, arch):
-    """H100/H200 (sm_90) and A100 (sm_80)."""
+    """H100/H200 (sm_90), B200 (sm_100) and A100 (sm_80)."""
     builds = compile_shipped_call(arch, call)
     assert {b.kernel for b in builds} == {'forward', 'backward_kv', 'backward_q'}
     assert all(b.arch == arch and b.fits for b in builds), builds

@@ -111,7 +111,8 @@ class TritonConfig(NamedTuple):
 
 def default_config(arch: Optional[int], dtype: torch.dtype, head_dim: int, value_dim: int,
                    dropout: bool) -> TritonConfig:
-    """The tiles for a call on CUDA compute capability ``arch`` (e.g. 90: H100/H200, 80: A100;
+    """The tiles for a call on CUDA compute capability ``arch`` (e.g. 90: H100/H200, 100: B200,
+    80: A100;
     None: Triton's interpreter, 16 x 16 so that the tests exercise several tiles at small N).
 
     The largest tiles for which ptxas (Triton 3.7) allocates every kernel's registers without
@@ -120,26 +121,26 @@ def default_config(arch: Optional[int], dtype: torch.dtype, head_dim: int, value
     (``benchmarks/gpu_acceptance.py --tile-sweep`` times the alternatives). Held x streamed
     rows (see :class:`TritonConfig`), 4 warps, 2 stages:
 
-    ================================  ==============  ==============
-    call                              sm_90 and up    sm_80 .. sm_89
-    ================================  ==============  ==============
-    fp16/bf16, no attention dropout   64 x 64         32 x 32
-    fp16/bf16, attention dropout      64 x 32         64 x 32
-    fp32 (three TF32 products)        64 x 16         32 x 16
-    ================================  ==============  ==============
+    ================================  ========  ==============  ==============
+    call                              sm_90     sm_100 and up   sm_80 .. sm_89
+    ================================  ========  ==============  ==============
+    fp16/bf16, no attention dropout   64 x 64   64 x 64         32 x 32
+    fp16/bf16, attention dropout      64 x 32   64 x 32         64 x 32
+    fp32 (three TF32 products)        64 x 16   32 x 16         32 x 16
+    ================================  ========  ==============  ==============
 
     Head dims over 128: 32 x 16 in fp16/bf16 (no spill either), 16 x 16 in fp32 (spills
     kilobytes, which is why ``backend='auto'`` does not give such calls to the kernels)."""
     if arch is None:
         return TritonConfig(16, 16)
-    hopper = arch >= 90
+    sm90_up = arch >= 90
     if max(head_dim, value_dim) > 128:
         return TritonConfig(16, 16) if dtype == torch.float32 else TritonConfig(32, 16)
     if dtype == torch.float32:
-        return TritonConfig(64, 16) if hopper else TritonConfig(32, 16)
+        return TritonConfig(64, 16) if arch // 10 == 9 else TritonConfig(32, 16)
     if dropout:
         return TritonConfig(64, 32)
-    return TritonConfig(64, 64) if hopper else TritonConfig(32, 32)
+    return TritonConfig(64, 64) if sm90_up else TritonConfig(32, 32)
 
 
 def make_config(given) -> TritonConfig:
