@@ -328,7 +328,7 @@ def bench_configs(device: str, shapes, configs, reps: int, ratio: float = 0.1,
     """The Triton kernel (forward + backward) at each configuration on each shape: time, its
     ratio to the host's own attention, and the largest difference of the output and every
     gradient to the default configuration's (the same drop bits: float rounding only)."""
-    from mmvitreg.ops.dropkey.triton_flash import (TritonConfig, default_config,
+    from mmvitreg.ops.dropkey.triton_flash import (TritonConfig, cuda_arch, default_config,
                                                    triton_dropkey_attention)
     rows = []
     for shape in shapes:
@@ -347,10 +347,7 @@ def bench_configs(device: str, shapes, configs, reps: int, ratio: float = 0.1,
                                                 dropout_p=dropout, config=config)
             return _forward_backward(attention, inputs, g, outs, config)
 
-        arch = None
-        if device == 'cuda':
-            major, minor = torch.cuda.get_device_capability()
-            arch = 10 * major + minor
+        arch = cuda_arch() if device == 'cuda' else None
         default = default_config(arch, q.dtype, q.shape[-1], v.shape[-1], dropout > 0)
         others = [TritonConfig(*c) for c in configs]
         others = [c for c in others if c != default
@@ -521,26 +518,24 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
         args.batch, args.steps, args.warmup, args.reps = 4, 1, 1, 1
     name = torch.cuda.get_device_name() if device == 'cuda' else 'CPU'
     t0 = time.time()
-    rows = []
-    done = []  # every row as measured, printed and saved at once: a run stopped by a time
+    rows = []  # every row as measured, printed and saved at once: a run stopped by a time
     # limit still leaves what it measured (the table at the end adds the train-step ratios)
 
     def live(row: dict) -> None:
-        done.append(row)
+        rows.append(row)
         ms = f'{row["ms"]:.2f} ms' if row['ms'] == row['ms'] else 'failed'
         print(f'[{time.time() - t0:4.0f} s] {row["part"]}: {row["name"]}: {ms}', flush=True)
-        _save(args.json, name, done)
+        _save(args.json, name, rows)
 
     if not args.skip_train:
-        rows += bench_train_steps(device, args.batch, args.steps, args.warmup, args.dry_run,
-                                  live)
+        bench_train_steps(device, args.batch, args.steps, args.warmup, args.dry_run, live)
     shapes = DRY_OP_SHAPES if args.dry_run else OP_SHAPES
-    rows += bench_ops(device, shapes, args.reps, live=live)
+    bench_ops(device, shapes, args.reps, live=live)
     if args.tile_sweep and _triton_runs(device):
         names = DRY_SWEEP_SHAPES if args.dry_run else SWEEP_SHAPES
-        rows += bench_configs(device, [s for s in shapes if s[0] in names],
-                              DRY_SWEEP_CONFIGS if args.dry_run else SWEEP_CONFIGS, args.reps,
-                              live=live)
+        bench_configs(device, [s for s in shapes if s[0] in names],
+                      DRY_SWEEP_CONFIGS if args.dry_run else SWEEP_CONFIGS, args.reps,
+                      live=live)
     print_table(rows, name)
     print(f'total {time.time() - t0:.0f} s')
     _save(args.json, name, rows)
@@ -548,7 +543,8 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
 
 
 def _save(path: Optional[str], device_name: str, rows: List[dict]) -> None:
-    """The rows as JSON at ``path`` (replaced whole: never a half-written file)."""
+    """The rows as JSON at ``path`` (replaced whole: never a half-written file; written here
+    because mmvitreg.utils.atomic_file needs mmengine, which the GPU machine lacks)."""
     if path:
         with open(path + '.tmp', 'w') as f:
             json.dump(dict(device=device_name, torch=torch.__version__, rows=rows), f, indent=1)

@@ -41,7 +41,8 @@ from .schedule import ratio_threshold
 from .splitmix import GOLDEN, MASK64, mix64, signed
 
 __all__ = ['triton_available', 'triton_applies', 'triton_failure', 'triton_dropkey_attention',
-           'dropout_key', 'reference_attention', 'TritonConfig', 'default_config', 'make_config']
+           'dropout_key', 'reference_attention', 'TritonConfig', 'default_config', 'make_config',
+           'cuda_arch']
 
 _LOG = logging.getLogger(__name__)
 _STATE = {'failed': None, 'verified': set()}
@@ -109,11 +110,18 @@ class TritonConfig(NamedTuple):
     fp32_dots: str = 'tf32x3'
 
 
+def cuda_arch(device=None) -> int:
+    """The compute capability of a CUDA device as one number (9.0 -> 90), as
+    :func:`default_config` takes it."""
+    major, minor = torch.cuda.get_device_capability(device)
+    return 10 * major + minor
+
+
 def default_config(arch: Optional[int], dtype: torch.dtype, head_dim: int, value_dim: int,
                    dropout: bool) -> TritonConfig:
     """The tiles for a call on CUDA compute capability ``arch`` (e.g. 90: H100/H200, 100: B200,
-    80: A100;
-    None: Triton's interpreter, 16 x 16 so that the tests exercise several tiles at small N).
+    80: A100; None: Triton's interpreter, 16 x 16 so that the tests exercise several tiles at
+    small N).
 
     The largest tiles for which ptxas (Triton 3.7) allocates every kernel's registers without
     spilling, found with ``tools/analysis_tools/dropkey_triton_build.py`` at the shipped
@@ -346,8 +354,7 @@ def _attention(q, k, v, ratio, key, *, attn_mask=None, dropout_p=0.0, scale=None
     options; ``kernels`` (default :func:`.triton_kernels.kernels`): what is launched.
     :mod:`.triton_aot` compiles a call for a GPU the machine does not have with these two."""
     if arch is None and q.is_cuda:
-        major, minor = torch.cuda.get_device_capability(q.device)
-        arch = 10 * major + minor
+        arch = cuda_arch(q.device)
     b, h, nq, _ = q.shape
     nk = k.shape[-2]
     k_full = k.expand(b, h, nk, k.shape[-1])
